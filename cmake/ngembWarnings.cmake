@@ -1,0 +1,17 @@
+# Warning and sanitizer settings for ngemb's own programs (never imposed on consumers of ngemb::ngemb).
+set(NGEMB_HOST_WARNINGS -Wall -Wextra -Wpedantic -Werror)
+set(NGEMB_SANITIZER_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+
+# A host program with the project's warnings.
+function(ngemb_host_program target)
+  target_link_libraries(${target} PRIVATE ngemb::ngemb)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${NGEMB_HOST_WARNINGS}>)
+endfunction()
+
+# A device program: nvcc with the host compiler's warnings forwarded, and the CUDA runtime.
+function(ngemb_device_program target)
+  target_link_libraries(${target} PRIVATE ngemb::ngemb CUDA::cudart)
+  target_compile_features(${target} PRIVATE cuda_std_20)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror --expt-relaxed-constexpr>)
+endfunction()

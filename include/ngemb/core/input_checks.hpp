@@ -1,0 +1,164 @@
+#pragma once
+// Input validation that runs under any policy: element operations flag the first bad element in a status word
+// (atomically, so host threads and device threads behave the same), and one read-back turns flags into typed
+// exceptions that name the offending value and where it is. Kernels therefore never see unchecked offsets.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ngemb/core/error.hpp"
+#include "ngemb/core/macros.hpp"
+#include "ngemb/core/views.hpp"
+
+namespace ngemb {
+
+namespace detail {
+
+inline constexpr std::uint64_t no_failure = ~std::uint64_t{0};
+
+/// Keeps the smallest failing index in `word`.
+NGEMB_HD inline void record_first_failure(std::uint64_t* word, std::uint64_t index) {
+#if NGEMB_IN_DEVICE_CODE
+  atomicMin(reinterpret_cast<unsigned long long*>(word), static_cast<unsigned long long>(index));
+#else
+  std::atomic_ref<std::uint64_t> status(*word);
+  std::uint64_t seen = status.load(std::memory_order_relaxed);
+  while (index < seen && !status.compare_exchange_weak(seen, index, std::memory_order_relaxed)) {
+  }
+#endif
+}
+
+/// Flags sequence s when offsets[0] != 0, offsets[s] < offsets[s-1], or the last offset != number of values.
+struct check_offsets_op {
+  view<const std::int64_t> offsets;
+  std::uint64_t num_values;
+  std::uint64_t* status;
+
+  NGEMB_HD void operator()(std::size_t s) const {
+    const bool bad = (s == 0 && offsets[0] != 0) || (s > 0 && offsets[s] < offsets[s - 1]) ||
+                     (s + 1 == offsets.size() && static_cast<std::uint64_t>(offsets[s]) != num_values);
+    if (bad) {
+      record_first_failure(status, s);
+    }
+  }
+};
+
+/// Flags value i when it is outside [0, vocab_size).
+template <class Token>
+struct check_vocab_op {
+  view<const Token> tokens;
+  std::int64_t vocab_size;
+  std::uint64_t* status;
+
+  NGEMB_HD void operator()(std::size_t i) const {
+    const auto token = static_cast<std::int64_t>(tokens[i]);
+    if (token < 0 || token >= vocab_size) {
+      record_first_failure(status, i);
+    }
+  }
+};
+
+template <class T, class Policy>
+T read_one(const Policy& policy, const T* element) {
+  T value{};
+  copy_to_host(policy, view<const T>(element, 1), view<T>(&value, 1));
+  return value;
+}
+
+}  // namespace detail
+
+/// Collects checks of inputs in policy memory and raises the first failure with one read-back.
+template <class Policy>
+class input_checks {
+ public:
+  static constexpr std::size_t capacity = 8;
+
+  explicit input_checks(const Policy& policy) : policy_(policy), status_(policy, capacity) {
+    const std::vector<std::uint64_t> clear(capacity, detail::no_failure);
+    copy_to(policy_, view<const std::uint64_t>(clear), status_.as_view());
+  }
+
+  /// The offsets must start at 0, never decrease and end at the number of values. An empty offsets array is
+  /// checked at once (it needs no device access).
+  template <class T>
+  void ragged(ragged_view<const T> batch, std::string name) {
+    if (batch.offsets().empty()) {
+      throw shape_mismatch(name + ": offsets must hold num_sequences + 1 entries, got none");
+    }
+    const std::size_t word = add(true, [this, batch, name](std::uint64_t s) {
+      const std::int64_t here = detail::read_one(policy_, batch.offsets().data() + s);
+      std::string message = name + ": offsets[" + std::to_string(s) + "] = " + std::to_string(here);
+      if (s == 0 && here != 0) {
+        return message + " but must be 0";
+      }
+      if (s > 0) {
+        const std::int64_t before = detail::read_one(policy_, batch.offsets().data() + s - 1);
+        if (here < before) {
+          return message + " is less than offsets[" + std::to_string(s - 1) + "] = " + std::to_string(before);
+        }
+      }
+      return message + " but there are " + std::to_string(batch.num_values()) + " values";
+    });
+    for_each_n(policy_, batch.offsets().size(),
+               detail::check_offsets_op{batch.offsets(), batch.num_values(), status_.data() + word});
+  }
+
+  /// Every token must be in [0, vocab_size). Run after ragged() on the same batch so positions can be named.
+  template <class Token>
+  void in_vocabulary(ragged_view<const Token> batch, std::int64_t vocab_size, std::string name) {
+    const std::size_t word = add(false, [this, batch, vocab_size, name](std::uint64_t index) {
+      const auto token = static_cast<std::int64_t>(detail::read_one(policy_, batch.values().data() + index));
+      std::vector<std::int64_t> offsets(batch.offsets().size());
+      copy_to_host(policy_, batch.offsets(), view<std::int64_t>(offsets));
+      const ragged_view<const Token> host_offsets(view<const Token>(nullptr, batch.num_values()), offsets);
+      const std::size_t sequence = host_offsets.sequence_of(static_cast<std::int64_t>(index));
+      return name + ": token id " + std::to_string(token) + " at sequence " + std::to_string(sequence) +
+             ", position " + std::to_string(static_cast<std::int64_t>(index) - offsets[sequence]) +
+             " (flat index " + std::to_string(index) + ") is outside [0, " + std::to_string(vocab_size) + ")";
+    });
+    for_each_n(policy_, batch.num_values(),
+               detail::check_vocab_op<Token>{batch.values(), vocab_size, status_.data() + word});
+  }
+
+  /// Reads the status words back (one synchronising copy on a device) and throws the first failure: shape
+  /// problems as shape_mismatch, token problems as invalid_argument.
+  void raise_if_failed() {
+    std::vector<std::uint64_t> status(capacity);
+    copy_to_host(policy_, status_.as_view(), view<std::uint64_t>(status));
+    for (std::size_t word = 0; word < describers_.size(); ++word) {
+      if (status[word] != detail::no_failure) {
+        const std::string message = describers_[word].describe(status[word]);
+        if (describers_[word].is_shape) {
+          throw shape_mismatch(message);
+        }
+        throw invalid_argument(message);
+      }
+    }
+  }
+
+ private:
+  struct describer {
+    std::function<std::string(std::uint64_t)> describe;
+    bool is_shape;
+  };
+
+  template <class Describe>
+  std::size_t add(bool is_shape, Describe describe) {
+    if (describers_.size() == capacity) {
+      throw invalid_argument("input_checks: more than " + std::to_string(capacity) + " checks in one batch");
+    }
+    describers_.push_back({std::move(describe), is_shape});
+    return describers_.size() - 1;
+  }
+
+  const Policy& policy_;
+  typename Policy::template buffer<std::uint64_t> status_;
+  std::vector<describer> describers_;
+};
+
+}  // namespace ngemb

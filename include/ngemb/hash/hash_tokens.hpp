@@ -1,0 +1,144 @@
+#pragma once
+// Hashing a ragged batch of tokens into n-gram ids under any execution policy. The per-token element operation
+// gathers the look-back (from the sequence itself, then from a context source: nothing, a ragged context, or the
+// n-gram cache), cut at segment boundaries, and hands it to the hasher's ref.
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "ngemb/core/error.hpp"
+#include "ngemb/core/input_checks.hpp"
+#include "ngemb/core/macros.hpp"
+#include "ngemb/core/views.hpp"
+#include "ngemb/hash/hasher.hpp"
+
+namespace ngemb {
+
+/// Where ids point: into each sub-table (0 <= id < m_i), or into one table holding all sub-tables back to back.
+enum class id_layout : std::uint8_t { per_table, concatenated };
+
+/// No earlier tokens: the start of every sequence is the start of its stream.
+struct no_context {
+  NGEMB_HD std::int64_t size(std::size_t /*sequence*/) const { return 0; }
+  NGEMB_HD std::uint32_t at(std::size_t /*sequence*/, std::int64_t /*position*/) const { return 0; }
+};
+
+/// Earlier tokens given per sequence as a ragged batch (oldest first); only the last N-1 are read.
+template <class Token>
+struct ragged_context {
+  ragged_view<const Token> tokens;
+
+  NGEMB_HD std::int64_t size(std::size_t sequence) const { return tokens.size_of(sequence); }
+  NGEMB_HD std::uint32_t at(std::size_t sequence, std::int64_t position) const {
+    return static_cast<std::uint32_t>(tokens.values()[static_cast<std::size_t>(tokens.begin_of(sequence) + position)]);
+  }
+};
+
+namespace detail {
+
+/// One token: ids of all sub-tables. Tokens are range-checked before this runs.
+template <class HashRef, class Token, class Context, class Id>
+struct hash_token_op {
+  HashRef hash;
+  ragged_view<const Token> tokens;
+  Context context;
+  Id* ids;
+  bool concatenated;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const std::size_t sequence = tokens.sequence_of(static_cast<std::int64_t>(index));
+    const std::int64_t begin = tokens.begin_of(sequence);
+    const std::int64_t position = static_cast<std::int64_t>(index) - begin;
+    std::uint32_t history[HashRef::max_lookback] = {};
+    for (int back = 1; back <= hash.lookback(); ++back) {
+      const std::int64_t source = position - back;
+      std::uint32_t token = 0;
+      if (source >= 0) {
+        token = static_cast<std::uint32_t>(tokens.values()[static_cast<std::size_t>(begin + source)]);
+      } else {
+        const std::int64_t in_context = context.size(sequence) + source;
+        if (in_context < 0) {
+          break;  // before the start of the stream: zero padding
+        }
+        token = context.at(sequence, in_context);
+      }
+      if (hash.cuts_lookback(token)) {
+        break;  // the boundary token and everything before it contribute 0
+      }
+      history[back - 1] = token;
+    }
+    hash.hash(static_cast<std::uint32_t>(tokens.values()[index]), history,
+              ids + index * static_cast<std::size_t>(hash.num_tables()), concatenated);
+  }
+};
+
+template <class Hasher, class Id>
+void check_id_output(const Hasher& hasher, std::size_t num_tokens, std::size_t num_ids, id_layout layout) {
+  const std::size_t expected = num_tokens * static_cast<std::size_t>(hasher.num_tables());
+  if (num_ids != expected) {
+    throw shape_mismatch("hash_tokens: ids must hold tokens x K*(N-1) = " + std::to_string(num_tokens) + " x " +
+                         std::to_string(hasher.num_tables()) + " = " + std::to_string(expected) + " entries, got " +
+                         std::to_string(num_ids));
+  }
+  const std::int64_t largest = layout == id_layout::concatenated ? hasher.total_rows() : [&] {
+    std::int64_t rows = 0;
+    for (int table = 0; table < hasher.num_tables(); ++table) {
+      rows = rows > hasher.rows(table) ? rows : hasher.rows(table);
+    }
+    return rows;
+  }();
+  if (largest - 1 > static_cast<std::int64_t>(std::numeric_limits<Id>::max())) {
+    throw invalid_argument("hash_tokens: ids up to " + std::to_string(largest - 1) +
+                           " do not fit the id type; use 64-bit ids");
+  }
+}
+
+/// Runs the element operation once the inputs are known to be valid.
+template <class Policy, class Hasher, class Token, class Context, class Id>
+void launch_hash(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, Context context,
+                 view<Id> ids, id_layout layout) {
+  using op = hash_token_op<typename Hasher::ref_type, Token, Context, Id>;
+  for_each_n(policy, tokens.num_values(),
+             op{hasher.ref(), tokens, context, ids.data(), layout == id_layout::concatenated});
+}
+
+}  // namespace detail
+
+/// Ids of every token of a ragged batch, K*(N-1) per token in sub-table order, written to `ids`
+/// ([tokens x K*(N-1)], row-major). Every sequence starts a fresh stream. All views live in the policy's memory.
+/// Throws shape_mismatch for bad offsets or a wrong output size and invalid_argument for tokens outside [0, V).
+template <class Policy, hasher Hasher, std::integral Token, class Id>
+  requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
+void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, view<Id> ids,
+                 id_layout layout = id_layout::per_table) {
+  detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
+  input_checks<Policy> checks(policy);
+  checks.ragged(tokens, "hash_tokens: tokens");
+  checks.in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
+  checks.raise_if_failed();
+  detail::launch_hash(policy, hasher, tokens, no_context{}, ids, layout);
+}
+
+/// As above, with `context[s]` the tokens that precede sequence s (a prompt already processed, oldest first):
+/// they serve as look-back only and get no ids.
+template <class Policy, hasher Hasher, std::integral Token, class Id>
+  requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
+void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens,
+                 ragged_view<const Token> context, view<Id> ids, id_layout layout = id_layout::per_table) {
+  detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
+  if (context.num_sequences() != tokens.num_sequences()) {
+    throw shape_mismatch("hash_tokens: context has " + std::to_string(context.num_sequences()) +
+                         " sequences but tokens have " + std::to_string(tokens.num_sequences()));
+  }
+  input_checks<Policy> checks(policy);
+  checks.ragged(tokens, "hash_tokens: tokens");
+  checks.ragged(context, "hash_tokens: context");
+  checks.in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
+  checks.in_vocabulary(context, hasher.vocab_size(), "hash_tokens: context");
+  checks.raise_if_failed();
+  detail::launch_hash(policy, hasher, tokens, ragged_context<Token>{context}, ids, layout);
+}
+
+}  // namespace ngemb

@@ -1,0 +1,99 @@
+#pragma once
+// Reads the n-gram fields of a Hugging Face `config.json` (SPEC §1) into an ngram_config.
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "ngemb/core/config.hpp"
+#include "ngemb/core/error.hpp"
+
+namespace ngemb {
+
+namespace detail {
+
+inline const nlohmann::json& require_field(const nlohmann::json& root, const char* field, const std::string& source) {
+  const auto found = root.find(field);
+  if (found == root.end() || found->is_null()) {
+    throw format_error(source + ": missing field \"" + field + "\"");
+  }
+  return *found;
+}
+
+inline std::int64_t integer_field(const nlohmann::json& value, const char* field, const std::string& source) {
+  if (!value.is_number_integer()) {
+    throw format_error(source + ": field \"" + field + "\" must be an integer, got " + value.dump());
+  }
+  return value.get<std::int64_t>();
+}
+
+inline int small_integer_field(const nlohmann::json& value, const char* field, const std::string& source) {
+  const std::int64_t number = integer_field(value, field, source);
+  if (number < -(std::int64_t{1} << 30) || number > (std::int64_t{1} << 30)) {
+    throw format_error(source + ": field \"" + field + "\" = " + std::to_string(number) + " is out of range");
+  }
+  return static_cast<int>(number);
+}
+
+}  // namespace detail
+
+/// Parses config.json text. `source` names the file in error messages. Throws format_error for malformed JSON,
+/// missing fields or wrong types, and invalid_argument (from validate) for values out of range.
+inline ngram_config parse_ngram_config(std::string_view json_text, const std::string& source = "config.json") {
+  nlohmann::json root;
+  try {
+    root = nlohmann::json::parse(json_text);
+  } catch (const nlohmann::json::parse_error& parse_failure) {
+    throw format_error(source + ": not valid JSON: " + parse_failure.what());
+  }
+  if (!root.is_object()) {
+    throw format_error(source + ": the top level must be a JSON object");
+  }
+  using detail::integer_field;
+  using detail::require_field;
+  using detail::small_integer_field;
+  ngram_config config;
+  config.vocab_size = integer_field(require_field(root, "vocab_size", source), "vocab_size", source);
+  config.hidden_size = integer_field(require_field(root, "hidden_size", source), "hidden_size", source);
+  config.max_order = small_integer_field(require_field(root, "emb_neighbor_num", source), "emb_neighbor_num", source);
+  config.splits = small_integer_field(require_field(root, "emb_split_num", source), "emb_split_num", source);
+  const nlohmann::json& ratio = require_field(root, "ngram_vocab_size_ratio", source);
+  if (!ratio.is_number()) {
+    throw format_error(source + ": field \"ngram_vocab_size_ratio\" must be a number, got " + ratio.dump());
+  }
+  config.ratio = ratio.get<double>();
+  if (const auto eos = root.find("eos_token_id"); eos != root.end() && !eos->is_null()) {
+    if (eos->is_array()) {  // some HF configs list several EOS ids; the hash has one segment token
+      if (eos->size() != 1) {
+        throw format_error(source + ": eos_token_id lists " + std::to_string(eos->size()) +
+                           " ids; the n-gram hash needs exactly one");
+      }
+      config.eos_token = integer_field((*eos)[0], "eos_token_id", source);
+    } else {
+      config.eos_token = integer_field(*eos, "eos_token_id", source);
+    }
+  }
+  config.validate();
+  return config;
+}
+
+/// Reads `path` (a config.json file, or a checkpoint folder holding one).
+inline ngram_config read_ngram_config(const std::filesystem::path& path) {
+  const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "config.json" : path;
+  std::ifstream stream(file, std::ios::binary);
+  if (!stream) {
+    throw io_error("cannot open " + file.string());
+  }
+  std::ostringstream text;
+  text << stream.rdbuf();
+  if (stream.bad()) {
+    throw io_error("cannot read " + file.string());
+  }
+  return parse_ngram_config(text.str(), file.string());
+}
+
+}  // namespace ngemb

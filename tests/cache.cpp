@@ -1,0 +1,76 @@
+// cache/: prefill + speculative decode through the cache equals one-shot hashing; slot management and errors.
+#include <doctest/doctest.h>
+
+#include "cache_property.hpp"
+#include "ngemb/policy/host_policy.hpp"
+
+TEST_CASE("cache steps with random drafts and rollbacks equal one-shot ids") {
+  auto lite = ngemb::ngram_config::longcat_flash_lite();
+  for (unsigned seed = 1; seed <= 20; ++seed) {
+    CAPTURE(seed);
+    ngemb_test::check_cache_matches_one_shot(ngemb::host_policy{}, lite, seed);
+  }
+  auto small = lite;  // other orders, a vocabulary where EOS collides often, ignored tokens
+  small.vocab_size = 17;
+  small.max_order = 6;
+  small.splits = 2;
+  small.hidden_size = 64;
+  small.ratio = 3.0;
+  small.eos_token = 1;
+  small.ignored_tokens = {4};
+  for (unsigned seed = 1; seed <= 20; ++seed) {
+    CAPTURE(seed);
+    ngemb_test::check_cache_matches_one_shot(ngemb::host_policy{3, 1}, small, seed);
+  }
+  auto bigram = small;
+  bigram.max_order = 2;
+  bigram.eos_token.reset();
+  ngemb_test::check_cache_matches_one_shot(ngemb::host_policy{}, bigram, 5);
+}
+
+TEST_CASE("cache slots: allocation, release, reset and misuse") {
+  const auto lite = ngemb::ngram_config::longcat_flash_lite();
+  const ngemb::host_policy policy;
+  ngemb::ngram_cache<ngemb::host_policy> cache(policy, lite, 2, 3);
+  const auto first = cache.allocate();
+  const auto second = cache.allocate();
+  CHECK(first == 0);
+  CHECK(second == 1);
+  CHECK_THROWS_WITH_AS(cache.allocate(), "ngram_cache: all 2 slots are in use", ngemb::invalid_argument);
+  const std::vector<std::int32_t> tokens{7, 8, 9, 10};
+  const std::vector<std::int64_t> offsets{0, 4};
+  const std::vector<std::int32_t> slot_list{first};
+  const ngemb::ragged_view<const std::int32_t> batch(tokens, offsets);
+  CHECK_THROWS_WITH_AS(cache.append(ngemb::view<const std::int32_t>(slot_list), batch),
+                       "ngram_cache::append: slot 0 would hold 4 pending tokens, more than max_draft = 3",
+                       ngemb::invalid_argument);
+  cache.advance(ngemb::view<const std::int32_t>(slot_list), batch);  // any length: only the last N-1 stay
+  CHECK(cache.window(first) == std::vector<std::int32_t>{8, 9, 10});
+  const std::vector<std::int64_t> two{0, 2};
+  cache.append(ngemb::view<const std::int32_t>(slot_list), ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens.data(), 2), two));
+  CHECK(cache.pending(first) == 2);
+  CHECK_THROWS_WITH_AS(cache.advance(ngemb::view<const std::int32_t>(slot_list), batch),
+                       "ngram_cache::advance: slot 0 has 2 pending draft tokens; commit them first",
+                       ngemb::invalid_argument);
+  const std::vector<std::int32_t> too_many{3};
+  CHECK_THROWS_WITH_AS(cache.commit(ngemb::view<const std::int32_t>(slot_list), ngemb::view<const std::int32_t>(too_many)),
+                       "ngram_cache::commit: slot 0 has 2 pending tokens, cannot accept 3", ngemb::invalid_argument);
+  const std::vector<std::int32_t> one{1};
+  cache.commit(ngemb::view<const std::int32_t>(slot_list), ngemb::view<const std::int32_t>(one));
+  CHECK(cache.window(first) == std::vector<std::int32_t>{9, 10, 7});
+  const std::vector<std::int32_t> twice{first, first};
+  const std::vector<std::int64_t> pair{0, 1, 2};
+  CHECK_THROWS_WITH_AS(cache.advance(ngemb::view<const std::int32_t>(twice), ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens.data(), 2), pair)),
+                       "ngram_cache::advance: slot 0 is listed twice in one batch", ngemb::invalid_argument);
+  const std::vector<std::int32_t> bad_token{131072};
+  const std::vector<std::int64_t> single{0, 1};
+  CHECK_THROWS_AS(cache.advance(ngemb::view<const std::int32_t>(slot_list), ngemb::ragged_view<const std::int32_t>(bad_token, single)),
+                  ngemb::invalid_argument);
+  cache.reset(first);
+  CHECK(cache.window(first).empty());
+  cache.release(second);
+  CHECK_THROWS_WITH_AS(cache.reset(second),
+                       "ngram_cache::reset: slot 1 is not an allocated slot (the cache has 2 slots)",
+                       ngemb::invalid_argument);
+  CHECK(cache.allocate() == second);
+}
