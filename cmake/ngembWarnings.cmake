@@ -11,7 +11,7 @@ endfunction()
 # A device program: nvcc with the host compiler's warnings forwarded, and the CUDA runtime.
 function(ngemb_device_program target)
   target_link_libraries(${target} PRIVATE ngemb::ngemb CUDA::cudart)
-  target_compile_features(${target} PRIVATE cuda_std_20)
+  # CMake 3.25 does not know nvcc 13's language levels, so the standard is passed as a flag.
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror --expt-relaxed-constexpr>)
+    $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Werror --expt-relaxed-constexpr>)
 endfunction()

@@ -24,13 +24,13 @@ struct staging {
   template <class T>
   typename Policy::template buffer<T> to_policy(const std::vector<T>& values) const {
     typename Policy::template buffer<T> buffer(policy, values.size());
-    ngemb::copy_to(policy, ngemb::view<const T>(values), buffer.as_view());
+    copy_to(policy, ngemb::view<const T>(values), buffer.as_view());
     return buffer;
   }
   template <class T>
   std::vector<T> to_host(const typename Policy::template buffer<T>& buffer) const {
     std::vector<T> values(buffer.size());
-    ngemb::copy_to_host(policy, buffer.as_view(), ngemb::view<T>(values));
+    copy_to_host(policy, buffer.as_view(), ngemb::view<T>(values));
     return values;
   }
 };
@@ -73,7 +73,7 @@ void record_step(ngemb::ngram_cache<Policy>& cache, const Policy& policy, const 
   } else {
     cache.advance(ngemb::view<const std::int32_t>(slots), batch);
   }
-  ngemb::synchronize(policy);  // the staged tokens die at the end of this scope
+  synchronize(policy);  // the staged tokens die at the end of this scope
 }
 
 template <class Policy>
