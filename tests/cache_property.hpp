@@ -35,43 +35,46 @@ struct staging {
   }
 };
 
-/// Hashes one ragged batch (host vectors) through the cache and returns the ids on the host.
+/// A ragged batch built from host sequences and copied into the policy's memory.
+template <class Policy>
+struct staged_batch {
+  typename Policy::template buffer<std::int32_t> tokens;
+  typename Policy::template buffer<std::int64_t> offsets;
+
+  staged_batch(const Policy& policy, const std::vector<std::vector<std::int32_t>>& sequences) {
+    std::vector<std::int32_t> flat;
+    std::vector<std::int64_t> ends{0};
+    for (const auto& sequence : sequences) {
+      flat.insert(flat.end(), sequence.begin(), sequence.end());
+      ends.push_back(static_cast<std::int64_t>(flat.size()));
+    }
+    const staging<Policy> stage{policy};
+    tokens = stage.to_policy(flat);
+    offsets = stage.to_policy(ends);
+  }
+  [[nodiscard]] ngemb::ragged_view<const std::int32_t> as_view() const { return {tokens.as_view(), offsets.as_view()}; }
+};
+
+/// Hashes one ragged batch through the cache and returns the ids on the host.
 template <class Policy>
 std::vector<std::int64_t> hash_step(const Policy& policy, const ngemb::longcat_hash& hasher,
                                     ngemb::ngram_cache<Policy>& cache, const std::vector<std::int32_t>& slots,
                                     const std::vector<std::vector<std::int32_t>>& sequences) {
-  const staging<Policy> stage{policy};
-  std::vector<std::int32_t> flat;
-  std::vector<std::int64_t> offsets{0};
-  for (const auto& sequence : sequences) {
-    flat.insert(flat.end(), sequence.begin(), sequence.end());
-    offsets.push_back(static_cast<std::int64_t>(flat.size()));
-  }
-  const auto tokens = stage.to_policy(flat);
-  const auto token_offsets = stage.to_policy(offsets);
-  const ngemb::ragged_view<const std::int32_t> batch(tokens.as_view(), token_offsets.as_view());
-  typename Policy::template buffer<std::int64_t> ids(policy, flat.size() * static_cast<std::size_t>(hasher.num_tables()));
-  ngemb::hash_tokens(policy, hasher, cache, ngemb::view<const std::int32_t>(slots), batch, ids.as_view());
-  return stage.to_host(ids);
+  const staged_batch<Policy> batch(policy, sequences);
+  typename Policy::template buffer<std::int64_t> ids(
+      policy, batch.tokens.size() * static_cast<std::size_t>(hasher.num_tables()));
+  ngemb::hash_tokens(policy, hasher, cache, ngemb::view<const std::int32_t>(slots), batch.as_view(), ids.as_view());
+  return staging<Policy>{policy}.to_host(ids);
 }
 
 template <class Policy>
 void record_step(ngemb::ngram_cache<Policy>& cache, const Policy& policy, const std::vector<std::int32_t>& slots,
                  const std::vector<std::vector<std::int32_t>>& sequences, bool as_draft) {
-  const staging<Policy> stage{policy};
-  std::vector<std::int32_t> flat;
-  std::vector<std::int64_t> offsets{0};
-  for (const auto& sequence : sequences) {
-    flat.insert(flat.end(), sequence.begin(), sequence.end());
-    offsets.push_back(static_cast<std::int64_t>(flat.size()));
-  }
-  const auto tokens = stage.to_policy(flat);
-  const auto token_offsets = stage.to_policy(offsets);
-  const ngemb::ragged_view<const std::int32_t> batch(tokens.as_view(), token_offsets.as_view());
+  const staged_batch<Policy> batch(policy, sequences);
   if (as_draft) {
-    cache.append(ngemb::view<const std::int32_t>(slots), batch);
+    cache.append(ngemb::view<const std::int32_t>(slots), batch.as_view());
   } else {
-    cache.advance(ngemb::view<const std::int32_t>(slots), batch);
+    cache.advance(ngemb::view<const std::int32_t>(slots), batch.as_view());
   }
   synchronize(policy);  // the staged tokens die at the end of this scope
 }
@@ -162,15 +165,10 @@ void check_cache_matches_one_shot(const Policy& policy, ngemb::ngram_config conf
   }
 
   // One shot over the final sequences, on the host.
-  std::vector<std::int32_t> flat;
-  std::vector<std::int64_t> offsets{0};
-  for (const auto& sequence : accepted) {
-    flat.insert(flat.end(), sequence.begin(), sequence.end());
-    offsets.push_back(static_cast<std::int64_t>(flat.size()));
-  }
-  std::vector<std::int64_t> one_shot(flat.size() * static_cast<std::size_t>(tables));
-  ngemb::hash_tokens(ngemb::host_policy{}, hasher, ngemb::ragged_view<const std::int32_t>(flat, offsets),
-                     ngemb::view<std::int64_t>(one_shot));
+  const ngemb::host_policy host{};
+  const staged_batch<ngemb::host_policy> final_batch(host, accepted);
+  std::vector<std::int64_t> one_shot(final_batch.tokens.size() * static_cast<std::size_t>(tables));
+  ngemb::hash_tokens(host, hasher, final_batch.as_view(), ngemb::view<std::int64_t>(one_shot));
   std::vector<std::int64_t> stepwise;
   for (const auto& sequence_ids : stepwise_ids) {
     stepwise.insert(stepwise.end(), sequence_ids.begin(), sequence_ids.end());

@@ -4,8 +4,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <concepts>
+#include <string>
 #include <type_traits>
 
+#include "ngemb/core/error.hpp"
 #include "ngemb/core/macros.hpp"
 
 namespace ngemb {
@@ -80,5 +82,17 @@ class ragged_view {
   view<T> values_;
   view<const std::int64_t> offsets_;
 };
+
+namespace detail {
+
+/// Copies between policy memory and the host move whole views: sizes must agree.
+inline void require_same_size(const char* operation, std::size_t source, std::size_t destination) {
+  if (source != destination) {
+    throw shape_mismatch(std::string(operation) + ": source has " + std::to_string(source) +
+                         " elements, destination " + std::to_string(destination));
+  }
+}
+
+}  // namespace detail
 
 }  // namespace ngemb

@@ -47,10 +47,7 @@ void for_each_n(const device_policy& policy, std::size_t n, Op op) {
 /// until the stream reaches the copy, which synchronize() guarantees).
 template <class T>
 void copy_to(const device_policy& policy, std::type_identity_t<view<const T>> source, view<T> destination) {
-  if (source.size() != destination.size()) {
-    throw shape_mismatch("copy_to: source has " + std::to_string(source.size()) + " elements, destination " +
-                         std::to_string(destination.size()));
-  }
+  detail::require_same_size("copy_to", source.size(), destination.size());
   NGEMB_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), source.size() * sizeof(T),
                                    cudaMemcpyHostToDevice, policy.stream));
 }
@@ -58,10 +55,7 @@ void copy_to(const device_policy& policy, std::type_identity_t<view<const T>> so
 /// Copies device memory back to host values and waits for it.
 template <class T>
 void copy_to_host(const device_policy& policy, std::type_identity_t<view<const T>> source, view<T> destination) {
-  if (source.size() != destination.size()) {
-    throw shape_mismatch("copy_to_host: source has " + std::to_string(source.size()) + " elements, destination " +
-                         std::to_string(destination.size()));
-  }
+  detail::require_same_size("copy_to_host", source.size(), destination.size());
   NGEMB_CUDA_CHECK(cudaMemcpyAsync(destination.data(), source.data(), source.size() * sizeof(T),
                                    cudaMemcpyDeviceToHost, policy.stream));
   NGEMB_CUDA_CHECK(cudaStreamSynchronize(policy.stream));

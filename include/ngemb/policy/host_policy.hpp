@@ -93,10 +93,7 @@ void for_each_n(const host_policy& policy, std::size_t n, Op op) {
 /// Copies host values into policy memory (a plain copy on the host).
 template <class T>
 void copy_to(const host_policy& /*policy*/, std::type_identity_t<view<const T>> source, view<T> destination) {
-  if (source.size() != destination.size()) {
-    throw shape_mismatch("copy_to: source has " + std::to_string(source.size()) + " elements, destination " +
-                         std::to_string(destination.size()));
-  }
+  detail::require_same_size("copy_to", source.size(), destination.size());
   std::copy(source.begin(), source.end(), destination.begin());
 }
 
