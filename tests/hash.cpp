@@ -213,6 +213,34 @@ TEST_CASE("random configs agree with a literal transcription of SPEC §2") {
   }
 }
 
+TEST_CASE("sums that could overflow 64 bits are reduced term by term, with the same ids") {
+  ngemb::ngram_config config;
+  config.vocab_size = std::int64_t{1} << 31;
+  config.hidden_size = 64;
+  config.max_order = 4;
+  config.splits = 2;
+  config.m_base = 4249006920;  // table 4 (order 4) has weights near 2^32: large tokens overflow a plain sum
+  config.eos_token = 9;
+  const ngemb::longcat_hash hasher(config);
+  CHECK(hasher.ref().reduce_each_term);
+  CHECK_FALSE(ngemb::longcat_hash(ngemb::ngram_config::longcat_flash_lite()).ref().reduce_each_term);
+  std::mt19937 random(5);
+  std::uniform_int_distribution<std::int32_t> large(INT32_MAX - (1 << 27), INT32_MAX);
+  std::vector<std::int32_t> stream(400);
+  for (auto& value : stream) {
+    value = random() % 9 == 0 ? 9 : large(random);
+  }
+  batch input;
+  input.add(stream);
+  const auto ids = run_hash<std::int64_t>(hasher, input, false);
+  for (std::size_t position = 0; position < stream.size(); ++position) {
+    const auto expected = spec_ids(config, stream, position);
+    for (std::size_t table = 0; table < expected.size(); ++table) {
+      REQUIRE(static_cast<std::uint64_t>(ids[position * expected.size() + table]) == expected[table]);
+    }
+  }
+}
+
 TEST_CASE("bad input raises typed errors naming the value and the place") {
   const ngemb::longcat_hash hasher(ngemb::ngram_config::longcat_flash_lite());
   const ngemb::host_policy policy;

@@ -1,8 +1,10 @@
 #pragma once
 // LongCat's polynomial n-gram hash (SPEC §2), bit-exact with the official module:
-//   id_i(p) = (t_0 + sum_{j=1..n-1} t_j * (V^j mod m_i)) mod m_i,   i = (n-2)*K + k.
-// Evaluated in Horner form, h <- (h * (V mod m_i) + t_j) mod m_i from the oldest look-back token down to t_0,
-// which is the same residue with n-1 reductions per table and every intermediate below 2^64.
+//   id_i(p) = (t_0 + sum_{j=1..n-1} t_j * w_{i,j}) mod m_i,   w_{i,j} = V^j mod m_i,   i = (n-2)*K + k.
+// When the whole sum provably stays below 2^64 (LongCat: < 2^44) it is reduced once per table; otherwise every
+// term is reduced first (SPEC: same residue). Reductions use Barrett's method: independent multiplies instead of
+// a divide, which GPUs emulate in software.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,7 +34,8 @@ class longcat_hash {
     std::int64_t eos = -1;  ///< -1: no segment rule
     int ignored_count = 0;
     std::uint32_t ignored[max_ignored_tokens] = {};
-    std::uint32_t vocab_residue[max_tables] = {};  ///< V mod m_i
+    bool reduce_each_term = false;  ///< set when sum_j t_j * w_{i,j} could exceed 2^64
+    std::uint32_t weights[max_tables][max_order - 1] = {};  ///< w_{i,j} = V^j mod m_i for j = 1..n-1
     detail::barrett_modulus moduli[max_tables] = {};
     std::uint64_t row_offsets[max_tables] = {};  ///< exclusive sums of m_i (one concatenated table)
 
@@ -63,11 +66,12 @@ class longcat_hash {
         if (!ignored_current) {
           const detail::barrett_modulus& modulus = moduli[table];
           const int terms = table / splits + 1;  // order n = terms + 1
-          std::uint64_t residue = history[terms - 1];
-          for (int j = terms - 2; j >= 0; --j) {
-            residue = modulus.reduce(residue * vocab_residue[table] + history[j]);
+          std::uint64_t sum = current;
+          for (int j = 0; j < terms; ++j) {
+            const std::uint64_t term = static_cast<std::uint64_t>(history[j]) * weights[table][j];
+            sum += reduce_each_term ? modulus.reduce(term) : term;
           }
-          id = modulus.reduce(residue * vocab_residue[table] + current);
+          id = modulus.reduce(sum);
         }
         ids[table] = static_cast<Id>(id + (concatenated ? row_offsets[table] : 0));
       }
@@ -94,13 +98,25 @@ class longcat_hash {
       ref_.ignored[i] = static_cast<std::uint32_t>(config_.ignored_tokens[static_cast<std::size_t>(i)]);
     }
     std::uint64_t offset = 0;
+    std::uint64_t largest_modulus = 0;
     for (int table = 0; table < ref_.tables; ++table) {
       const auto rows = static_cast<std::uint32_t>(config_.modulus(table));
       ref_.moduli[table] = detail::barrett_modulus(rows);
-      ref_.vocab_residue[table] = static_cast<std::uint32_t>(static_cast<std::uint64_t>(config_.vocab_size) % rows);
+      std::uint64_t weight = 1;
+      for (int j = 0; j < config_.order_of(table) - 1; ++j) {
+        weight = weight * static_cast<std::uint64_t>(config_.vocab_size) % rows;  // both < 2^32: exact
+        ref_.weights[table][j] = static_cast<std::uint32_t>(weight);
+      }
       ref_.row_offsets[table] = offset;
       offset += rows;
+      largest_modulus = std::max<std::uint64_t>(largest_modulus, rows);
     }
+    // Largest possible sum: t_0 + (N-1) terms of (V-1)*(m-1). It fits 64 bits iff
+    // (V-1) * (N-1)*(m-1) <= 2^64-1 - (V-1); (N-1)*(m-1) < 2^35 cannot overflow itself.
+    const std::uint64_t largest_token = static_cast<std::uint64_t>(config_.vocab_size) - 1;
+    const std::uint64_t weight_bound = static_cast<std::uint64_t>(config_.lookback()) * (largest_modulus - 1);
+    ref_.reduce_each_term =
+        weight_bound != 0 && largest_token > (~std::uint64_t{0} - largest_token) / weight_bound;
     total_rows_ = static_cast<std::int64_t>(offset);
   }
 

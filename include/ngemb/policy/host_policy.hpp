@@ -29,8 +29,12 @@ struct host_policy {
   using buffer = host_buffer<T>;
 
   [[nodiscard]] unsigned resolved_threads() const {
-    const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
-    return threads == 0 ? hardware : threads;
+    if (threads != 0) {
+      return threads;
+    }
+    // glibc reads sysfs on every hardware_concurrency() call: ask once.
+    static const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+    return hardware;
   }
 };
 
@@ -56,7 +60,7 @@ template <class Op>
   requires std::invocable<Op&, std::size_t>
 void for_each_n(const host_policy& policy, std::size_t n, Op op) {
   const std::size_t wanted = n / std::max<std::size_t>(1, policy.min_elements_per_thread);
-  const std::size_t workers = std::min<std::size_t>(policy.resolved_threads(), std::max<std::size_t>(1, wanted));
+  const std::size_t workers = wanted <= 1 ? 1 : std::min<std::size_t>(policy.resolved_threads(), wanted);
   if (workers <= 1) {
     for (std::size_t i = 0; i < n; ++i) {
       op(i);
