@@ -285,3 +285,55 @@ TEST_CASE("bad input raises typed errors naming the value and the place") {
   huge.max_order = 9;
   CHECK_THROWS_AS(ngemb::longcat_hash{huge}, ngemb::invalid_argument);
 }
+
+TEST_CASE("deferred checks: garbage offsets and tokens never cause an out-of-bounds access, and raise later") {
+  const ngemb::longcat_hash hasher(ngemb::ngram_config::longcat_flash_lite());
+  const ngemb::host_policy policy;
+  std::mt19937 random(23);
+  std::vector<std::int32_t> tokens(40);
+  for (auto& token : tokens) {
+    token = static_cast<std::int32_t>(random() % 131072);
+  }
+  std::vector<std::int64_t> ids(tokens.size() * 12);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<std::int64_t> offsets(2 + random() % 6);
+    for (auto& offset : offsets) {
+      offset = static_cast<std::int64_t>(random() % 200) - 60;
+    }
+    offsets.back() = static_cast<std::int64_t>(tokens.size()) + 1;  // always inconsistent
+    std::vector<std::int64_t> context_offsets(offsets.size());
+    for (auto& offset : context_offsets) {
+      offset = static_cast<std::int64_t>(random() % 200) - 60;
+    }
+    const ngemb::ragged_view<const std::int32_t> batch(tokens, offsets);
+    const ngemb::ragged_view<const std::int32_t> context(tokens, context_offsets);
+    ngemb::input_checks<ngemb::host_policy> deferred(policy);
+    ngemb::hash_tokens(policy, hasher, batch, context, ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table,
+                       &deferred);
+    CHECK_THROWS_AS(deferred.raise_if_failed(), ngemb::shape_mismatch);
+  }
+  const std::vector<std::int64_t> no_sequence{0};  // what sizes alone show is raised at once, even deferred
+  ngemb::input_checks<ngemb::host_policy> early(policy);
+  CHECK_THROWS_WITH_AS(ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, no_sequence),
+                                          ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, &early),
+                       "hash_tokens: tokens: offsets describe no sequence but there are 40 values",
+                       ngemb::shape_mismatch);
+  const std::vector<std::int64_t> offsets{0, 40};
+  tokens[17] = 131072 + 5;
+  ngemb::input_checks<ngemb::host_policy> deferred(policy);
+  ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                     ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, &deferred);
+  CHECK_THROWS_WITH_AS(deferred.raise_if_failed(),
+                       "hash_tokens: tokens: token id 131077 at sequence 0, position 17 (flat index 17) is outside "
+                       "[0, 131072)",
+                       ngemb::invalid_argument);
+  tokens[17] = 5;  // valid input: deferred checks pass and the ids equal the checked call's
+  ngemb::input_checks<ngemb::host_policy> passing(policy);
+  ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                     ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, &passing);
+  passing.raise_if_failed();
+  std::vector<std::int64_t> checked(ids.size());
+  ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                     ngemb::view<std::int64_t>(checked));
+  CHECK(checked == ids);
+}

@@ -104,3 +104,23 @@ TEST_CASE("device: bad tokens and offsets raise typed errors") {
                          ngemb::ragged_view<const std::int32_t>(tokens.as_view(), bad_offsets.as_view()), ids.as_view()),
       "hash_tokens: tokens: offsets[2] = 2 is less than offsets[1] = 3", ngemb::shape_mismatch);
 }
+
+TEST_CASE("device: deferred checks let the launch run without a sync and raise afterwards") {
+  const ngemb::longcat_hash hasher(ngemb::ngram_config::longcat_flash_lite());
+  cudaStream_t stream = nullptr;
+  NGEMB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  {
+    const ngemb::device_policy policy{stream};
+    const ngemb_test::staging<ngemb::device_policy> stage{policy};
+    const auto tokens = stage.to_policy(std::vector<std::int32_t>{7, 8, 9, 131075, 11});
+    const auto garbage_offsets = stage.to_policy(std::vector<std::int64_t>{-40, 99, 5});
+    ngemb::device_buffer<std::int64_t> ids(policy, 5 * 12);
+    ngemb::input_checks<ngemb::device_policy> deferred(policy);
+    ngemb::hash_tokens(policy, hasher,
+                       ngemb::ragged_view<const std::int32_t>(tokens.as_view(), garbage_offsets.as_view()),
+                       ids.as_view(), ngemb::id_layout::per_table, &deferred);
+    CHECK_THROWS_AS(deferred.raise_if_failed(), ngemb::shape_mismatch);
+    NGEMB_CUDA_CHECK(cudaStreamSynchronize(stream));  // the kernel itself ran without a fault
+  }
+  NGEMB_CUDA_CHECK(cudaStreamDestroy(stream));
+}

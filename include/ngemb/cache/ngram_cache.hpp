@@ -227,12 +227,13 @@ class ngram_cache {
 };
 
 /// Ids of each slot's next tokens, with the slot's cached tokens as look-back: sequence b of `tokens` continues
-/// the sequence in slots[b]. Call append/advance afterwards to record the tokens.
+/// the sequence in slots[b]. Call append/advance afterwards to record the tokens. The slot list is checked at
+/// once on the host; `deferred` queues the token checks (see input_checks).
 template <class Policy, hasher Hasher, std::integral Token, class Id>
   requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
 void hash_tokens(const Policy& policy, const Hasher& hasher, ngram_cache<Policy, Token>& cache,
                  view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Id> ids,
-                 id_layout layout = id_layout::per_table) {
+                 id_layout layout = id_layout::per_table, input_checks<Policy>* deferred = nullptr) {
   detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
   if (cache.lookback() != hasher.lookback()) {
     throw invalid_argument("hash_tokens: the cache keeps " + std::to_string(cache.lookback()) +
@@ -242,10 +243,10 @@ void hash_tokens(const Policy& policy, const Hasher& hasher, ngram_cache<Policy,
     throw shape_mismatch("hash_tokens: " + std::to_string(slots.size()) + " slots but " +
                          std::to_string(tokens.num_sequences()) + " token sequences");
   }
-  input_checks<Policy> checks(policy);
-  checks.ragged(tokens, "hash_tokens: tokens");
-  checks.in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
-  checks.raise_if_failed();
+  detail::checks_or_deferred<Policy> checks(policy, deferred);
+  checks->ragged(tokens, "hash_tokens: tokens");
+  checks->in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
+  checks.before_launch();
   detail::launch_hash(policy, hasher, tokens, cache.lookback_source(slots), ids, layout);
 }
 

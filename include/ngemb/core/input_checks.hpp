@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -63,6 +64,13 @@ struct check_vocab_op {
   }
 };
 
+/// Clears the status words (a kernel on a device: a pageable host-to-device copy could block the host).
+struct clear_status_op {
+  std::uint64_t* status;
+
+  NGEMB_HD void operator()(std::size_t word) const { status[word] = no_failure; }
+};
+
 template <class T, class Policy>
 T read_one(const Policy& policy, const T* element) {
   T value{};
@@ -73,22 +81,30 @@ T read_one(const Policy& policy, const T* element) {
 }  // namespace detail
 
 /// Collects checks of inputs in policy memory and raises the first failure with one read-back.
+///
+/// Operations such as hash_tokens make their own and raise before launching (one synchronising read-back on a
+/// device). An engine that cannot afford that sync passes its own `input_checks` as `deferred`: the checks are
+/// queued on the stream, the operation runs memory-safely on whatever the input holds, and the engine calls
+/// `raise_if_failed()` where it synchronises anyway. The inputs must stay alive until then.
 template <class Policy>
 class input_checks {
  public:
   static constexpr std::size_t capacity = 8;
 
   explicit input_checks(const Policy& policy) : policy_(policy), status_(policy, capacity) {
-    const std::vector<std::uint64_t> clear(capacity, detail::no_failure);
-    copy_to(policy_, view<const std::uint64_t>(clear), status_.as_view());
+    for_each_n(policy_, capacity, detail::clear_status_op{status_.data()});
   }
 
-  /// The offsets must start at 0, never decrease and end at the number of values. An empty offsets array is
-  /// checked at once (it needs no device access).
+  /// The offsets must start at 0, never decrease and end at the number of values. What the sizes alone show
+  /// (no offsets, or values but no sequence) is raised at once, even when the checks are deferred.
   template <class T>
   void ragged(ragged_view<const T> batch, std::string name) {
     if (batch.offsets().empty()) {
       throw shape_mismatch(name + ": offsets must hold num_sequences + 1 entries, got none");
+    }
+    if (batch.num_sequences() == 0 && batch.num_values() != 0) {  // element operations need a sequence to read
+      throw shape_mismatch(name + ": offsets describe no sequence but there are " +
+                           std::to_string(batch.num_values()) + " values");
     }
     const std::size_t word = add(true, [this, batch, name](std::uint64_t s) {
       const std::int64_t here = detail::read_one(policy_, batch.offsets().data() + s);
@@ -160,5 +176,34 @@ class input_checks {
   typename Policy::template buffer<std::uint64_t> status_;
   std::vector<describer> describers_;
 };
+
+namespace detail {
+
+/// The caller's deferred checks, or local ones raised before the operation launches.
+template <class Policy>
+class checks_or_deferred {
+ public:
+  checks_or_deferred(const Policy& policy, input_checks<Policy>* deferred) {
+    if (deferred == nullptr) {
+      local_.emplace(policy);
+    }
+    checks_ = deferred != nullptr ? deferred : &*local_;
+  }
+
+  input_checks<Policy>* operator->() { return checks_; }
+
+  /// Raises local failures; deferred ones wait for the caller.
+  void before_launch() {
+    if (local_) {
+      local_->raise_if_failed();
+    }
+  }
+
+ private:
+  std::optional<input_checks<Policy>> local_;
+  input_checks<Policy>* checks_ = nullptr;
+};
+
+}  // namespace detail
 
 }  // namespace ngemb

@@ -1,5 +1,7 @@
 #pragma once
-// Device memory owned by RAII: freed exactly once, movable, never copied implicitly.
+// Device memory owned by RAII: freed exactly once, movable, never copied implicitly. A buffer made for a policy
+// is stream-ordered (cudaMallocAsync / cudaFreeAsync on the policy's stream), so creating and dropping scratch
+// buffers per call never synchronises the device the way cudaFree does.
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -10,28 +12,35 @@
 
 namespace ngemb {
 
-struct device_policy;
-
 template <class T>
 class device_buffer {
  public:
   device_buffer() = default;
+
+  /// Plain cudaMalloc memory, usable from any stream.
   explicit device_buffer(std::size_t size) : size_(size) {
     if (size_ != 0) {
       NGEMB_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), size_ * sizeof(T)));
     }
   }
-  device_buffer(const device_policy& /*policy*/, std::size_t size) : device_buffer(size) {}
+
+  /// Memory ordered on `policy.stream`: valid for work queued after this call on that stream, returned to the
+  /// stream's pool when the buffer dies (after the work queued before that).
+  template <class Policy>
+    requires requires(const Policy& policy) { cudaStream_t{policy.stream}; }
+  device_buffer(const Policy& policy, std::size_t size) : size_(size), stream_(policy.stream), stream_ordered_(true) {
+    if (size_ != 0) {
+      NGEMB_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&data_), size_ * sizeof(T), stream_));
+    }
+  }
 
   device_buffer(const device_buffer&) = delete;
   device_buffer& operator=(const device_buffer&) = delete;
-  device_buffer(device_buffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  device_buffer(device_buffer&& other) noexcept { take(other); }
   device_buffer& operator=(device_buffer&& other) noexcept {
     if (this != &other) {
       release();
-      data_ = std::exchange(other.data_, nullptr);
-      size_ = std::exchange(other.size_, 0);
+      take(other);
     }
     return *this;
   }
@@ -44,15 +53,29 @@ class device_buffer {
   [[nodiscard]] view<const T> as_view() const { return {data_, size_}; }
 
  private:
+  void take(device_buffer& other) noexcept {
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    stream_ = other.stream_;
+    stream_ordered_ = other.stream_ordered_;
+  }
+
   void release() noexcept {
     if (data_ != nullptr) {
-      cudaFree(data_);  // a failure here cannot be reported from a destructor; the pointer is ours alone
+      // A failure cannot be reported from a destructor; the pointer is ours alone either way.
+      if (stream_ordered_) {
+        cudaFreeAsync(data_, stream_);
+      } else {
+        cudaFree(data_);
+      }
       data_ = nullptr;
     }
   }
 
   T* data_ = nullptr;
   std::size_t size_ = 0;
+  cudaStream_t stream_ = nullptr;
+  bool stream_ordered_ = false;
 };
 
 }  // namespace ngemb

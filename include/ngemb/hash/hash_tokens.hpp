@@ -30,7 +30,13 @@ template <class Token>
 struct ragged_context {
   ragged_view<const Token> tokens;
 
-  NGEMB_HD std::int64_t size(std::size_t sequence) const { return tokens.size_of(sequence); }
+  /// Offsets out of range (possible only while their check is deferred) read as an empty context.
+  NGEMB_HD std::int64_t size(std::size_t sequence) const {
+    const std::int64_t begin = tokens.begin_of(sequence);
+    const std::int64_t end = tokens.begin_of(sequence + 1);
+    const bool inside = 0 <= begin && begin <= end && end <= static_cast<std::int64_t>(tokens.num_values());
+    return inside ? end - begin : 0;
+  }
   NGEMB_HD std::uint32_t at(std::size_t sequence, std::int64_t position) const {
     return static_cast<std::uint32_t>(tokens.values()[static_cast<std::size_t>(tokens.begin_of(sequence) + position)]);
   }
@@ -56,6 +62,9 @@ struct hash_token_op {
       const std::int64_t source = position - back;
       std::uint32_t token = 0;
       if (source >= 0) {
+        if (begin + source < 0) {
+          break;  // offsets whose check is deferred may point anywhere: never read outside the values
+        }
         token = static_cast<std::uint32_t>(tokens.values()[static_cast<std::size_t>(begin + source)]);
       } else {
         const std::int64_t in_context = context.size(sequence) + source;
@@ -108,16 +117,17 @@ void launch_hash(const Policy& policy, const Hasher& hasher, ragged_view<const T
 
 /// Ids of every token of a ragged batch, K*(N-1) per token in sub-table order, written to `ids`
 /// ([tokens x K*(N-1)], row-major). Every sequence starts a fresh stream. All views live in the policy's memory.
-/// Throws shape_mismatch for bad offsets or a wrong output size and invalid_argument for tokens outside [0, V).
+/// Throws shape_mismatch for bad offsets or a wrong output size and invalid_argument for tokens outside [0, V);
+/// with `deferred`, the offset and token checks are queued there instead (see input_checks).
 template <class Policy, hasher Hasher, std::integral Token, class Id>
   requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
 void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, view<Id> ids,
-                 id_layout layout = id_layout::per_table) {
+                 id_layout layout = id_layout::per_table, input_checks<Policy>* deferred = nullptr) {
   detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
-  input_checks<Policy> checks(policy);
-  checks.ragged(tokens, "hash_tokens: tokens");
-  checks.in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
-  checks.raise_if_failed();
+  detail::checks_or_deferred<Policy> checks(policy, deferred);
+  checks->ragged(tokens, "hash_tokens: tokens");
+  checks->in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
+  checks.before_launch();
   detail::launch_hash(policy, hasher, tokens, no_context{}, ids, layout);
 }
 
@@ -126,18 +136,19 @@ void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const T
 template <class Policy, hasher Hasher, std::integral Token, class Id>
   requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
 void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens,
-                 ragged_view<const Token> context, view<Id> ids, id_layout layout = id_layout::per_table) {
+                 ragged_view<const Token> context, view<Id> ids, id_layout layout = id_layout::per_table,
+                 input_checks<Policy>* deferred = nullptr) {
   detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
   if (context.num_sequences() != tokens.num_sequences()) {
     throw shape_mismatch("hash_tokens: context has " + std::to_string(context.num_sequences()) +
                          " sequences but tokens have " + std::to_string(tokens.num_sequences()));
   }
-  input_checks<Policy> checks(policy);
-  checks.ragged(tokens, "hash_tokens: tokens");
-  checks.ragged(context, "hash_tokens: context");
-  checks.in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
-  checks.in_vocabulary(context, hasher.vocab_size(), "hash_tokens: context");
-  checks.raise_if_failed();
+  detail::checks_or_deferred<Policy> checks(policy, deferred);
+  checks->ragged(tokens, "hash_tokens: tokens");
+  checks->ragged(context, "hash_tokens: context");
+  checks->in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
+  checks->in_vocabulary(context, hasher.vocab_size(), "hash_tokens: context");
+  checks.before_launch();
   detail::launch_hash(policy, hasher, tokens, ragged_context<Token>{context}, ids, layout);
 }
 

@@ -61,19 +61,22 @@ class longcat_hash {
     template <class Id>
     NGEMB_HD void hash(std::uint32_t current, const std::uint32_t* history, Id* ids, bool concatenated) const {
       const bool ignored_current = is_ignored(current);
-      for (int table = 0; table < tables; ++table) {
-        std::uint64_t id = 0;
-        if (!ignored_current) {
-          const detail::barrett_modulus& modulus = moduli[table];
-          const int terms = table / splits + 1;  // order n = terms + 1
-          std::uint64_t sum = current;
-          for (int j = 0; j < terms; ++j) {
-            const std::uint64_t term = static_cast<std::uint64_t>(history[j]) * weights[table][j];
-            sum += reduce_each_term ? modulus.reduce(term) : term;
+      // Orders outer, splits inner: the table index i = (n-2)*K + k without a division per table.
+      int table = 0;
+      for (int terms = 1; terms <= lookback_tokens; ++terms) {  // order n = terms + 1
+        for (int split = 0; split < splits; ++split, ++table) {
+          std::uint64_t id = 0;
+          if (!ignored_current) {
+            const detail::barrett_modulus& modulus = moduli[table];
+            std::uint64_t sum = current;
+            for (int j = 0; j < terms; ++j) {
+              const std::uint64_t term = static_cast<std::uint64_t>(history[j]) * weights[table][j];
+              sum += reduce_each_term ? modulus.reduce(term) : term;
+            }
+            id = modulus.reduce(sum);
           }
-          id = modulus.reduce(sum);
+          ids[table] = static_cast<Id>(id + (concatenated ? row_offsets[table] : 0));
         }
-        ids[table] = static_cast<Id>(id + (concatenated ? row_offsets[table] : 0));
       }
     }
   };

@@ -25,6 +25,23 @@ struct device_policy {
   using buffer = device_buffer<T>;
 };
 
+namespace detail {
+
+/// The current device's SM count, asked once per device and host thread (launches happen per call).
+inline int current_multiprocessor_count() {
+  thread_local int cached_device = -1;
+  thread_local int cached_count = 0;
+  int device = 0;
+  NGEMB_CUDA_CHECK(cudaGetDevice(&device));
+  if (device != cached_device) {
+    NGEMB_CUDA_CHECK(cudaDeviceGetAttribute(&cached_count, cudaDevAttrMultiProcessorCount, device));
+    cached_device = device;
+  }
+  return cached_count;
+}
+
+}  // namespace detail
+
 /// Runs `op(i)` for every i in [0, n) on the policy's stream; asynchronous, launch errors are thrown.
 template <class Op>
   requires std::invocable<Op&, std::size_t>
@@ -32,10 +49,7 @@ void for_each_n(const device_policy& policy, std::size_t n, Op op) {
   if (n == 0) {
     return;
   }
-  int device = 0;
-  int multiprocessors = 0;
-  NGEMB_CUDA_CHECK(cudaGetDevice(&device));
-  NGEMB_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  const int multiprocessors = detail::current_multiprocessor_count();
   const std::size_t wanted_blocks = (n + policy.threads_per_block - 1) / policy.threads_per_block;
   // A few resident blocks per SM saturate the machine; the grid-stride loop covers the rest.
   const std::size_t blocks = std::min<std::size_t>(wanted_blocks, static_cast<std::size_t>(multiprocessors) * 8);
