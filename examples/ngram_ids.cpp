@@ -328,45 +328,31 @@ class id_printer {
 
   /// Hashes and prints every line of the batch. A token outside [0, V) raises bad_input naming its line, after
   /// the lines before it have been printed.
-  void print(const line_batch& batch) {
-    const ngemb::ragged_view<const std::int64_t> tokens(batch.tokens, batch.token_offsets);
-    const ngemb::ragged_view<const std::int64_t> context(batch.context, batch.context_offsets);
-    ids_.resize(batch.tokens.size() * static_cast<std::size_t>(hasher_.num_tables()));
-    try {
-      ngemb::hash_tokens(policy_, hasher_, tokens, context, ngemb::view<std::int64_t>(ids_));
-    } catch (const ngemb::invalid_argument&) {
-      // The batch error counts sequences within this batch; hashing line by line finds the input line.
-      print_line_by_line(batch);
-      throw;
-    }
-    for (std::size_t line = 0; line < batch.num_lines(); ++line) {
-      write_sequence(static_cast<std::size_t>(tokens.begin_of(line)), static_cast<std::size_t>(tokens.size_of(line)));
-    }
-  }
+  void print(const line_batch& batch) { print_lines(batch, batch.num_lines()); }
 
  private:
-  void print_line_by_line(const line_batch& batch) {
-    for (std::size_t line = 0; line < batch.num_lines(); ++line) {
-      const auto token_begin = static_cast<std::size_t>(batch.token_offsets[line]);
-      const auto token_count = static_cast<std::size_t>(batch.token_offsets[line + 1]) - token_begin;
-      const auto context_begin = static_cast<std::size_t>(batch.context_offsets[line]);
-      const auto context_count = static_cast<std::size_t>(batch.context_offsets[line + 1]) - context_begin;
-      const std::vector<std::int64_t> token_offsets{0, static_cast<std::int64_t>(token_count)};
-      const std::vector<std::int64_t> context_offsets{0, static_cast<std::int64_t>(context_count)};
-      ids_.resize(token_count * static_cast<std::size_t>(hasher_.num_tables()));
-      try {
-        ngemb::hash_tokens(
-            policy_, hasher_,
-            ngemb::ragged_view<const std::int64_t>(
-                ngemb::view<const std::int64_t>(batch.tokens.data() + token_begin, token_count), token_offsets),
-            ngemb::ragged_view<const std::int64_t>(
-                ngemb::view<const std::int64_t>(batch.context.data() + context_begin, context_count), context_offsets),
-            ngemb::view<std::int64_t>(ids_));
-      } catch (const ngemb::invalid_argument& failure) {
-        throw bad_input("line " + std::to_string(batch.first_line + static_cast<std::int64_t>(line)) + ": " +
-                        failure.what());
-      }
-      write_sequence(0, token_count);
+  /// Prints the first `lines` lines of the batch; on a bad token, prints the lines before it, then raises.
+  void print_lines(const line_batch& batch, std::size_t lines) {
+    const auto token_count = static_cast<std::size_t>(batch.token_offsets[lines]);
+    const auto context_count = static_cast<std::size_t>(batch.context_offsets[lines]);
+    const ngemb::ragged_view<const std::int64_t> tokens(
+        ngemb::view<const std::int64_t>(batch.tokens.data(), token_count),
+        ngemb::view<const std::int64_t>(batch.token_offsets.data(), lines + 1));
+    const ngemb::ragged_view<const std::int64_t> context(
+        ngemb::view<const std::int64_t>(batch.context.data(), context_count),
+        ngemb::view<const std::int64_t>(batch.context_offsets.data(), lines + 1));
+    ids_.resize(token_count * static_cast<std::size_t>(hasher_.num_tables()));
+    try {
+      ngemb::hash_tokens(policy_, hasher_, tokens, context, ngemb::view<std::int64_t>(ids_));
+    } catch (const ngemb::token_out_of_range& failure) {
+      // The batch checks report one bad token; the lines before its line may hold earlier ones.
+      print_lines(batch, failure.sequence());
+      throw bad_input("line " + std::to_string(batch.first_line + static_cast<std::int64_t>(failure.sequence())) +
+                      ": token id " + std::to_string(failure.value()) + " is outside [0, " +
+                      std::to_string(hasher_.vocab_size()) + ")");
+    }
+    for (std::size_t line = 0; line < lines; ++line) {
+      write_sequence(static_cast<std::size_t>(tokens.begin_of(line)), static_cast<std::size_t>(tokens.size_of(line)));
     }
   }
 

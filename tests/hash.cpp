@@ -252,6 +252,14 @@ TEST_CASE("bad input raises typed errors naming the value and the place") {
       ngemb::hash_tokens(policy, hasher, input.token_view(), ngemb::view<std::int64_t>(ids)),
       "hash_tokens: tokens: token id 131072 at sequence 1, position 1 (flat index 4) is outside [0, 131072)",
       ngemb::invalid_argument);
+  try {
+    ngemb::hash_tokens(policy, hasher, input.token_view(), ngemb::view<std::int64_t>(ids));
+    FAIL("no token_out_of_range");
+  } catch (const ngemb::token_out_of_range& failure) {  // the place, for callers mapping it to their input
+    CHECK(failure.sequence() == 1);
+    CHECK(failure.position() == 1);
+    CHECK(failure.value() == 131072);
+  }
   input.tokens[4] = 4;
   input.context[1] = -7;
   CHECK_THROWS_WITH_AS(ngemb::hash_tokens(policy, hasher, input.token_view(), input.context_view(),

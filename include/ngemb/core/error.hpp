@@ -1,4 +1,6 @@
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -14,6 +16,23 @@ class error : public std::runtime_error {
 class invalid_argument : public error {
  public:
   using error::error;
+};
+
+/// A token id outside [0, V), with where it was found, so a caller can map it back to its own input
+/// (a line, a request).
+class token_out_of_range : public invalid_argument {
+ public:
+  token_out_of_range(const std::string& message, std::size_t sequence, std::int64_t position, std::int64_t value)
+      : invalid_argument(message), sequence_(sequence), position_(position), value_(value) {}
+  /// The sequence of the ragged batch, and the position inside it.
+  [[nodiscard]] std::size_t sequence() const noexcept { return sequence_; }
+  [[nodiscard]] std::int64_t position() const noexcept { return position_; }
+  [[nodiscard]] std::int64_t value() const noexcept { return value_; }
+
+ private:
+  std::size_t sequence_;
+  std::int64_t position_;
+  std::int64_t value_;
 };
 
 /// Sizes of arguments disagree (ragged offsets vs. token count, output span too small, ...).

@@ -8,7 +8,6 @@
 #include <functional>
 #include <optional>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -94,6 +93,9 @@ class input_checks {
   explicit input_checks(const Policy& policy) : policy_(policy), status_(policy, capacity) {
     for_each_n(policy_, capacity, detail::clear_status_op{status_.data()});
   }
+  // The queued raisers point at this object.
+  input_checks(const input_checks&) = delete;
+  input_checks& operator=(const input_checks&) = delete;
 
   /// The offsets must start at 0, never decrease and end at the number of values. What the sizes alone show
   /// (no offsets, or values but no sequence) is raised at once, even when the checks are deferred.
@@ -106,19 +108,20 @@ class input_checks {
       throw shape_mismatch(name + ": offsets describe no sequence but there are " +
                            std::to_string(batch.num_values()) + " values");
     }
-    const std::size_t word = add(true, [this, batch, name](std::uint64_t s) {
+    const std::size_t word = add([this, batch, name](std::uint64_t s) {
       const std::int64_t here = detail::read_one(policy_, batch.offsets().data() + s);
-      std::string message = name + ": offsets[" + std::to_string(s) + "] = " + std::to_string(here);
+      const std::string message = name + ": offsets[" + std::to_string(s) + "] = " + std::to_string(here);
       if (s == 0 && here != 0) {
-        return message + " but must be 0";
+        throw shape_mismatch(message + " but must be 0");
       }
       if (s > 0) {
         const std::int64_t before = detail::read_one(policy_, batch.offsets().data() + s - 1);
         if (here < before) {
-          return message + " is less than offsets[" + std::to_string(s - 1) + "] = " + std::to_string(before);
+          throw shape_mismatch(message + " is less than offsets[" + std::to_string(s - 1) +
+                               "] = " + std::to_string(before));
         }
       }
-      return message + " but there are " + std::to_string(batch.num_values()) + " values";
+      throw shape_mismatch(message + " but there are " + std::to_string(batch.num_values()) + " values");
     });
     for_each_n(policy_, batch.offsets().size(),
                detail::check_offsets_op{batch.offsets(), batch.num_values(), status_.data() + word});
@@ -127,54 +130,48 @@ class input_checks {
   /// Every token must be in [0, vocab_size). Run after ragged() on the same batch so positions can be named.
   template <class Token>
   void in_vocabulary(ragged_view<const Token> batch, std::int64_t vocab_size, std::string name) {
-    const std::size_t word = add(false, [this, batch, vocab_size, name](std::uint64_t index) {
+    const std::size_t word = add([this, batch, vocab_size, name](std::uint64_t index) {
       const auto token = static_cast<std::int64_t>(detail::read_one(policy_, batch.values().data() + index));
       std::vector<std::int64_t> offsets(batch.offsets().size());
       copy_to_host(policy_, batch.offsets(), view<std::int64_t>(offsets));
       const ragged_view<const Token> host_offsets(view<const Token>(nullptr, batch.num_values()), offsets);
       const std::size_t sequence = host_offsets.sequence_of(static_cast<std::int64_t>(index));
-      return name + ": token id " + std::to_string(token) + " at sequence " + std::to_string(sequence) +
-             ", position " + std::to_string(static_cast<std::int64_t>(index) - offsets[sequence]) +
-             " (flat index " + std::to_string(index) + ") is outside [0, " + std::to_string(vocab_size) + ")";
+      const std::int64_t position = static_cast<std::int64_t>(index) - offsets[sequence];
+      throw token_out_of_range(name + ": token id " + std::to_string(token) + " at sequence " +
+                                   std::to_string(sequence) + ", position " + std::to_string(position) +
+                                   " (flat index " + std::to_string(index) + ") is outside [0, " +
+                                   std::to_string(vocab_size) + ")",
+                               sequence, position, token);
     });
     for_each_n(policy_, batch.num_values(),
                detail::check_vocab_op<Token>{batch.values(), vocab_size, status_.data() + word});
   }
 
-  /// Reads the status words back (one synchronising copy on a device) and throws the first failure: shape
-  /// problems as shape_mismatch, token problems as invalid_argument.
+  /// Reads the status words back (one synchronising copy on a device) and throws the first failure, in the
+  /// order the checks were added: shape problems as shape_mismatch, tokens as token_out_of_range.
   void raise_if_failed() {
     std::vector<std::uint64_t> status(capacity);
     copy_to_host(policy_, status_.as_view(), view<std::uint64_t>(status));
-    for (std::size_t word = 0; word < describers_.size(); ++word) {
+    for (std::size_t word = 0; word < raisers_.size(); ++word) {
       if (status[word] != detail::no_failure) {
-        const std::string message = describers_[word].describe(status[word]);
-        if (describers_[word].is_shape) {
-          throw shape_mismatch(message);
-        }
-        throw invalid_argument(message);
+        raisers_[word](status[word]);
       }
     }
   }
 
  private:
-  struct describer {
-    std::function<std::string(std::uint64_t)> describe;
-    bool is_shape;
-  };
-
-  template <class Describe>
-  std::size_t add(bool is_shape, Describe describe) {
-    if (describers_.size() == capacity) {
+  /// `raise(first_failing_index)` reads what it needs back and throws the typed error.
+  std::size_t add(std::function<void(std::uint64_t)> raise) {
+    if (raisers_.size() == capacity) {
       throw invalid_argument("input_checks: more than " + std::to_string(capacity) + " checks in one batch");
     }
-    describers_.push_back({std::move(describe), is_shape});
-    return describers_.size() - 1;
+    raisers_.push_back(std::move(raise));
+    return raisers_.size() - 1;
   }
 
-  const Policy& policy_;
+  Policy policy_;
   typename Policy::template buffer<std::uint64_t> status_;
-  std::vector<describer> describers_;
+  std::vector<std::function<void(std::uint64_t)>> raisers_;
 };
 
 namespace detail {
