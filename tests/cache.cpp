@@ -68,9 +68,25 @@ TEST_CASE("cache slots: allocation, release, reset and misuse") {
                   ngemb::invalid_argument);
   cache.reset(first);
   CHECK(cache.window(first).empty());
-  cache.release(second);
+  cache.free(second);
   CHECK_THROWS_WITH_AS(cache.reset(second),
                        "ngram_cache::reset: slot 1 is not an allocated slot (the cache has 2 slots)",
                        ngemb::invalid_argument);
   CHECK(cache.allocate() == second);
+}
+
+TEST_CASE("cache: one slot at a time") {
+  const ngemb::host_policy policy;
+  ngemb::ngram_cache<ngemb::host_policy> cache(policy, ngemb::ngram_config::longcat_flash_lite(), 4, 4);
+  const auto slot = cache.allocate();
+  const std::vector<std::int32_t> prompt{11, 12, 13, 14, 15};
+  const std::vector<std::int32_t> drafts{21, 22, 23};
+  cache.advance(slot, prompt);
+  cache.append(slot, drafts);
+  CHECK(cache.window(slot) == std::vector<std::int32_t>{13, 14, 15, 21, 22, 23});
+  cache.commit(slot, 2);
+  CHECK(cache.window(slot) == std::vector<std::int32_t>{15, 21, 22});
+  CHECK(cache.pending(slot) == 0);
+  cache.free(slot);
+  CHECK(cache.free_slot_count() == 4);
 }

@@ -39,6 +39,7 @@ class ngram_cache {
         states_(policy, max_slots),
         staged_slots_(policy, max_slots),
         staged_accepted_(policy, max_slots),
+        staged_bounds_(policy, 2),
         mirror_(max_slots),
         allocated_(max_slots, false) {
     config.validate();
@@ -67,8 +68,8 @@ class ngram_cache {
   }
 
   /// Returns a slot to the free list.
-  void release(slot_id slot) {
-    require_allocated(slot, "release");
+  void free(slot_id slot) {
+    require_allocated(slot, "free");
     allocated_[static_cast<std::size_t>(slot)] = false;
     free_slots_.push_back(slot);
   }
@@ -141,6 +142,13 @@ class ngram_cache {
     for_each_n(policy_, slots.size(), detail::advance_op<Token>{storage(), stage(slots), tokens});
   }
 
+  /// One slot at a time (a request joining or leaving mid-batch); `tokens` in the policy's memory.
+  void append(slot_id slot, view<const Token> tokens) { append(view<const slot_id>(&slot, 1), one_sequence(tokens)); }
+  void commit(slot_id slot, std::int32_t accepted) {
+    commit(view<const slot_id>(&slot, 1), view<const std::int32_t>(&accepted, 1));
+  }
+  void advance(slot_id slot, view<const Token> tokens) { advance(view<const slot_id>(&slot, 1), one_sequence(tokens)); }
+
   /// The look-back source for hashing sequence b from slots[b] (used by hash_tokens over the cache).
   detail::cache_context<Token> lookback_source(view<const slot_id> slots) {
     check_slots(slots, "hash_tokens");
@@ -207,6 +215,13 @@ class ngram_cache {
     return offsets;
   }
 
+  /// `tokens` as a batch of one sequence; its offsets {0, n} are staged in policy memory.
+  ragged_view<const Token> one_sequence(view<const Token> tokens) {
+    const std::int64_t bounds[2] = {0, static_cast<std::int64_t>(tokens.size())};
+    copy_to(policy_, view<const std::int64_t>(bounds, 2), staged_bounds_.as_view());
+    return {tokens, staged_bounds_.as_view()};
+  }
+
   const slot_id* stage(view<const slot_id> slots) {
     copy_to(policy_, slots, staged_slots_.as_view().subview(0, slots.size()));
     return staged_slots_.data();
@@ -221,6 +236,7 @@ class ngram_cache {
   typename Policy::template buffer<detail::slot_state> states_;
   typename Policy::template buffer<slot_id> staged_slots_;
   typename Policy::template buffer<std::int32_t> staged_accepted_;
+  typename Policy::template buffer<std::int64_t> staged_bounds_;
   std::vector<detail::slot_state> mirror_;
   std::vector<bool> allocated_;
   std::vector<slot_id> free_slots_;
