@@ -25,10 +25,14 @@
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
+#include "random_batch.hpp"
+
 namespace {
 
-using token_type = std::int32_t;  // the n-gram cache's default token type, as engines pass them
-using id_type = std::uint32_t;    // Lite's moduli are < 2^32, so 32-bit ids halve the output traffic
+using ngemb_bench::batch;
+using ngemb_bench::id_type;
+using ngemb_bench::random_batch;
+using ngemb_bench::token_type;
 
 using clock_type = std::chrono::steady_clock;
 
@@ -36,39 +40,6 @@ double seconds_since(clock_type::time_point start) {
   return std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
-/// A ragged batch on the host; `context` holds each sequence's already committed tokens (oldest first).
-struct batch {
-  std::vector<token_type> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<token_type> context;
-  std::vector<std::int64_t> context_offsets{0};
-
-  [[nodiscard]] ngemb::ragged_view<const token_type> token_view() const { return {tokens, offsets}; }
-  [[nodiscard]] ngemb::ragged_view<const token_type> context_view() const { return {context, context_offsets}; }
-};
-
-/// Random tokens from a fixed seed with ~3% EOS. The other tokens come from [eos+1, V): so EOS occurs only at the
-/// intended rate, and 0 (which is also the look-back padding value) never occurs, so no id is trivially zero.
-batch random_batch(const ngemb::ngram_config& config, std::size_t sequences, std::size_t length,
-                   std::size_t context_length, unsigned seed) {
-  std::mt19937 random(seed);
-  const auto eos = static_cast<token_type>(config.eos_token.value_or(2));
-  std::uniform_int_distribution<token_type> ordinary(eos + 1, static_cast<token_type>(config.vocab_size - 1));
-  std::bernoulli_distribution is_eos(0.03);
-  const auto draw = [&] { return is_eos(random) ? eos : ordinary(random); };
-  batch input;
-  for (std::size_t s = 0; s < sequences; ++s) {
-    for (std::size_t i = 0; i < context_length; ++i) {
-      input.context.push_back(draw());
-    }
-    for (std::size_t i = 0; i < length; ++i) {
-      input.tokens.push_back(draw());
-    }
-    input.context_offsets.push_back(static_cast<std::int64_t>(input.context.size()));
-    input.offsets.push_back(static_cast<std::int64_t>(input.tokens.size()));
-  }
-  return input;
-}
 
 /// The reference design, written independently of the library: for each order n and split k, the weights
 /// V^j mod m by repeated multiply-mod, then one pass over every token summing t_j * w_j with a 64-bit `%` per
@@ -201,10 +172,7 @@ class workload {
     benchmark::ClobberMemory();
   }
 
-  /// Tokens read plus ids written: the traffic the hash cannot avoid (cached look-back and offsets are extra).
-  [[nodiscard]] std::size_t bytes_per_token() const {
-    return sizeof(token_type) + static_cast<std::size_t>(hasher_.num_tables()) * sizeof(id_type);
-  }
+  [[nodiscard]] std::size_t bytes_per_token() const { return ngemb_bench::bytes_per_token(hasher_.num_tables()); }
   [[nodiscard]] std::size_t num_tokens() const { return input_.tokens.size(); }
   [[nodiscard]] const std::string& failure() const { return failure_; }
   [[nodiscard]] double naive_seconds() const { return naive_seconds_; }

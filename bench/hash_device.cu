@@ -29,41 +29,15 @@
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/device_policy.cuh"
 
+#include "random_batch.hpp"
+
 namespace {
 
-using token_type = std::int32_t;  // the n-gram cache's default token type, as engines pass them
-using id_type = std::uint32_t;    // Lite's moduli are < 2^32, so 32-bit ids halve the output traffic
+using ngemb_bench::batch;
+using ngemb_bench::id_type;
+using ngemb_bench::random_batch;
+using ngemb_bench::token_type;
 
-/// A ragged batch on the host; `context` holds each sequence's already committed tokens (oldest first).
-struct batch {
-  std::vector<token_type> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<token_type> context;
-  std::vector<std::int64_t> context_offsets{0};
-};
-
-/// Random tokens from a fixed seed with ~3% EOS; the others from [eos+1, V), so EOS occurs only at the intended
-/// rate and 0 (the look-back padding value) never occurs.
-batch random_batch(const ngemb::ngram_config& config, std::size_t sequences, std::size_t length,
-                   std::size_t context_length, unsigned seed) {
-  std::mt19937 random(seed);
-  const auto eos = static_cast<token_type>(config.eos_token.value_or(2));
-  std::uniform_int_distribution<token_type> ordinary(eos + 1, static_cast<token_type>(config.vocab_size - 1));
-  std::bernoulli_distribution is_eos(0.03);
-  const auto draw = [&] { return is_eos(random) ? eos : ordinary(random); };
-  batch input;
-  for (std::size_t s = 0; s < sequences; ++s) {
-    for (std::size_t i = 0; i < context_length; ++i) {
-      input.context.push_back(draw());
-    }
-    for (std::size_t i = 0; i < length; ++i) {
-      input.tokens.push_back(draw());
-    }
-    input.context_offsets.push_back(static_cast<std::int64_t>(input.context.size()));
-    input.offsets.push_back(static_cast<std::int64_t>(input.tokens.size()));
-  }
-  return input;
-}
 
 /// What the naive kernel needs per sub-table, by value: m_i and the weights V^j mod m_i.
 struct naive_tables {
@@ -245,10 +219,7 @@ class device_workload {
     return static_cast<double>(milliseconds) * 1e-3;
   }
 
-  /// Tokens read plus ids written: the traffic the hash cannot avoid (cached look-back and offsets are extra).
-  [[nodiscard]] std::size_t bytes_per_token() const {
-    return sizeof(token_type) + static_cast<std::size_t>(hasher_.num_tables()) * sizeof(id_type);
-  }
+  [[nodiscard]] std::size_t bytes_per_token() const { return ngemb_bench::bytes_per_token(hasher_.num_tables()); }
   [[nodiscard]] std::size_t num_tokens() const { return host_.tokens.size(); }
   [[nodiscard]] const std::string& failure() const { return failure_; }
   [[nodiscard]] double naive_seconds() const { return naive_seconds_; }

@@ -10,14 +10,7 @@ TEST_CASE("cache steps with random drafts and rollbacks equal one-shot ids") {
     CAPTURE(seed);
     ngemb_test::check_cache_matches_one_shot(ngemb::host_policy{}, lite, seed);
   }
-  auto small = lite;  // other orders, a vocabulary where EOS collides often, ignored tokens
-  small.vocab_size = 17;
-  small.max_order = 6;
-  small.splits = 2;
-  small.hidden_size = 64;
-  small.ratio = 3.0;
-  small.eos_token = 1;
-  small.ignored_tokens = {4};
+  const auto small = ngemb_test::small_vocabulary_config();
   for (unsigned seed = 1; seed <= 20; ++seed) {
     CAPTURE(seed);
     ngemb_test::check_cache_matches_one_shot(ngemb::host_policy{3, 1}, small, seed);

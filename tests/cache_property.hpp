@@ -13,6 +13,7 @@
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "token_batch.hpp"
 
 namespace ngemb_test {
 
@@ -42,15 +43,13 @@ struct staged_batch {
   typename Policy::template buffer<std::int64_t> offsets;
 
   staged_batch(const Policy& policy, const std::vector<std::vector<std::int32_t>>& sequences) {
-    std::vector<std::int32_t> flat;
-    std::vector<std::int64_t> ends{0};
+    token_batch flat;
     for (const auto& sequence : sequences) {
-      flat.insert(flat.end(), sequence.begin(), sequence.end());
-      ends.push_back(static_cast<std::int64_t>(flat.size()));
+      flat.add(sequence);
     }
     const staging<Policy> stage{policy};
-    tokens = stage.to_policy(flat);
-    offsets = stage.to_policy(ends);
+    tokens = stage.to_policy(flat.tokens);
+    offsets = stage.to_policy(flat.offsets);
   }
   [[nodiscard]] ngemb::ragged_view<const std::int32_t> as_view() const { return {tokens.as_view(), offsets.as_view()}; }
 };
@@ -77,6 +76,19 @@ void record_step(ngemb::ngram_cache<Policy>& cache, const Policy& policy, const 
     cache.advance(ngemb::view<const std::int32_t>(slots), batch.as_view());
   }
   synchronize(policy);  // the staged tokens die at the end of this scope
+}
+
+/// A vocabulary of 17 where EOS collides often, orders up to 6 and an ignored token: boundaries everywhere.
+inline ngemb::ngram_config small_vocabulary_config() {
+  auto small = ngemb::ngram_config::longcat_flash_lite();
+  small.vocab_size = 17;
+  small.max_order = 6;
+  small.splits = 2;
+  small.hidden_size = 64;
+  small.ratio = 3.0;
+  small.eos_token = 1;
+  small.ignored_tokens = {4};
+  return small;
 }
 
 template <class Policy>

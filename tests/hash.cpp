@@ -14,24 +14,11 @@
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "token_batch.hpp"
 
 namespace {
 
-struct batch {
-  std::vector<std::int32_t> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<std::int32_t> context;
-  std::vector<std::int64_t> context_offsets{0};
-
-  void add(const std::vector<std::int32_t>& sequence, const std::vector<std::int32_t>& earlier = {}) {
-    tokens.insert(tokens.end(), sequence.begin(), sequence.end());
-    offsets.push_back(static_cast<std::int64_t>(tokens.size()));
-    context.insert(context.end(), earlier.begin(), earlier.end());
-    context_offsets.push_back(static_cast<std::int64_t>(context.size()));
-  }
-  [[nodiscard]] ngemb::ragged_view<const std::int32_t> token_view() const { return {tokens, offsets}; }
-  [[nodiscard]] ngemb::ragged_view<const std::int32_t> context_view() const { return {context, context_offsets}; }
-};
+using batch = ngemb_test::token_batch;
 
 ngemb::ngram_config config_from_case(const nlohmann::json& entry) {
   ngemb::ngram_config config;

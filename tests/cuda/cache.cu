@@ -10,14 +10,7 @@ TEST_CASE("device cache steps with random drafts and rollbacks equal one-shot id
     CAPTURE(seed);
     ngemb_test::check_cache_matches_one_shot(ngemb::device_policy{}, lite, seed);
   }
-  auto small = lite;
-  small.vocab_size = 17;
-  small.max_order = 6;
-  small.splits = 2;
-  small.hidden_size = 64;
-  small.ratio = 3.0;
-  small.eos_token = 1;
-  small.ignored_tokens = {4};
+  const auto small = ngemb_test::small_vocabulary_config();
   for (unsigned seed = 1; seed <= 6; ++seed) {
     CAPTURE(seed);
     ngemb_test::check_cache_matches_one_shot(ngemb::device_policy{}, small, seed);

@@ -2,11 +2,13 @@
 // layouts), and bad input raises the same typed errors as on the host.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "cache_property.hpp"
+#include "token_batch.hpp"
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/device_policy.cuh"
@@ -14,30 +16,19 @@
 
 namespace {
 
-struct random_batch {
-  std::vector<std::int32_t> tokens;
-  std::vector<std::int64_t> offsets{0};
-  std::vector<std::int32_t> context;
-  std::vector<std::int64_t> context_offsets{0};
-};
-
-random_batch make_batch(const ngemb::ngram_config& config, std::mt19937& random, int sequences, int max_length) {
-  random_batch batch;
+ngemb_test::token_batch make_batch(const ngemb::ngram_config& config, std::mt19937& random, int sequences,
+                                   int max_length) {
+  ngemb_test::token_batch batch;
   std::uniform_int_distribution<std::int32_t> token(0, static_cast<std::int32_t>(config.vocab_size - 1));
   const auto draw = [&] {
     return random() % 5 == 0 ? static_cast<std::int32_t>(config.eos_token.value_or(0)) : token(random);
   };
   for (int s = 0; s < sequences; ++s) {
-    const auto length = static_cast<std::size_t>(random() % static_cast<unsigned>(max_length + 1));
-    for (std::size_t i = 0; i < length; ++i) {
-      batch.tokens.push_back(draw());
-    }
-    batch.offsets.push_back(static_cast<std::int64_t>(batch.tokens.size()));
-    const auto context_length = static_cast<std::size_t>(random() % 6);
-    for (std::size_t i = 0; i < context_length; ++i) {
-      batch.context.push_back(draw());
-    }
-    batch.context_offsets.push_back(static_cast<std::int64_t>(batch.context.size()));
+    std::vector<std::int32_t> sequence(static_cast<std::size_t>(random() % static_cast<unsigned>(max_length + 1)));
+    std::generate(sequence.begin(), sequence.end(), draw);
+    std::vector<std::int32_t> context(static_cast<std::size_t>(random() % 6));
+    std::generate(context.begin(), context.end(), draw);
+    batch.add(sequence, context);
   }
   return batch;
 }
@@ -51,8 +42,7 @@ void compare_device_with_host(const ngemb::ngram_config& config, unsigned seed, 
 
   std::vector<Id> host_ids(count);
   ngemb::hash_tokens(ngemb::host_policy{}, hasher,
-                     ngemb::ragged_view<const std::int32_t>(batch.tokens, batch.offsets),
-                     ngemb::ragged_view<const std::int32_t>(batch.context, batch.context_offsets),
+                     batch.token_view(), batch.context_view(),
                      ngemb::view<Id>(host_ids), layout);
 
   const ngemb::device_policy policy{};

@@ -1,5 +1,6 @@
-// Consumer of ngemb added with FetchContent from a source tree: hashes {5, 7} with the LongCat-Flash-Lite config and checks
-// the table-0 id of token 7: (7 + 5 * V) mod m_0 = (7 + 5 * 131072) mod 10223617 = 655367.
+// The program both package consumers build (NGEMB_CONSUMER names which one): hashes {5, 7} with the
+// LongCat-Flash-Lite config and checks the table-0 id of token 7:
+// (7 + 5 * V) mod m_0 = (7 + 5 * 131072) mod 10223617 = 655367.
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -18,11 +19,11 @@ int main() {
                        ngemb::view<std::int64_t>(ids));
     const std::int64_t expected = 655367;
     const std::int64_t got = ids[1 * 12 + 0];
-    std::printf("ngemb FetchContent consumer: id(token 7, table 0) = %lld, expected %lld\n",
+    std::printf("ngemb %s consumer: id(token 7, table 0) = %lld, expected %lld\n", NGEMB_CONSUMER,
                 static_cast<long long>(got), static_cast<long long>(expected));
     return got == expected ? 0 : 1;
   } catch (const std::exception& error) {
-    std::printf("ngemb FetchContent consumer: exception: %s\n", error.what());
+    std::printf("ngemb %s consumer: exception: %s\n", NGEMB_CONSUMER, error.what());
     return 2;
   }
 }
