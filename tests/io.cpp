@@ -82,3 +82,500 @@ TEST_CASE("config.json from a file or a checkpoint folder") {
   CHECK_THROWS_AS(ngemb::read_ngram_config(folder / "absent.json"), ngemb::io_error);
   std::filesystem::remove_all(folder);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// safetensors: reader, checkpoint (shard index) reader and writer.
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <random>
+#include <span>
+#include <system_error>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ngemb/io/safetensors.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A fresh folder under the system temporary directory, removed with its content at scope exit.
+class temp_folder {
+ public:
+  temp_folder() {
+    std::random_device entropy;
+    do {
+      path_ = fs::temp_directory_path() /
+              ("ngemb_test_safetensors_" + std::to_string(entropy()) + "_" + std::to_string(entropy()));
+    } while (!fs::create_directory(path_));
+  }
+  temp_folder(const temp_folder&) = delete;
+  temp_folder& operator=(const temp_folder&) = delete;
+  ~temp_folder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  [[nodiscard]] fs::path operator/(const std::string& name) const { return path_ / name; }
+  [[nodiscard]] const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+template <class Unsigned>
+std::string little_endian(Unsigned value) {
+  std::string bytes;
+  for (std::size_t i = 0; i < sizeof(Unsigned); ++i) {
+    bytes += static_cast<char>((value >> (8 * i)) & 0xffu);
+  }
+  return bytes;
+}
+
+/// A file as the reference writer lays it out: header length, header padded with spaces to 8 bytes, data.
+std::string safetensors_bytes(std::string header, const std::string& data = {}, bool pad = true) {
+  if (pad) {
+    header.append((8 - header.size() % 8) % 8, ' ');
+  }
+  return little_endian(std::uint64_t{header.size()}) + header + data;
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream stream(path, std::ios::binary | std::ios::trunc);
+  stream.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(stream.good());
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream stream(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
+}
+
+/// Runs `action`, which must throw Error with every needle in its message.
+template <class Error, class Action>
+void expect_failure(Action&& action, std::initializer_list<std::string> needles) {
+  try {
+    action();
+    FAIL("no exception");
+  } catch (const Error& failure) {
+    const std::string message = failure.what();
+    INFO(message);
+    for (const std::string& needle : needles) {
+      CAPTURE(needle);
+      CHECK(message.find(needle) != std::string::npos);
+    }
+  }
+}
+
+/// Writes `bytes` to `name` in `folder` and opens it; the file must be rejected with every needle in the message
+/// (the file's path is always one).
+void expect_malformed(const temp_folder& folder, const std::string& bytes, std::initializer_list<std::string> needles,
+                      const std::string& name = "bad.safetensors") {
+  write_bytes(folder / name, bytes);
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_file file(folder / name); }, needles);
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_file file(folder / name); },
+                                      {(folder / name).string()});
+}
+
+/// Non-zero values of both signs, so that a dropped or shifted byte shows.
+std::vector<float> random_values(std::size_t count, std::uint32_t seed) {
+  std::mt19937 generator(seed);
+  std::uniform_real_distribution<float> magnitude(0.25f, 4.0f);
+  std::vector<float> values(count);
+  for (float& value : values) {
+    value = (generator() % 2 == 0 ? 1.0f : -1.0f) * magnitude(generator);
+  }
+  return values;
+}
+
+template <class T>
+std::vector<T> narrowed(const std::vector<float>& values) {
+  std::vector<T> result;
+  for (const float value : values) {
+    result.push_back(ngemb::from_float<T>(value));
+  }
+  return result;
+}
+
+template <class T>
+bool same_bits(ngemb::view<const T> actual, const std::vector<T>& expected) {
+  return actual.size() == expected.size() &&
+         (expected.empty() || std::memcmp(actual.data(), expected.data(), expected.size() * sizeof(T)) == 0);
+}
+
+const std::string f32_entry = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
+const std::string sixteen_bytes(16, '\x01');
+
+}  // namespace
+
+TEST_CASE("safetensors: round trip of f32, bf16 and f16 tensors with metadata") {
+  const temp_folder folder;
+  const std::vector<float> weight = random_values(15, 1);
+  const std::vector<ngemb::bf16> odd = narrowed<ngemb::bf16>(random_values(7, 2));  // 14 bytes: breaks alignment
+  const std::vector<ngemb::fp16> half = narrowed<ngemb::fp16>(random_values(6, 3));
+  const std::vector<float> bias = random_values(4, 4);
+  const std::vector<float> none;
+  const std::vector<ngemb::tensor_to_write> tensors{
+      ngemb::tensor_to_write::of<ngemb::bf16>("odd", {7}, odd),
+      ngemb::tensor_to_write::of<float>("weight", {3, 5}, weight),
+      ngemb::tensor_to_write::of<ngemb::fp16>("half", {2, 3}, half),
+      ngemb::tensor_to_write::of<float>("bias", {4}, bias),
+      ngemb::tensor_to_write::of<float>("empty", {0, 4}, none),
+  };
+  const std::map<std::string, std::string> metadata{{"format", "pt"}, {"source", "ngemb test"}};
+  ngemb::write_safetensors(folder / "model.safetensors", tensors, metadata);
+
+  const std::string bytes = read_bytes(folder / "model.safetensors");
+  const std::uint64_t header_size = ngemb::detail::load_u64_le(reinterpret_cast<const std::byte*>(bytes.data()));
+  CHECK((8 + header_size) % 8 == 0);
+  CHECK(bytes.size() == 8 + header_size + (60 + 14 + 12 + 16));
+
+  ngemb::safetensors_file opened(folder / "model.safetensors");
+  const ngemb::safetensors_file file = std::move(opened);  // the mapping moves with the object
+  CHECK(file.path() == folder / "model.safetensors");
+  CHECK(file.names() == std::vector<std::string>{"bias", "empty", "half", "odd", "weight"});
+  CHECK(file.metadata() == metadata);
+  CHECK(file.contains("weight"));
+  CHECK_FALSE(file.contains("weights"));
+  const ngemb::tensor_info& info = file.info("weight");
+  CHECK(info.dtype == "F32");
+  CHECK(info.shape == std::vector<std::int64_t>{3, 5});
+  CHECK(info.num_elements() == 15);
+  CHECK(info.end - info.begin == 60);
+  CHECK(file.bytes("odd").size() == 14);
+
+  const std::array<std::int64_t, 2> weight_shape{3, 5};
+  CHECK(same_bits(file.tensor<float>("weight", weight_shape), weight));
+  CHECK(same_bits(file.tensor<float>("bias"), bias));
+  CHECK(same_bits(file.tensor<ngemb::bf16>("odd"), odd));
+  CHECK(same_bits(file.tensor<ngemb::fp16>("half"), half));
+  CHECK(file.tensor<float>("empty").empty());
+  CHECK(file.info("empty").shape == std::vector<std::int64_t>{0, 4});
+}
+
+TEST_CASE("safetensors: a hand-made file laid out as the Hugging Face writer does") {
+  const temp_folder folder;
+  // Sorted by decreasing dtype size, compact JSON, "__metadata__" first, padded with spaces.
+  const std::string header =
+      R"({"__metadata__":{"format":"pt"},"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]},)"
+      R"("weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},)"
+      R"("bias":{"dtype":"BF16","shape":[3],"data_offsets":[24,30]}})";
+  const std::string data = little_endian(std::uint64_t{42}) + little_endian(std::uint32_t{0x3f800000}) +  // 1
+                           little_endian(std::uint32_t{0xc0000000}) + little_endian(std::uint32_t{0x3f000000}) +
+                           little_endian(std::uint32_t{0x40400000}) +  // -2, 0.5, 3
+                           little_endian(std::uint16_t{0x3f80}) + little_endian(std::uint16_t{0xbfc0}) +
+                           little_endian(std::uint16_t{0x3e80});  // 1, -1.5, 0.25
+  const std::string bytes = safetensors_bytes(header, data);
+  REQUIRE(bytes.size() % 8 == 6);  // the 8-byte prefix plus the padded header is a multiple of 8
+  write_bytes(folder / "hand.safetensors", bytes);
+
+  const ngemb::safetensors_file file(folder / "hand.safetensors");
+  CHECK(file.metadata() == std::map<std::string, std::string>{{"format", "pt"}});
+  CHECK(file.info("ids").dtype == "I64");
+  std::int64_t id = 0;
+  std::memcpy(&id, file.bytes("ids").data(), sizeof id);
+  CHECK(id == 42);
+  const auto weight = file.tensor<float>("weight");
+  REQUIRE(weight.size() == 4);
+  CHECK(weight[0] == 1.0f);
+  CHECK(weight[1] == -2.0f);
+  CHECK(weight[2] == 0.5f);
+  CHECK(weight[3] == 3.0f);
+  const auto bias = file.tensor<ngemb::bf16>("bias");
+  REQUIRE(bias.size() == 3);
+  CHECK(ngemb::to_float(bias[0]) == 1.0f);
+  CHECK(ngemb::to_float(bias[1]) == -1.5f);
+  CHECK(ngemb::to_float(bias[2]) == 0.25f);
+
+  // The writer produces the same bytes, whatever order the tensors come in within one dtype size.
+  const std::vector<ngemb::tensor_to_write> tensors{
+      {"bias", "BF16", {3}, file.bytes("bias")},
+      {"weight", "F32", {2, 2}, file.bytes("weight")},
+      {"ids", "I64", {1}, file.bytes("ids")},
+  };
+  ngemb::write_safetensors(folder / "written.safetensors", tensors, {{"format", "pt"}});
+  CHECK(read_bytes(folder / "written.safetensors") == bytes);
+}
+
+TEST_CASE("safetensors: empty tensors, an empty data buffer, sub-byte dtypes") {
+  const temp_folder folder;
+  write_bytes(folder / "empty.safetensors",
+              safetensors_bytes(R"({"e":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})"));
+  const ngemb::safetensors_file file(folder / "empty.safetensors");
+  CHECK(file.tensor<float>("e").empty());
+  CHECK(file.bytes("e").empty());
+  CHECK(file.info("e").num_elements() == 0);
+
+  // Sub-byte dtypes are sized in bits: 4 F4 values fill 2 bytes.
+  write_bytes(folder / "packed.safetensors",
+              safetensors_bytes(R"({"q":{"dtype":"F4","shape":[4],"data_offsets":[0,2]}})", std::string(2, '\x12')));
+  CHECK(ngemb::safetensors_file(folder / "packed.safetensors").bytes("q").size() == 2);
+
+  write_bytes(folder / "nothing.safetensors", safetensors_bytes("{}"));
+  CHECK(ngemb::safetensors_file(folder / "nothing.safetensors").names().empty());
+
+  // A zero-length region occupies no bytes, so it overlaps nothing.
+  write_bytes(folder / "inside.safetensors",
+              safetensors_bytes(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+                                R"("e":{"dtype":"BF16","shape":[2,0],"data_offsets":[4,4]}})",
+                                sixteen_bytes));
+  CHECK(ngemb::safetensors_file(folder / "inside.safetensors").tensor<ngemb::bf16>("e").empty());
+}
+
+TEST_CASE("safetensors: files too short or truncated") {
+  const temp_folder folder;
+  const std::string whole = safetensors_bytes(
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+      sixteen_bytes);
+  write_bytes(folder / "whole.safetensors", whole);
+  CHECK(ngemb::safetensors_file(folder / "whole.safetensors").names().size() == 2);
+  const std::size_t data_start = whole.size() - 16;
+
+  expect_malformed(folder, "", {"0 bytes", "too short"});
+  expect_malformed(folder, whole.substr(0, 5), {"5 bytes", "too short"});
+  expect_malformed(folder, whole.substr(0, 8), {"truncated"});
+  expect_malformed(folder, whole.substr(0, 40), {"truncated", "only 32 bytes follow"});
+  expect_malformed(folder, whole.substr(0, data_start - 1), {"truncated"});
+  expect_malformed(folder, whole.substr(0, data_start), {"tensor \"a\"", "beyond the end of the data"});
+  expect_malformed(folder, whole.substr(0, data_start + 12), {"tensor \"b\"", "beyond the end of the data"});
+  expect_malformed(folder, little_endian(std::uint64_t{1} << 40) + "{}", {"header length 1099511627776", "limit"});
+}
+
+TEST_CASE("safetensors: malformed headers name the file and the tensor") {
+  const temp_folder folder;
+  const auto entry = [](const std::string& body) { return R"({"w":)" + body + "}"; };
+  expect_malformed(folder, safetensors_bytes(R"({"w": {"dtype": )"), {"not valid JSON"});
+  expect_malformed(folder, safetensors_bytes("[1, 2]"), {"must be a JSON object"});
+  expect_malformed(folder, safetensors_bytes(entry("5")), {"tensor \"w\"", "entry must be a JSON object"});
+  expect_malformed(folder, safetensors_bytes(entry(R"({"shape":[4],"data_offsets":[0,16]})"), sixteen_bytes),
+                   {"tensor \"w\"", "missing field \"dtype\""});
+  expect_malformed(folder, safetensors_bytes(entry(R"({"dtype":"F32","data_offsets":[0,16]})"), sixteen_bytes),
+                   {"tensor \"w\"", "missing field \"shape\""});
+  expect_malformed(folder, safetensors_bytes(entry(R"({"dtype":"F32","shape":[4]})"), sixteen_bytes),
+                   {"tensor \"w\"", "missing field \"data_offsets\""});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":32,"shape":[4],"data_offsets":[0,16]})"), sixteen_bytes),
+                   {"tensor \"w\"", "\"dtype\" must be a string"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":"4","data_offsets":[0,16]})"), sixteen_bytes),
+                   {"tensor \"w\"", "\"shape\" must be an array of integers"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[4.0],"data_offsets":[0,16]})"), sixteen_bytes),
+                   {"tensor \"w\"", "\"shape\" must be an array of integers"});
+  expect_malformed(folder, safetensors_bytes(entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0]})"), sixteen_bytes),
+                   {"tensor \"w\"", "\"data_offsets\" must be [begin, end]"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[4],"data_offsets":[0,"16"]})"), sixteen_bytes),
+                   {"tensor \"w\"", "\"data_offsets\" must be [begin, end]"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[0],"data_offsets":[-4,0]})"), sixteen_bytes),
+                   {"tensor \"w\"", "\"data_offsets\" must be [begin, end]"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[1],"data_offsets":[8,4]})"), sixteen_bytes),
+                   {"tensor \"w\"", "0 <= begin <= end", "[8,4]"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"Q4","shape":[4],"data_offsets":[0,16]})"), sixteen_bytes),
+                   {"tensor \"w\"", "unknown dtype \"Q4\""});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[-2,-2],"data_offsets":[0,16]})"),
+                                     sixteen_bytes),
+                   {"tensor \"w\"", "shape [-2, -2]", "negative dimension"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]})"),
+                                     sixteen_bytes),
+                   {"tensor \"w\"", "more than 2^63-1 elements"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F4","shape":[3],"data_offsets":[0,2]})"), sixteen_bytes),
+                   {"tensor \"w\"", "shape [3] of F4 is not a whole number of bytes"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[2,2],"data_offsets":[0,12]})"), sixteen_bytes),
+                   {"tensor \"w\"", "hold 12 bytes", "shape [2, 2] of F32 needs 16"});
+  expect_malformed(folder,
+                   safetensors_bytes(entry(R"({"dtype":"F32","shape":[2,2],"data_offsets":[0,400]})"), sixteen_bytes),
+                   {"tensor \"w\"", "[0, 400]", "beyond the end of the data"});
+  expect_malformed(folder,
+                   safetensors_bytes(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},)"
+                                     R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                                     sixteen_bytes),
+                   {"\"a\" [0, 12]", "\"b\" [8, 12]", "overlap"});
+  expect_malformed(folder, safetensors_bytes(R"({"__metadata__":{"format":1}})"),
+                   {"\"__metadata__\" must map strings to strings", "\"format\""});
+  expect_malformed(folder, safetensors_bytes(R"({"__metadata__":["pt"]})"), {"\"__metadata__\" must be an object"});
+}
+
+TEST_CASE("safetensors: lookups check the name, dtype, shape and alignment") {
+  const temp_folder folder;
+  write_bytes(folder / "w.safetensors", safetensors_bytes(f32_entry, sixteen_bytes));
+  const ngemb::safetensors_file file(folder / "w.safetensors");
+  const std::string path = (folder / "w.safetensors").string();
+  expect_failure<ngemb::format_error>([&] { (void)file.info("nope"); }, {path + ": no tensor \"nope\""});
+  expect_failure<ngemb::format_error>([&] { (void)file.tensor<float>("nope"); }, {path, "no tensor \"nope\""});
+  expect_failure<ngemb::format_error>([&] { (void)file.tensor<ngemb::bf16>("w"); },
+                                      {path + ": tensor \"w\" has dtype F32, expected BF16"});
+  const std::array<std::int64_t, 1> flat{4};
+  expect_failure<ngemb::format_error>([&] { (void)file.tensor<float>("w", flat); },
+                                      {path + ": tensor \"w\" has shape [2, 2], expected [4]"});
+
+  // A 2-byte tensor first puts the F32 one at an odd multiple of 2: its bytes are readable, a float view is not.
+  write_bytes(folder / "misaligned.safetensors",
+              safetensors_bytes(R"({"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},)"
+                                R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
+                                std::string(6, '\0')));
+  const ngemb::safetensors_file misaligned(folder / "misaligned.safetensors");
+  CHECK(misaligned.tensor<ngemb::bf16>("a").size() == 1);
+  CHECK(misaligned.bytes("b").size() == 4);
+  expect_failure<ngemb::format_error>([&] { (void)misaligned.tensor<float>("b"); },
+                                      {(folder / "misaligned.safetensors").string(), "tensor \"b\"", "not aligned"});
+
+  // A header not padded to 8 bytes shifts the whole data buffer.
+  write_bytes(folder / "unpadded.safetensors",
+              safetensors_bytes(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0'),
+                                false));
+  const ngemb::safetensors_file unpadded(folder / "unpadded.safetensors");
+  expect_failure<ngemb::format_error>([&] { (void)unpadded.tensor<float>("w"); }, {"tensor \"w\"", "not aligned"});
+
+  expect_failure<ngemb::io_error>([&] { ngemb::safetensors_file absent(folder / "absent.safetensors"); },
+                                  {(folder / "absent.safetensors").string(), "No such file"});
+}
+
+TEST_CASE("safetensors: sharded checkpoint round trip") {
+  const temp_folder folder;
+  const std::vector<float> a = random_values(16, 11);
+  const std::vector<ngemb::bf16> b = narrowed<ngemb::bf16>(random_values(8, 12));
+  const std::vector<ngemb::fp16> c = narrowed<ngemb::fp16>(random_values(16, 13));
+  const std::vector<float> big = random_values(64, 14);
+  const std::vector<ngemb::bf16> d = narrowed<ngemb::bf16>(random_values(4, 15));
+  const std::vector<ngemb::tensor_to_write> tensors{
+      ngemb::tensor_to_write::of<float>("a", {4, 4}, a),           // 64 bytes  -> shard 1
+      ngemb::tensor_to_write::of<ngemb::bf16>("b", {8}, b),        // 16 bytes  -> shard 1 (80)
+      ngemb::tensor_to_write::of<ngemb::fp16>("c", {2, 8}, c),     // 32 bytes  -> shard 2
+      ngemb::tensor_to_write::of<float>("big", {8, 8}, big),       // 256 bytes -> shard 3, alone
+      ngemb::tensor_to_write::of<ngemb::bf16>("d", {2, 2}, d),     // 8 bytes   -> shard 4
+  };
+  const fs::path sharded = folder / "sharded";
+  ngemb::write_safetensors_checkpoint(sharded, tensors, 100);
+
+  const std::map<std::string, std::string> expected_shards{
+      {"a", "model-00001-of-00004.safetensors"}, {"b", "model-00001-of-00004.safetensors"},
+      {"c", "model-00002-of-00004.safetensors"}, {"big", "model-00003-of-00004.safetensors"},
+      {"d", "model-00004-of-00004.safetensors"}};
+  const auto index = nlohmann::json::parse(read_bytes(sharded / "model.safetensors.index.json"));
+  CHECK(index["metadata"]["total_size"] == 376);
+  CHECK(index["weight_map"].get<std::map<std::string, std::string>>() == expected_shards);
+  CHECK_FALSE(fs::exists(sharded / "model.safetensors"));
+
+  const auto check_all = [&](const ngemb::safetensors_checkpoint& checkpoint) {
+    CHECK(checkpoint.folder() == sharded);
+    CHECK(checkpoint.names() == std::vector<std::string>{"a", "b", "big", "c", "d"});
+    for (const auto& [name, shard] : expected_shards) {
+      CHECK(checkpoint.contains(name));
+      CHECK(checkpoint.file_of(name).path().filename() == shard);
+    }
+    const std::array<std::int64_t, 2> big_shape{8, 8};
+    CHECK(same_bits(checkpoint.tensor<float>("a"), a));
+    CHECK(same_bits(checkpoint.tensor<ngemb::bf16>("b"), b));
+    CHECK(same_bits(checkpoint.tensor<ngemb::fp16>("c"), c));
+    CHECK(same_bits(checkpoint.tensor<float>("big", big_shape), big));
+    CHECK(same_bits(checkpoint.tensor<ngemb::bf16>("d"), d));
+    CHECK(checkpoint.info("c").shape == std::vector<std::int64_t>{2, 8});
+    CHECK(&checkpoint.file_of("a") == &checkpoint.file_of("b"));  // one mapping per shard
+  };
+  check_all(ngemb::safetensors_checkpoint(sharded));
+  check_all(ngemb::safetensors_checkpoint(sharded / "model.safetensors.index.json"));
+
+  const ngemb::safetensors_checkpoint index_checkpoint(sharded / "model.safetensors.index.json");
+  const std::string index_path = (sharded / "model.safetensors.index.json").string();
+  expect_failure<ngemb::format_error>([&] { (void)index_checkpoint.info("e"); }, {index_path, "no tensor \"e\""});
+  expect_failure<ngemb::format_error>([&] { (void)index_checkpoint.tensor<float>("c"); },
+                                      {"model-00002-of-00004.safetensors", "tensor \"c\"", "expected F32"});
+
+  const ngemb::safetensors_checkpoint one_file(sharded / "model-00003-of-00004.safetensors");
+  CHECK(one_file.folder() == sharded);
+  CHECK(one_file.names() == std::vector<std::string>{"big"});
+  CHECK(same_bits(one_file.tensor<float>("big"), big));
+
+  // Without an index, a folder is every .safetensors file in it.
+  fs::remove(sharded / "model.safetensors.index.json");
+  const ngemb::safetensors_checkpoint scanned(sharded);
+  CHECK(scanned.names().size() == 5);
+  CHECK(same_bits(scanned.tensor<ngemb::fp16>("c"), c));
+
+  // One shard is just model.safetensors; it replaces a stale index that would otherwise shadow it.
+  ngemb::write_safetensors_checkpoint(sharded, tensors, 100);
+  REQUIRE(fs::exists(sharded / "model.safetensors.index.json"));
+  ngemb::write_safetensors_checkpoint(sharded, tensors, std::size_t{1} << 20);
+  CHECK_FALSE(fs::exists(sharded / "model.safetensors.index.json"));
+  const ngemb::safetensors_checkpoint single(sharded);
+  CHECK(single.file_of("a").path().filename() == "model.safetensors");
+  CHECK(&single.file_of("a") == &single.file_of("d"));
+  CHECK(same_bits(single.tensor<float>("big"), big));
+}
+
+TEST_CASE("safetensors: malformed checkpoints and indexes") {
+  const temp_folder folder;
+  write_bytes(folder / "w.safetensors", safetensors_bytes(f32_entry, sixteen_bytes));
+  const auto expect_bad_index = [&](const std::string& json, std::initializer_list<std::string> needles) {
+    write_bytes(folder / "model.safetensors.index.json", json);
+    expect_failure<ngemb::format_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); }, needles);
+  };
+  const std::string index_path = (folder / "model.safetensors.index.json").string();
+  expect_bad_index(R"({"weight_map": {)", {index_path, "not valid JSON"});
+  expect_bad_index(R"({"metadata": {}})", {index_path, "\"weight_map\""});
+  expect_bad_index(R"({"weight_map": ["w.safetensors"]})", {index_path, "\"weight_map\""});
+  expect_bad_index(R"({"weight_map": {"w": 3}})", {index_path, "tensor \"w\"", "file name string"});
+  expect_bad_index(R"({"weight_map": {"w": "../w.safetensors"}})", {index_path, "\"../w.safetensors\"", "relative"});
+  expect_bad_index(R"({"weight_map": {"w": "/etc/passwd"}})", {index_path, "\"/etc/passwd\"", "relative"});
+  expect_bad_index(R"({"weight_map": {"w": "w.safetensors", "v": "w.safetensors"}})",
+                   {index_path, "tensor \"v\"", (folder / "w.safetensors").string(), "does not contain it"});
+
+  write_bytes(folder / "model.safetensors.index.json", R"({"weight_map": {"w": "absent.safetensors"}})");
+  expect_failure<ngemb::io_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); },
+                                  {index_path, "absent.safetensors", "No such file"});
+
+  // A shard that is itself malformed is reported with its own path.
+  write_bytes(folder / "broken.safetensors", "short");
+  write_bytes(folder / "model.safetensors.index.json", R"({"weight_map": {"w": "broken.safetensors"}})");
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); },
+                                      {(folder / "broken.safetensors").string(), "too short"});
+
+  // Without an index, one name in two files is ambiguous.
+  fs::remove(folder / "model.safetensors.index.json");
+  fs::remove(folder / "broken.safetensors");
+  write_bytes(folder / "x.safetensors", safetensors_bytes(f32_entry, sixteen_bytes));
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); },
+                                      {"tensor \"w\"", (folder / "w.safetensors").string(),
+                                       (folder / "x.safetensors").string()});
+
+  fs::create_directory(folder / "empty");
+  expect_failure<ngemb::io_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder / "empty"); },
+                                  {(folder / "empty").string(), "no .safetensors files"});
+}
+
+TEST_CASE("safetensors: the writer rejects bad input") {
+  const temp_folder folder;
+  const std::vector<float> four(4, 1.0f);
+  const auto as_bytes = std::as_bytes(std::span<const float>(four));
+  const auto write = [&](std::vector<ngemb::tensor_to_write> tensors) {
+    ngemb::write_safetensors(folder / "out.safetensors", tensors);
+  };
+  expect_failure<ngemb::invalid_argument>([&] { write({{"w", "F32", {4}, as_bytes}, {"w", "F32", {4}, as_bytes}}); },
+                                          {"tensor \"w\" appears twice"});
+  expect_failure<ngemb::invalid_argument>([&] { write({{"w", "F31", {4}, as_bytes}}); },
+                                          {"tensor \"w\"", "unknown dtype \"F31\""});
+  expect_failure<ngemb::invalid_argument>([&] { write({{"__metadata__", "F32", {4}, as_bytes}}); }, {"reserved"});
+  expect_failure<ngemb::invalid_argument>([&] { write({{"w", "F32", {-4}, as_bytes}}); }, {"tensor \"w\"", "[-4]"});
+  expect_failure<ngemb::shape_mismatch>([&] { write({{"w", "F32", {2, 3}, as_bytes}}); },
+                                        {"tensor \"w\"", "needs 24 bytes, got 16"});
+  expect_failure<ngemb::shape_mismatch>(
+      [&] { (void)ngemb::tensor_to_write::of<float>("w", {3}, four); }, {"tensor \"w\"", "shape [3]", "got 4"});
+  const std::vector<ngemb::tensor_to_write> one{{"w", "F32", {4}, as_bytes}};
+  expect_failure<ngemb::invalid_argument>([&] { ngemb::write_safetensors_checkpoint(folder.path(), one, 0); },
+                                          {"max_shard_bytes"});
+  expect_failure<ngemb::io_error>([&] { ngemb::write_safetensors(folder / "no" / "such" / "x.safetensors", one); },
+                                  {"x.safetensors", "No such file"});
+  CHECK_FALSE(fs::exists(folder / "out.safetensors"));  // nothing half-written
+}

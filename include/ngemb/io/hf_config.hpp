@@ -61,11 +61,23 @@ inline ngram_config parse_ngram_config(std::string_view json_text, const std::st
   config.hidden_size = integer_field(require_field(root, "hidden_size", source), "hidden_size", source);
   config.max_order = small_integer_field(require_field(root, "emb_neighbor_num", source), "emb_neighbor_num", source);
   config.splits = small_integer_field(require_field(root, "emb_split_num", source), "emb_split_num", source);
-  const nlohmann::json& ratio = require_field(root, "ngram_vocab_size_ratio", source);
-  if (!ratio.is_number()) {
-    throw format_error(source + ": field \"ngram_vocab_size_ratio\" must be a number, got " + ratio.dump());
+  // The official config gives the ratio; some engines give m_base = r*V directly (SPEC §1). Exactly one.
+  const auto ratio = root.find("ngram_vocab_size_ratio");
+  const auto m_base = root.find("m_base");
+  const bool has_ratio = ratio != root.end() && !ratio->is_null();
+  const bool has_m_base = m_base != root.end() && !m_base->is_null();
+  if (has_ratio == has_m_base) {
+    throw format_error(source + (has_ratio ? ": both \"ngram_vocab_size_ratio\" and \"m_base\" are given; give one"
+                                           : ": missing field \"ngram_vocab_size_ratio\" (or \"m_base\")"));
   }
-  config.ratio = ratio.get<double>();
+  if (has_ratio) {
+    if (!ratio->is_number()) {
+      throw format_error(source + ": field \"ngram_vocab_size_ratio\" must be a number, got " + ratio->dump());
+    }
+    config.ratio = ratio->get<double>();
+  } else {
+    config.m_base = integer_field(*m_base, "m_base", source);
+  }
   if (const auto eos = root.find("eos_token_id"); eos != root.end() && !eos->is_null()) {
     if (eos->is_array()) {  // some HF configs list several EOS ids; the hash has one segment token
       if (eos->size() != 1) {

@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <type_traits>
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/policy/detail/gemm_checks.hpp"
+#include "ngemb/cuda/cublas.cuh"
 #include "ngemb/cuda/device_buffer.cuh"
 #include "ngemb/cuda/error.cuh"
 #include "ngemb/cuda/for_each.cuh"
@@ -74,6 +77,46 @@ void copy_to_host(const device_policy& policy, std::type_identity_t<view<const T
                                    cudaMemcpyDeviceToHost, policy.stream));
   NGEMB_CUDA_CHECK(cudaStreamSynchronize(policy.stream));
 }
+
+/// C = A * B^T with A [m x k], B [n x k] and C [m x n] row-major in device memory, by cuBLAS on the policy's
+/// stream. Row-major C is column-major C^T = B * A^T, so B goes first, transposed. Full fp32 (or fp64) math:
+/// cuBLAS's default mode, never TF32.
+template <gemm_scalar T>
+void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, view<T> c) {
+  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (k == 0) {
+    NGEMB_CUDA_CHECK(cudaMemsetAsync(c.data(), 0, m * n * sizeof(T), policy.stream));
+    return;
+  }
+  constexpr std::size_t largest = static_cast<std::size_t>(std::numeric_limits<int>::max());
+  if (m > largest || n > largest || k > largest) {
+    throw invalid_argument("gemm_nt: cuBLAS takes dimensions below 2^31, got " + std::to_string(m) + " x " +
+                           std::to_string(n) + " x " + std::to_string(k));
+  }
+  const cublasHandle_t handle = cuda::detail::cublas_handle();
+  cuda::check(cublasSetStream(handle, policy.stream), "cublasSetStream", __FILE__, __LINE__);
+  const T one = 1;
+  const T zero = 0;
+  const int rows = static_cast<int>(n);
+  const int columns = static_cast<int>(m);
+  const int depth = static_cast<int>(k);
+  if constexpr (std::is_same_v<T, float>) {
+    cuda::check(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth, a.data(),
+                            depth, &zero, c.data(), rows),
+                "cublasSgemm", __FILE__, __LINE__);
+  } else {
+    cuda::check(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth, a.data(),
+                            depth, &zero, c.data(), rows),
+                "cublasDgemm", __FILE__, __LINE__);
+  }
+}
+
+/// Eight elements per thread: one 16-byte load of a bf16 row, and enough threads for a decode batch of one.
+constexpr std::size_t row_chunk(const device_policy& /*policy*/) { return 8; }
 
 inline void synchronize(const device_policy& policy) { NGEMB_CUDA_CHECK(cudaStreamSynchronize(policy.stream)); }
 

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -106,6 +107,10 @@ template <class T>
 void copy_to_host(const host_policy& policy, std::type_identity_t<view<const T>> source, view<T> destination) {
   copy_to(policy, source, destination);
 }
+
+/// Consecutive row elements one element operation handles: whole rows on the host, where the inner loop
+/// vectorises (device_policy.cuh answers a few, so neighbouring threads touch neighbouring elements).
+constexpr std::size_t row_chunk(const host_policy& /*policy*/) { return std::numeric_limits<std::size_t>::max(); }
 
 /// Waits for all work issued on the policy (host work is already done when for_each_n returns).
 inline void synchronize(const host_policy& /*policy*/) {}

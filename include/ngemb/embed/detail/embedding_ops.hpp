@@ -1,0 +1,100 @@
+#pragma once
+// The element operations of the embedding forward, shared by host and device: gather one chunk of a sub-table
+// row into the GEMM's input, compute one token's amplification statistics, and combine one chunk of a token's
+// output from the base row and the projected n-gram branch.
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "ngemb/core/dtype.hpp"
+#include "ngemb/core/macros.hpp"
+#include "ngemb/core/row_chunks.hpp"
+#include "ngemb/embed/amplification.hpp"
+
+namespace ngemb::detail {
+
+template <class Acc, class T>
+NGEMB_HD Acc widen_to(T value) {
+  if constexpr (std::is_same_v<T, Acc>) {
+    return value;
+  } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    return static_cast<Acc>(value);
+  } else {
+    return static_cast<Acc>(to_float(value));
+  }
+}
+
+/// Output elements: the storage types (bf16/fp16 round to nearest even) or double for references.
+template <class Out, class Acc>
+NGEMB_HD Out narrow_to(Acc value) {
+  if constexpr (std::is_same_v<Out, Acc>) {
+    return value;
+  } else if constexpr (std::is_same_v<Out, float> || std::is_same_v<Out, double>) {
+    return static_cast<Out>(value);
+  } else {
+    return from_float<Out>(static_cast<float>(value));
+  }
+}
+
+/// Row r = token * T + table of the gathered matrix [tokens x T*d] is sub-table `table`'s row ids[r]: the rows of
+/// one token sit side by side, in the column order of W_cat.
+template <class StoreRef, class Acc>
+struct gather_rows_op {
+  StoreRef rows;
+  const std::uint32_t* ids;
+  Acc* gathered;
+  int tables;
+  row_chunks chunks;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const row_chunks::part part = chunks.locate(index);
+    const auto* source = rows.row(static_cast<int>(part.row % static_cast<std::size_t>(tables)), ids[part.row]);
+    Acc* destination = gathered + part.row * chunks.width;
+    for (std::size_t column = part.begin; column < part.end; ++column) {
+      destination[column] = widen_to<Acc>(source[column]);
+    }
+  }
+};
+
+template <class AmplificationRef, class Acc>
+struct row_statistics_op {
+  AmplificationRef amplification;
+  const Acc* branch;
+  row_statistics<Acc>* statistics;
+  std::int64_t width;
+
+  NGEMB_HD void operator()(std::size_t token) const {
+    statistics[token] = amplification.statistics(branch + token * static_cast<std::size_t>(width), width);
+  }
+};
+
+/// out = (base row + a(branch)) / divisor, chunk by chunk; `statistics` is null when the amplification needs none,
+/// `rows.base` null when there is no base table.
+template <class StoreRef, class Token, class AmplificationRef, class Acc, class Out>
+struct combine_op {
+  StoreRef rows;
+  const Token* tokens;
+  AmplificationRef amplification;
+  const Acc* branch;
+  const row_statistics<Acc>* statistics;
+  Out* out;
+  Acc divisor;
+  row_chunks chunks;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const row_chunks::part part = chunks.locate(index);
+    const row_statistics<Acc> stats = statistics != nullptr ? statistics[part.row] : row_statistics<Acc>{};
+    const Acc* branch_row = branch + part.row * chunks.width;
+    Out* out_row = out + part.row * chunks.width;
+    const auto* base = rows.base != nullptr ? rows.base_row(static_cast<std::uint64_t>(tokens[part.row])) : nullptr;
+    for (std::size_t column = part.begin; column < part.end; ++column) {
+      Acc value = amplification.apply(branch_row[column], static_cast<std::int64_t>(column), stats);
+      if (base != nullptr) {
+        value += widen_to<Acc>(base[column]);
+      }
+      out_row[column] = narrow_to<Out>(value / divisor);
+    }
+  }
+};
+
+}  // namespace ngemb::detail

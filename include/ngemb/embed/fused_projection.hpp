@@ -1,0 +1,109 @@
+#pragma once
+// fused_projection: the T per-sub-table projections W_i [out x d] concatenated into W_cat = [W_0 | ... | W_{T-1}]
+// ([out x T*d]), so projecting a batch is one GEMM over the gathered rows instead of T small ones (SPEC §3).
+// Weights are widened to the accumulator type once at load; the GEMM accumulates in it.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ngemb/core/error.hpp"
+#include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint_names.hpp"
+#include "ngemb/io/read_tensor.hpp"
+#include "ngemb/io/safetensors.hpp"
+#include "ngemb/policy/gemm.hpp"
+#include "ngemb/policy/host_policy.hpp"
+
+namespace ngemb {
+
+template <gemm_scalar Acc = float, class Policy = host_policy>
+class fused_projection {
+ public:
+  using accumulator = Acc;
+  using policy_type = Policy;
+
+  /// From host arrays: one Linear weight [output_width x row_width] per sub-table, in any readable element type.
+  template <readable_element W>
+  fused_projection(const Policy& policy, std::int64_t output_width, std::int64_t row_width,
+                   std::span<const view<const W>> projections)
+      : tables_(static_cast<int>(projections.size())), row_width_(row_width), output_width_(output_width) {
+    check_sizes();
+    std::vector<Acc> concatenated(static_cast<std::size_t>(output_width_ * input_width()));
+    for (int table = 0; table < tables_; ++table) {
+      const view<const W> weight = projections[static_cast<std::size_t>(table)];
+      if (weight.size() != static_cast<std::size_t>(output_width_ * row_width_)) {
+        throw shape_mismatch("fused_projection: projection " + std::to_string(table) + " has " +
+                             std::to_string(weight.size()) + " elements, expected " + std::to_string(output_width_) +
+                             " x " + std::to_string(row_width_));
+      }
+      for (std::int64_t out = 0; out < output_width_; ++out) {
+        for (std::int64_t column = 0; column < row_width_; ++column) {
+          concatenated[static_cast<std::size_t>(out * input_width() + table * row_width_ + column)] =
+              widen(weight[static_cast<std::size_t>(out * row_width_ + column)]);
+        }
+      }
+    }
+    upload(policy, concatenated);
+  }
+
+  /// Reads `{prefix}.post_projs.{i}.weight` [output_width, row_width] for i < num_tables (any float dtype).
+  static fused_projection load(const Policy& policy, const safetensors_checkpoint& checkpoint, int num_tables,
+                               std::int64_t row_width, std::int64_t output_width,
+                               const ngram_tensor_names& names = {}) {
+    std::vector<std::vector<double>> weights;
+    std::vector<view<const double>> views;
+    const std::int64_t shape[] = {output_width, row_width};
+    for (int table = 0; table < num_tables; ++table) {
+      weights.push_back(read_tensor_as<double>(checkpoint, names.post_proj(table), shape));
+      views.emplace_back(weights.back());
+    }
+    return fused_projection(policy, output_width, row_width, std::span<const view<const double>>(views));
+  }
+
+  [[nodiscard]] int num_tables() const { return tables_; }
+  [[nodiscard]] std::int64_t row_width() const { return row_width_; }
+  /// T*d: the width of one token's gathered rows.
+  [[nodiscard]] std::int64_t input_width() const { return tables_ * row_width_; }
+  [[nodiscard]] std::int64_t output_width() const { return output_width_; }
+  /// W_cat, [output_width x T*d] row-major in policy memory.
+  [[nodiscard]] view<const Acc> weights() const { return weights_.as_view(); }
+
+  /// out [tokens x output_width] = gathered [tokens x T*d] * W_cat^T.
+  void project(const Policy& policy, std::size_t tokens, view<const Acc> gathered, view<Acc> out) const {
+    gemm_nt(policy, tokens, static_cast<std::size_t>(output_width_), static_cast<std::size_t>(input_width()), gathered,
+            weights(), out);
+  }
+
+ private:
+  template <class W>
+  static Acc widen(W value) {
+    if constexpr (std::is_same_v<W, double> || std::is_same_v<W, float>) {
+      return static_cast<Acc>(value);
+    } else {
+      return static_cast<Acc>(to_float(value));
+    }
+  }
+
+  void check_sizes() const {
+    if (tables_ < 1 || row_width_ < 1 || output_width_ < 1) {
+      throw invalid_argument("fused_projection: needs >= 1 sub-table, row width and output width, got " +
+                             std::to_string(tables_) + ", " + std::to_string(row_width_) + ", " +
+                             std::to_string(output_width_));
+    }
+  }
+
+  void upload(const Policy& policy, const std::vector<Acc>& concatenated) {
+    weights_ = typename Policy::template buffer<Acc>(policy, concatenated.size());
+    copy_to(policy, view<const Acc>(concatenated), weights_.as_view());
+    synchronize(policy);
+  }
+
+  int tables_;
+  std::int64_t row_width_;
+  std::int64_t output_width_;
+  typename Policy::template buffer<Acc> weights_;
+};
+
+}  // namespace ngemb

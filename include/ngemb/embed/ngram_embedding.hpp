@@ -1,0 +1,212 @@
+#pragma once
+// ngram_embedding: the whole n-gram embedding of SPEC §3 as one type,
+//   e(p) = ( E_0[x_p] + a( sum_i W_i E_i[id_i(p)] ) ) / (1 + T),
+// assembled from a hasher (the ids), a store (where E_0 and the E_i live), a projection (the W_i, fused into one
+// GEMM) and an amplification a (none: the official module). Structure is the type, sizes come from the config.
+//
+//   using embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<ngemb::bf16>>;
+//   auto embed = embedding::load(ngemb::host_policy{0}, "LongCat-Flash-Lite/");
+//   embed.forward(policy, cache, slots, tokens, out);  cache.advance(slots, tokens);   // prefill and decode
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "ngemb/cache/ngram_cache.hpp"
+#include "ngemb/core/config.hpp"
+#include "ngemb/core/error.hpp"
+#include "ngemb/core/views.hpp"
+#include "ngemb/embed/amplification.hpp"
+#include "ngemb/embed/detail/embedding_pipeline.hpp"
+#include "ngemb/embed/fused_projection.hpp"
+#include "ngemb/hash/hash_tokens.hpp"
+#include "ngemb/hash/hasher.hpp"
+#include "ngemb/io/checkpoint_names.hpp"
+#include "ngemb/io/hf_config.hpp"
+#include "ngemb/io/safetensors.hpp"
+#include "ngemb/store/store.hpp"
+
+namespace ngemb {
+
+/// What ngram_embedding needs of a projection: T row blocks of width d in, `output_width` values out, one call.
+template <class P>
+concept projection = requires(const P& p, const typename P::policy_type& policy, std::size_t tokens,
+                              view<const typename P::accumulator> in, view<typename P::accumulator> out) {
+  requires gemm_scalar<typename P::accumulator>;
+  { p.num_tables() } -> std::convertible_to<int>;
+  { p.row_width() } -> std::convertible_to<std::int64_t>;
+  { p.input_width() } -> std::convertible_to<std::int64_t>;
+  { p.output_width() } -> std::convertible_to<std::int64_t>;
+  p.project(policy, tokens, in, out);
+};
+
+/// Output element types of a forward.
+template <class T>
+concept output_element = storage_type<T> || std::is_same_v<T, double>;
+
+namespace detail {
+
+/// Ids, rows and widths of the components must agree; each mismatch names the component and the sub-table.
+template <class Hasher, class Store, class Projection>
+void check_embedding_parts(const char* who, const Hasher& hasher, const Store& store, const Projection& projection) {
+  const auto fail = [&](const std::string& message) { throw shape_mismatch(std::string(who) + ": " + message); };
+  if (store.num_tables() != hasher.num_tables() || projection.num_tables() != hasher.num_tables()) {
+    fail("the hasher has " + std::to_string(hasher.num_tables()) + " sub-tables, the store " +
+         std::to_string(store.num_tables()) + ", the projection " + std::to_string(projection.num_tables()));
+  }
+  for (int table = 0; table < hasher.num_tables(); ++table) {
+    if (store.rows(table) != hasher.rows(table)) {
+      fail("sub-table " + std::to_string(table) + " has " + std::to_string(store.rows(table)) +
+           " rows but the hash needs m_" + std::to_string(table) + " = " + std::to_string(hasher.rows(table)));
+    }
+  }
+  if (store.vocab_size() != hasher.vocab_size()) {
+    fail("the store's vocabulary is " + std::to_string(store.vocab_size()) + ", the hasher's " +
+         std::to_string(hasher.vocab_size()));
+  }
+  if (projection.row_width() != store.row_width()) {
+    fail("the projection takes rows of " + std::to_string(projection.row_width()) + " elements, the store holds " +
+         std::to_string(store.row_width()));
+  }
+  if (store.has_base() && projection.output_width() != store.hidden_size()) {
+    fail("the projection outputs " + std::to_string(projection.output_width()) + " values but base rows have H = " +
+         std::to_string(store.hidden_size()));
+  }
+}
+
+/// Opens a checkpoint folder as every loader wants it: the config and shared ownership of the mapped files.
+inline std::pair<ngram_config, std::shared_ptr<const safetensors_checkpoint>> open_checkpoint(
+    const std::filesystem::path& path) {
+  const std::filesystem::path folder = std::filesystem::is_directory(path) ? path : path.parent_path();
+  return {read_ngram_config(folder), std::make_shared<const safetensors_checkpoint>(path)};
+}
+
+/// Stores that keep the mapping alive (mmap_store) take the shared checkpoint, the others read from it.
+template <class Store, class Policy>
+Store load_store(const Policy& policy, const std::shared_ptr<const safetensors_checkpoint>& checkpoint,
+                 const ngram_config& config, const ngram_tensor_names& names) {
+  if constexpr (requires { Store::load(policy, checkpoint, config, names); }) {
+    return Store::load(policy, checkpoint, config, names);
+  } else {
+    return Store::load(policy, *checkpoint, config, names);
+  }
+}
+
+}  // namespace detail
+
+template <hasher Hasher, store Store,
+          projection Projection = fused_projection<float, typename Store::policy_type>,
+          amplification Amplification = no_amplification>
+class ngram_embedding {
+  static_assert(std::is_same_v<typename Store::policy_type, typename Projection::policy_type>,
+                "ngram_embedding: the store and the projection must live in the same policy's memory");
+  static_assert(std::constructible_from<Hasher, const ngram_config&>,
+                "ngram_embedding: the hasher must be constructible from an ngram_config");
+
+ public:
+  using policy_type = typename Store::policy_type;
+  using accumulator = typename Projection::accumulator;
+  using hasher_type = Hasher;
+  using store_type = Store;
+  using projection_type = Projection;
+  using amplification_type = Amplification;
+
+  /// Checks that the parts agree with the config and each other (shape_mismatch naming the part otherwise).
+  ngram_embedding(const ngram_config& config, Store store, Projection projection, Amplification amplification = {})
+      : config_(config),
+        hasher_(config),
+        store_(std::move(store)),
+        projection_(std::move(projection)),
+        amplification_(std::move(amplification)) {
+    detail::check_embedding_parts("ngram_embedding", hasher_, store_, projection_);
+    if (!store_.has_base()) {
+      throw invalid_argument("ngram_embedding: the store has no base table E_0 (per-layer stores belong to "
+                             "per_layer_ngram_embedding)");
+    }
+    (void)amplification_.ref(output_width());  // throws when built for another width
+  }
+
+  /// config.json and the tensors of SPEC §4 from a checkpoint folder (or its index / single .safetensors file).
+  static ngram_embedding load(const policy_type& policy, const std::filesystem::path& path,
+                              const ngram_tensor_names& names = {}) {
+    const auto [config, checkpoint] = detail::open_checkpoint(path);
+    return load(policy, checkpoint, config, names);
+  }
+
+  static ngram_embedding load(const policy_type& policy, const std::shared_ptr<const safetensors_checkpoint>& checkpoint,
+                              const ngram_config& config, const ngram_tensor_names& names = {}) {
+    Store store = detail::load_store<Store>(policy, checkpoint, config, names);
+    Projection projection = Projection::load(policy, *checkpoint, config.num_tables(), config.row_width(),
+                                             config.hidden_size, names);
+    Amplification amplification = Amplification::load(policy, *checkpoint, config.hidden_size, names);
+    return ngram_embedding(config, std::move(store), std::move(projection), std::move(amplification));
+  }
+
+  [[nodiscard]] const ngram_config& config() const { return config_; }
+  [[nodiscard]] const Hasher& hasher() const { return hasher_; }
+  [[nodiscard]] const Store& store() const { return store_; }
+  [[nodiscard]] const Projection& projection() const { return projection_; }
+  [[nodiscard]] const Amplification& amplification() const { return amplification_; }
+  /// H: values per token of the output.
+  [[nodiscard]] std::int64_t output_width() const { return projection_.output_width(); }
+
+  /// out [tokens x H] for a ragged batch in which every sequence starts its stream (a prefill). Token and
+  /// output views are in the policy's memory. Errors as hash_tokens raises them, and shape_mismatch for `out`.
+  template <std::integral Token, output_element Out>
+  void forward(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out) {
+    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
+    hash_tokens(policy, hasher_, tokens, ids_for(policy, tokens.num_values()));
+    embed(policy, tokens, out);
+  }
+
+  /// As above, with `context[s]` the earlier tokens of sequence s (look-back only).
+  template <std::integral Token, output_element Out>
+  void forward(const policy_type& policy, ragged_view<const Token> tokens, ragged_view<const Token> context,
+               view<Out> out) {
+    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
+    hash_tokens(policy, hasher_, tokens, context, ids_for(policy, tokens.num_values()));
+    embed(policy, tokens, out);
+  }
+
+  /// The next tokens of the sequences in `slots`, with the cache's windows as look-back (prefill and decode).
+  /// The cache is not changed: record the tokens with cache.advance / cache.append afterwards.
+  template <std::integral Token, output_element Out>
+  void forward(const policy_type& policy, ngram_cache<policy_type, Token>& cache, view<const std::int32_t> slots,
+               ragged_view<const Token> tokens, view<Out> out) {
+    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
+    hash_tokens(policy, hasher_, cache, slots, tokens, ids_for(policy, tokens.num_values()));
+    embed(policy, tokens, out);
+  }
+
+  /// The ids [tokens x T] of the last forward, in policy memory (valid until the next call).
+  [[nodiscard]] view<const std::uint32_t> last_ids() const { return {workspace_.ids.data(), last_id_count_}; }
+
+ private:
+  template <class Policy>
+  view<std::uint32_t> ids_for(const Policy& policy, std::size_t tokens) {
+    last_id_count_ = tokens * static_cast<std::size_t>(hasher_.num_tables());
+    return workspace_type::template ensure<std::uint32_t>(policy, workspace_.ids, last_id_count_);
+  }
+
+  template <class Token, class Out>
+  void embed(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out) {
+    detail::embed_hashed(policy, store_, projection_, amplification_, tokens.num_values(), tokens.values().data(),
+                         workspace_, out);
+  }
+
+  using workspace_type = detail::embedding_workspace<policy_type, accumulator>;
+
+  ngram_config config_;
+  Hasher hasher_;
+  Store store_;
+  Projection projection_;
+  Amplification amplification_;
+  workspace_type workspace_;
+  std::size_t last_id_count_ = 0;
+};
+
+}  // namespace ngemb

@@ -1,0 +1,79 @@
+#pragma once
+// Reads a checkpoint tensor into a chosen element type, whatever float type the file stores: widening is exact,
+// narrowing rounds to nearest even. Works on unaligned data (it copies), unlike the zero-copy typed views.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "ngemb/core/dtype.hpp"
+#include "ngemb/core/error.hpp"
+#include "ngemb/io/safetensors.hpp"
+
+namespace ngemb {
+
+/// Element types a tensor can be read into: the storage types, and double for references.
+template <class T>
+concept readable_element = storage_type<T> || std::is_same_v<T, double>;
+
+namespace detail {
+
+template <storage_type Stored, readable_element T>
+void convert_bytes(std::span<const std::byte> bytes, std::span<T> values) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    Stored stored;
+    std::memcpy(&stored, bytes.data() + i * sizeof(Stored), sizeof(Stored));
+    if constexpr (std::is_same_v<T, Stored>) {
+      values[i] = stored;
+    } else if constexpr (std::is_same_v<T, double>) {
+      values[i] = static_cast<double>(to_float(stored));
+    } else {
+      values[i] = from_float<T>(to_float(stored));
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Converts tensor `name` into `destination`, which must hold its elements. The tensor must have shape
+/// `expected_shape` and a float dtype (F32, BF16 or F16); otherwise format_error names the file and tensor.
+template <readable_element T>
+void read_tensor_into(const safetensors_checkpoint& checkpoint, std::string_view name,
+                      std::span<const std::int64_t> expected_shape, std::span<T> destination) {
+  const tensor_info& info = checkpoint.info(name);
+  const std::string where = checkpoint.file_of(name).path().string() + ": tensor \"" + std::string(name) + "\"";
+  if (!std::equal(info.shape.begin(), info.shape.end(), expected_shape.begin(), expected_shape.end())) {
+    throw format_error(where + " has shape " + detail::format_shape(info.shape) + ", expected " +
+                       detail::format_shape(expected_shape));
+  }
+  if (destination.size() != static_cast<std::size_t>(info.num_elements())) {
+    throw shape_mismatch(where + " has " + std::to_string(info.num_elements()) + " elements, destination " +
+                         std::to_string(destination.size()));
+  }
+  const std::span<const std::byte> bytes = checkpoint.file_of(name).bytes(name);
+  if (info.dtype == name_of(dtype::f32)) {
+    detail::convert_bytes<float>(bytes, destination);
+  } else if (info.dtype == name_of(dtype::bf16)) {
+    detail::convert_bytes<bf16>(bytes, destination);
+  } else if (info.dtype == name_of(dtype::f16)) {
+    detail::convert_bytes<fp16>(bytes, destination);
+  } else {
+    throw format_error(where + " has dtype " + info.dtype + ", expected F32, BF16 or F16");
+  }
+}
+
+/// As read_tensor_into, into a new vector.
+template <readable_element T>
+std::vector<T> read_tensor_as(const safetensors_checkpoint& checkpoint, std::string_view name,
+                              std::span<const std::int64_t> expected_shape) {
+  std::vector<T> values(static_cast<std::size_t>(checkpoint.info(name).num_elements()));
+  read_tensor_into<T>(checkpoint, name, expected_shape, std::span<T>(values));
+  return values;
+}
+
+}  // namespace ngemb

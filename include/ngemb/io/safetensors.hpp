@@ -1,0 +1,638 @@
+#pragma once
+// Hugging Face safetensors: a memory-mapped reader for one file, a checkpoint reader for shard sets
+// (model.safetensors.index.json), and a writer for both.
+//
+// File layout: an 8-byte little-endian header length N, N bytes of JSON mapping each tensor name to
+// {"dtype", "shape", "data_offsets": [begin, end]} (plus an optional "__metadata__" string map), then the data
+// buffer the offsets point into. Everything is validated when a file is opened, so a later lookup can only fail
+// for a missing name, a wrong dtype or shape, or misaligned data.
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <ostream>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ngemb/core/dtype.hpp"
+#include "ngemb/core/error.hpp"
+#include "ngemb/core/views.hpp"
+#include "ngemb/io/detail/mapped_file.hpp"
+#include "ngemb/io/detail/safetensors_format.hpp"
+
+namespace ngemb {
+
+/// One tensor's entry in a safetensors header.
+struct tensor_info {
+  std::string name;
+  std::string dtype;  // as spelled in the file: "F32", "BF16", "I64", ...
+  std::vector<std::int64_t> shape;
+  std::size_t begin = 0;  // byte offsets inside the data buffer
+  std::size_t end = 0;
+
+  [[nodiscard]] std::int64_t num_elements() const {
+    std::int64_t count = 1;
+    for (const std::int64_t dimension : shape) {
+      count *= dimension;
+    }
+    return count;
+  }
+};
+
+namespace detail {
+
+inline std::string quoted_tensor(const std::string& source, std::string_view name) {
+  return source + ": tensor \"" + std::string(name) + "\"";
+}
+
+inline const nlohmann::json& require_entry_field(const nlohmann::json& entry, const char* field,
+                                                 const std::string& where) {
+  const auto found = entry.find(field);
+  if (found == entry.end()) {
+    throw format_error(where + ": missing field \"" + field + "\"");
+  }
+  return *found;
+}
+
+/// A header entry, checked against the size of the data buffer it points into.
+inline tensor_info parse_tensor_entry(const std::string& name, const nlohmann::json& entry, std::size_t data_size,
+                                      const std::string& source) {
+  const std::string where = quoted_tensor(source, name);
+  if (!entry.is_object()) {
+    throw format_error(where + ": entry must be a JSON object, got " + entry.dump());
+  }
+  tensor_info info;
+  info.name = name;
+
+  const nlohmann::json& dtype = require_entry_field(entry, "dtype", where);
+  if (!dtype.is_string()) {
+    throw format_error(where + ": field \"dtype\" must be a string, got " + dtype.dump());
+  }
+  info.dtype = dtype.get<std::string>();
+  const auto bits = safetensors_dtype_bits(info.dtype);
+  if (!bits) {
+    throw format_error(where + ": unknown dtype \"" + info.dtype + "\"");
+  }
+
+  const nlohmann::json& shape = require_entry_field(entry, "shape", where);
+  const bool shape_ok = shape.is_array() && std::all_of(shape.begin(), shape.end(), [](const nlohmann::json& dim) {
+    return dim.is_number_integer() && (!dim.is_number_unsigned() || dim.get<std::uint64_t>() <= INT64_MAX);
+  });
+  if (!shape_ok) {
+    throw format_error(where + ": field \"shape\" must be an array of integers, got " + shape.dump());
+  }
+  info.shape = shape.get<std::vector<std::int64_t>>();
+  const auto elements = checked_element_count(info.shape);
+  if (!elements) {
+    throw format_error(where + ": shape " + format_shape(info.shape) +
+                       " has a negative dimension or more than 2^63-1 elements");
+  }
+
+  const nlohmann::json& offsets = require_entry_field(entry, "data_offsets", where);
+  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+      !offsets[1].is_number_unsigned() || offsets[0].get<std::uint64_t>() > offsets[1].get<std::uint64_t>()) {
+    throw format_error(where + ": field \"data_offsets\" must be [begin, end] with 0 <= begin <= end, got " +
+                       offsets.dump());
+  }
+  info.begin = offsets[0].get<std::size_t>();
+  info.end = offsets[1].get<std::size_t>();
+  const std::string range = "[" + std::to_string(info.begin) + ", " + std::to_string(info.end) + "]";
+  if (info.end > data_size) {
+    throw format_error(where + ": data_offsets " + range + " reach beyond the end of the data buffer (" +
+                       std::to_string(data_size) + " bytes): the file is truncated or corrupt");
+  }
+  const auto bytes = checked_byte_count(*elements, *bits);
+  if (!bytes) {
+    throw format_error(where + ": shape " + format_shape(info.shape) + " of " + info.dtype +
+                       " is not a whole number of bytes, or too large");
+  }
+  if (*bytes != info.end - info.begin) {
+    throw format_error(where + ": data_offsets " + range + " hold " + std::to_string(info.end - info.begin) +
+                       " bytes, but shape " + format_shape(info.shape) + " of " + info.dtype + " needs " +
+                       std::to_string(*bytes));
+  }
+  return info;
+}
+
+inline std::map<std::string, std::string> parse_metadata(const nlohmann::json& value, const std::string& source) {
+  if (!value.is_object()) {
+    throw format_error(source + ": \"__metadata__\" must be an object of strings, got " + value.dump());
+  }
+  std::map<std::string, std::string> metadata;
+  for (const auto& [key, text] : value.items()) {
+    if (!text.is_string()) {
+      throw format_error(source + ": \"__metadata__\" must map strings to strings; \"" + key + "\" is " +
+                         text.dump());
+    }
+    metadata.emplace(key, text.get<std::string>());
+  }
+  return metadata;
+}
+
+/// Non-empty regions must be disjoint (empty tensors occupy no bytes, wherever their offsets point).
+inline void require_disjoint(const std::map<std::string, tensor_info, std::less<>>& tensors,
+                             const std::string& source) {
+  std::vector<const tensor_info*> regions;
+  for (const auto& [name, info] : tensors) {
+    if (info.begin != info.end) {
+      regions.push_back(&info);
+    }
+  }
+  std::sort(regions.begin(), regions.end(), [](const tensor_info* lhs, const tensor_info* rhs) {
+    return lhs->begin < rhs->begin;
+  });
+  const tensor_info* furthest = nullptr;  // among the regions seen so far, the one reaching furthest
+  for (const tensor_info* region : regions) {
+    if (furthest != nullptr && region->begin < furthest->end) {
+      throw format_error(source + ": tensors \"" + furthest->name + "\" [" + std::to_string(furthest->begin) +
+                         ", " + std::to_string(furthest->end) + "] and \"" + region->name + "\" [" +
+                         std::to_string(region->begin) + ", " + std::to_string(region->end) + "] overlap");
+    }
+    if (furthest == nullptr || region->end > furthest->end) {
+      furthest = region;
+    }
+  }
+}
+
+inline std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream stream(path, std::ios::binary);
+  if (!stream) {
+    throw io_error("cannot open " + path.string() + ": " + std::generic_category().message(errno));
+  }
+  std::ostringstream text;
+  text << stream.rdbuf();
+  if (stream.bad()) {
+    throw io_error("cannot read " + path.string());
+  }
+  return text.str();
+}
+
+}  // namespace detail
+
+/// One safetensors file, mapped read-only for its whole lifetime. Tensors are views into the mapping: they stay
+/// valid while this object (or the object it was moved into) lives.
+class safetensors_file {
+ public:
+  /// Maps and validates the whole header. Throws io_error when the file cannot be opened or mapped, and
+  /// format_error (naming the file and the tensor) for any malformed content.
+  explicit safetensors_file(const std::filesystem::path& path) : path_(path), mapping_(path) { parse(); }
+
+  safetensors_file(safetensors_file&&) = default;
+  safetensors_file& operator=(safetensors_file&&) = default;
+  safetensors_file(const safetensors_file&) = delete;
+  safetensors_file& operator=(const safetensors_file&) = delete;
+  ~safetensors_file() = default;
+
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+  [[nodiscard]] bool contains(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
+
+  /// Throws format_error "<file>: no tensor "x"" when absent.
+  [[nodiscard]] const tensor_info& info(std::string_view name) const {
+    const auto found = tensors_.find(name);
+    if (found == tensors_.end()) {
+      throw format_error(path_.string() + ": no tensor \"" + std::string(name) + "\"");
+    }
+    return found->second;
+  }
+
+  /// Tensor names, sorted.
+  [[nodiscard]] std::vector<std::string> names() const {
+    std::vector<std::string> result;
+    result.reserve(tensors_.size());
+    for (const auto& entry : tensors_) {
+      result.push_back(entry.first);
+    }
+    return result;
+  }
+
+  [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  /// The raw bytes of a tensor, of any dtype.
+  [[nodiscard]] std::span<const std::byte> bytes(std::string_view name) const { return bytes_of(info(name)); }
+
+  /// A typed view; the file's dtype must be T's (format_error naming both otherwise), and the data must be
+  /// aligned for T, which a conforming writer guarantees but a file cannot be trusted to.
+  template <storage_type T>
+  [[nodiscard]] view<const T> tensor(std::string_view name) const {
+    const tensor_info& found = info(name);
+    constexpr std::string_view expected = name_of(dtype_of<T>);
+    if (found.dtype != expected) {
+      throw format_error(detail::quoted_tensor(path_.string(), name) + " has dtype " + found.dtype + ", expected " +
+                         std::string(expected));
+    }
+    const std::span<const std::byte> raw = bytes_of(found);
+    if (raw.empty()) {
+      return {};
+    }
+    if (reinterpret_cast<std::uintptr_t>(raw.data()) % alignof(T) != 0) {
+      throw format_error(detail::quoted_tensor(path_.string(), name) + " at file offset " +
+                         std::to_string(data_offset_ + found.begin) + " is not aligned for " +
+                         std::string(expected) + " (" + std::to_string(alignof(T)) + " bytes)");
+    }
+    return {reinterpret_cast<const T*>(raw.data()), raw.size() / sizeof(T)};
+  }
+
+  /// As above, and the shape must equal `expected_shape` (format_error "... has shape [a, b], expected [c, d]").
+  template <storage_type T>
+  [[nodiscard]] view<const T> tensor(std::string_view name, std::span<const std::int64_t> expected_shape) const {
+    const tensor_info& found = info(name);
+    if (!std::equal(found.shape.begin(), found.shape.end(), expected_shape.begin(), expected_shape.end())) {
+      throw format_error(detail::quoted_tensor(path_.string(), name) + " has shape " +
+                         detail::format_shape(found.shape) + ", expected " + detail::format_shape(expected_shape));
+    }
+    return tensor<T>(name);
+  }
+
+ private:
+  void parse() {
+    const std::span<const std::byte> file = mapping_.bytes();
+    const std::string source = path_.string();
+    if (file.size() < 8) {
+      throw format_error(source + ": " + std::to_string(file.size()) +
+                         " bytes is too short for a safetensors file, which starts with an 8-byte header length");
+    }
+    const std::uint64_t header_size = detail::load_u64_le(file.data());
+    if (header_size > detail::max_safetensors_header_bytes) {
+      throw format_error(source + ": header length " + std::to_string(header_size) + " exceeds the limit of " +
+                         std::to_string(detail::max_safetensors_header_bytes) + " bytes");
+    }
+    if (header_size > file.size() - 8) {
+      throw format_error(source + ": truncated: the header length is " + std::to_string(header_size) +
+                         " but only " + std::to_string(file.size() - 8) + " bytes follow");
+    }
+    data_offset_ = 8 + static_cast<std::size_t>(header_size);
+    const auto* text = reinterpret_cast<const char*>(file.data() + 8);
+    nlohmann::json header;
+    try {
+      header = nlohmann::json::parse(text, text + header_size);
+    } catch (const nlohmann::json::parse_error& parse_failure) {
+      throw format_error(source + ": header is not valid JSON: " + parse_failure.what());
+    }
+    if (!header.is_object()) {
+      throw format_error(source + ": header must be a JSON object, got " + std::string(header.type_name()));
+    }
+    const std::size_t data_size = file.size() - data_offset_;
+    for (const auto& [key, value] : header.items()) {
+      if (key == "__metadata__") {
+        metadata_ = detail::parse_metadata(value, source);
+      } else {
+        tensors_.emplace(key, detail::parse_tensor_entry(key, value, data_size, source));
+      }
+    }
+    detail::require_disjoint(tensors_, source);
+  }
+
+  [[nodiscard]] std::span<const std::byte> bytes_of(const tensor_info& found) const {
+    return mapping_.bytes().subspan(data_offset_ + found.begin, found.end - found.begin);
+  }
+
+  std::filesystem::path path_;
+  detail::mapped_file mapping_;
+  std::size_t data_offset_ = 0;  // 8 + header length: where the data buffer starts
+  std::map<std::string, tensor_info, std::less<>> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+/// A checkpoint: one or more safetensors files seen as one set of tensors. Each file is mapped once.
+class safetensors_checkpoint {
+ public:
+  /// `path` is a folder (its model.safetensors.index.json if present, else its model.safetensors, else every
+  /// *.safetensors in it), an index .json file, or one .safetensors file. Every file is opened and validated now.
+  explicit safetensors_checkpoint(const std::filesystem::path& path) {
+    namespace fs = std::filesystem;
+    std::error_code failure;  // a failed probe reads as "absent"; opening the file then reports the reason
+    if (!fs::is_directory(path, failure)) {
+      folder_ = path.parent_path();
+      if (path.extension() == ".json") {
+        load_index(path);
+      } else {
+        load_files({path}, path.string());
+      }
+      return;
+    }
+    folder_ = path;
+    if (const fs::path index = path / "model.safetensors.index.json"; fs::exists(index, failure)) {
+      load_index(index);
+    } else if (const fs::path single = path / "model.safetensors"; fs::exists(single, failure)) {
+      load_files({single}, path.string());
+    } else {
+      std::vector<fs::path> files;
+      for (fs::directory_iterator entry(path, failure), last; !failure && entry != last; entry.increment(failure)) {
+        if (entry->path().extension() == ".safetensors") {
+          files.push_back(entry->path());
+        }
+      }
+      if (failure) {
+        throw io_error("cannot list " + path.string() + ": " + failure.message());
+      }
+      if (files.empty()) {
+        throw io_error(path.string() + ": no model.safetensors.index.json and no .safetensors files");
+      }
+      std::sort(files.begin(), files.end());
+      load_files(files, path.string());
+    }
+  }
+
+  [[nodiscard]] const std::filesystem::path& folder() const { return folder_; }
+  [[nodiscard]] bool contains(std::string_view name) const { return owner_.find(name) != owner_.end(); }
+
+  /// The file holding `name`; format_error naming the checkpoint (its index, folder or file) when absent.
+  [[nodiscard]] const safetensors_file& file_of(std::string_view name) const {
+    const auto found = owner_.find(name);
+    if (found == owner_.end()) {
+      throw format_error(source_ + ": no tensor \"" + std::string(name) + "\"");
+    }
+    return files_[found->second];
+  }
+
+  [[nodiscard]] const tensor_info& info(std::string_view name) const { return file_of(name).info(name); }
+
+  /// Tensor names over all files, sorted.
+  [[nodiscard]] std::vector<std::string> names() const {
+    std::vector<std::string> result;
+    result.reserve(owner_.size());
+    for (const auto& entry : owner_) {
+      result.push_back(entry.first);
+    }
+    return result;
+  }
+
+  template <storage_type T>
+  [[nodiscard]] view<const T> tensor(std::string_view name) const {
+    return file_of(name).template tensor<T>(name);
+  }
+
+  template <storage_type T>
+  [[nodiscard]] view<const T> tensor(std::string_view name, std::span<const std::int64_t> expected_shape) const {
+    return file_of(name).template tensor<T>(name, expected_shape);
+  }
+
+ private:
+  /// Without an index every tensor of every file belongs to the checkpoint, each name in one file only.
+  void load_files(const std::vector<std::filesystem::path>& paths, std::string source) {
+    source_ = std::move(source);
+    for (const std::filesystem::path& path : paths) {
+      files_.emplace_back(path);
+      for (const std::string& name : files_.back().names()) {
+        const auto [where, inserted] = owner_.emplace(name, files_.size() - 1);
+        if (!inserted) {
+          throw format_error(source_ + ": tensor \"" + name + "\" is in both " +
+                             files_[where->second].path().string() + " and " + path.string());
+        }
+      }
+    }
+  }
+
+  /// The index's weight_map decides which file holds each tensor; tensors a shard holds beyond it are ignored,
+  /// as the Hugging Face loaders do.
+  void load_index(const std::filesystem::path& index_path) {
+    source_ = index_path.string();
+    nlohmann::json index;
+    try {
+      index = nlohmann::json::parse(detail::read_text_file(index_path));
+    } catch (const nlohmann::json::parse_error& parse_failure) {
+      throw format_error(source_ + ": not valid JSON: " + parse_failure.what());
+    }
+    const auto weight_map = index.is_object() ? index.find("weight_map") : index.end();
+    if (!index.is_object() || weight_map == index.end() || !weight_map->is_object()) {
+      throw format_error(source_ + ": missing object \"weight_map\"");
+    }
+    std::map<std::string, std::size_t> opened;  // shard name -> position in files_
+    for (const auto& [name, shard] : weight_map->items()) {
+      if (!shard.is_string()) {
+        throw format_error(detail::quoted_tensor(source_, name) + ": the shard must be a file name string, got " +
+                           shard.dump());
+      }
+      const std::string shard_name = shard.get<std::string>();
+      auto found = opened.find(shard_name);
+      if (found == opened.end()) {
+        found = opened.emplace(shard_name, files_.size()).first;
+        open_shard(shard_name);
+      }
+      const safetensors_file& file = files_[found->second];
+      if (!file.contains(name)) {
+        throw format_error(detail::quoted_tensor(source_, name) + " is listed in shard " + file.path().string() +
+                           ", which does not contain it");
+      }
+      owner_.emplace(name, found->second);
+    }
+  }
+
+  void open_shard(const std::string& shard_name) {
+    const std::filesystem::path relative(shard_name);
+    // An index is data, possibly downloaded: it must not reach files outside the checkpoint folder.
+    const bool escapes = relative.empty() || relative.has_root_path() ||
+                         std::any_of(relative.begin(), relative.end(),
+                                     [](const std::filesystem::path& part) { return part == ".."; });
+    if (escapes) {
+      throw format_error(source_ + ": shard \"" + shard_name +
+                         "\" must be a relative path inside the checkpoint folder");
+    }
+    try {
+      files_.emplace_back(folder_ / relative);
+    } catch (const io_error& failure) {
+      throw io_error(source_ + ": shard \"" + shard_name + "\": " + failure.what());
+    }
+  }
+
+  std::filesystem::path folder_;
+  std::string source_;  // what error messages name: the index, the folder or the single file
+  std::vector<safetensors_file> files_;
+  std::map<std::string, std::size_t, std::less<>> owner_;  // tensor name -> position in files_
+};
+
+/// A tensor for the writer: a name, a dtype name, a shape and the raw bytes. `data` is not owned: it must stay
+/// valid until the write call returns.
+struct tensor_to_write {
+  std::string name;
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  std::span<const std::byte> data;
+
+  /// Throws shape_mismatch unless `values` holds exactly prod(shape) elements.
+  template <storage_type T>
+  static tensor_to_write of(std::string name, std::vector<std::int64_t> shape, view<const T> values) {
+    const auto elements = detail::checked_element_count(shape);
+    if (!elements || static_cast<std::uint64_t>(*elements) != values.size()) {
+      throw shape_mismatch("tensor \"" + name + "\": shape " + detail::format_shape(shape) + " needs " +
+                           (elements ? std::to_string(*elements) : std::string("an invalid number of")) +
+                           " elements, got " + std::to_string(values.size()));
+    }
+    return {std::move(name), std::string(name_of(dtype_of<T>)), std::move(shape),
+            std::as_bytes(std::span<const T>(values.data(), values.size()))};
+  }
+};
+
+namespace detail {
+
+/// Checks what a writer is given; returns the byte size of each tensor.
+inline std::vector<std::size_t> check_tensors_to_write(const char* operation,
+                                                       std::span<const tensor_to_write> tensors) {
+  std::set<std::string_view> seen;
+  std::vector<std::size_t> sizes;
+  sizes.reserve(tensors.size());
+  for (const tensor_to_write& tensor : tensors) {
+    const std::string where = std::string(operation) + ": tensor \"" + tensor.name + "\"";
+    if (tensor.name == "__metadata__") {
+      throw invalid_argument(where + ": the name is reserved for the metadata");
+    }
+    if (!seen.insert(tensor.name).second) {
+      throw invalid_argument(where + " appears twice");
+    }
+    const auto bits = safetensors_dtype_bits(tensor.dtype);
+    if (!bits) {
+      throw invalid_argument(where + ": unknown dtype \"" + tensor.dtype + "\"");
+    }
+    const auto elements = checked_element_count(tensor.shape);
+    const auto bytes = elements ? checked_byte_count(*elements, *bits) : std::nullopt;
+    if (!bytes) {
+      throw invalid_argument(where + ": shape " + format_shape(tensor.shape) + " of " + tensor.dtype +
+                             " has no valid byte size");
+    }
+    if (*bytes != tensor.data.size()) {
+      throw shape_mismatch(where + ": shape " + format_shape(tensor.shape) + " of " + tensor.dtype + " needs " +
+                           std::to_string(*bytes) + " bytes, got " + std::to_string(tensor.data.size()));
+    }
+    sizes.push_back(*bytes);
+  }
+  return sizes;
+}
+
+/// Writes to "<path>.partial" and renames it over `path`, so a reader that still maps the old file keeps its
+/// pages (overwriting in place would make them vanish under it) and a failed write leaves no half file.
+template <class Write>
+void write_file_atomically(const std::filesystem::path& path, Write&& write) {
+  std::filesystem::path partial = path;
+  partial += ".partial";
+  std::ofstream stream(partial, std::ios::binary | std::ios::trunc);
+  if (!stream) {
+    throw io_error("cannot open " + partial.string() + " for writing: " + std::generic_category().message(errno));
+  }
+  std::forward<Write>(write)(static_cast<std::ostream&>(stream));
+  stream.close();
+  std::error_code failure;
+  if (!stream) {
+    const int reason = errno;
+    std::filesystem::remove(partial, failure);
+    throw io_error("cannot write " + partial.string() + ": " + std::generic_category().message(reason));
+  }
+  std::filesystem::rename(partial, path, failure);
+  if (failure) {
+    std::filesystem::remove(partial, failure);
+    throw io_error("cannot rename " + partial.string() + " to " + path.string() + ": " + failure.message());
+  }
+}
+
+}  // namespace detail
+
+/// Writes one safetensors file as the Hugging Face library does: compact JSON header, "__metadata__" first (when
+/// not empty), padded with spaces to a multiple of 8 bytes, data back to back with no gaps. Tensors are laid out
+/// by decreasing element size (in the given order within one size), as the reference writer does: the data
+/// buffer starts 8-aligned, so every tensor is then aligned for its dtype.
+/// Throws invalid_argument for duplicate names or unknown dtypes, shape_mismatch when a tensor's byte count
+/// disagrees with its shape and dtype, io_error when the file cannot be written.
+inline void write_safetensors(const std::filesystem::path& path, std::span<const tensor_to_write> tensors,
+                              const std::map<std::string, std::string>& metadata = {}) {
+  const std::vector<std::size_t> sizes = detail::check_tensors_to_write("write_safetensors", tensors);
+  std::vector<std::size_t> order(tensors.size());
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    order[i] = i;
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t lhs, std::size_t rhs) {
+    return *detail::safetensors_dtype_bits(tensors[lhs].dtype) > *detail::safetensors_dtype_bits(tensors[rhs].dtype);
+  });
+
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    header["__metadata__"] = metadata;
+  }
+  std::size_t offset = 0;
+  for (const std::size_t i : order) {
+    header[tensors[i].name] = {{"dtype", tensors[i].dtype},
+                               {"shape", tensors[i].shape},
+                               {"data_offsets", nlohmann::ordered_json::array({offset, offset + sizes[i]})}};
+    offset += sizes[i];
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  detail::write_file_atomically(path, [&](std::ostream& stream) {
+    stream.write(detail::store_u64_le(text.size()).data(), 8);
+    stream.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const std::size_t i : order) {
+      stream.write(reinterpret_cast<const char*>(tensors[i].data.data()),
+                   static_cast<std::streamsize>(tensors[i].data.size()));
+    }
+  });
+}
+
+/// Writes a checkpoint folder. Tensors are packed in the given order into shards of at most `max_shard_bytes` of
+/// data (a bigger tensor gets a shard of its own), named model-00001-of-0000K.safetensors, plus
+/// model.safetensors.index.json {"metadata": {"total_size": n}, "weight_map": {name: shard}}. With one shard it
+/// writes just model.safetensors, and removes a stale index that would otherwise shadow it.
+inline void write_safetensors_checkpoint(const std::filesystem::path& folder,
+                                         std::span<const tensor_to_write> tensors, std::size_t max_shard_bytes) {
+  namespace fs = std::filesystem;
+  if (max_shard_bytes == 0) {
+    throw invalid_argument("write_safetensors_checkpoint: max_shard_bytes must be > 0");
+  }
+  const std::vector<std::size_t> sizes = detail::check_tensors_to_write("write_safetensors_checkpoint", tensors);
+  std::vector<std::vector<tensor_to_write>> shards(1);
+  std::size_t shard_bytes = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (!shards.back().empty() && shard_bytes + sizes[i] > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(tensors[i]);
+    shard_bytes += sizes[i];
+  }
+
+  std::error_code failure;
+  fs::create_directories(folder, failure);
+  if (failure) {
+    throw io_error("cannot create " + folder.string() + ": " + failure.message());
+  }
+  const fs::path index_path = folder / "model.safetensors.index.json";
+  if (shards.size() == 1) {
+    write_safetensors(folder / "model.safetensors", shards.front());
+    fs::remove(index_path, failure);
+    if (failure) {
+      throw io_error("cannot remove " + index_path.string() + ": " + failure.message());
+    }
+    return;
+  }
+
+  const auto five_digits = [](std::size_t number) {
+    const std::string digits = std::to_string(number);
+    return std::string(digits.size() < 5 ? 5 - digits.size() : 0, '0') + digits;
+  };
+  nlohmann::json weight_map = nlohmann::json::object();
+  std::size_t total_size = 0;
+  for (std::size_t shard = 0; shard < shards.size(); ++shard) {
+    const std::string file_name =
+        "model-" + five_digits(shard + 1) + "-of-" + five_digits(shards.size()) + ".safetensors";
+    write_safetensors(folder / file_name, shards[shard]);
+    for (const tensor_to_write& tensor : shards[shard]) {
+      weight_map[tensor.name] = file_name;
+      total_size += tensor.data.size();
+    }
+  }
+  // The index goes last, so it never names a shard that is not written yet.
+  const nlohmann::json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
+  detail::write_file_atomically(index_path, [&](std::ostream& stream) { stream << index.dump(2) << '\n'; });
+}
+
+}  // namespace ngemb

@@ -1,0 +1,201 @@
+// embed/: the n-gram embedding forward against the independent fp64 reference (tests/reference/
+// ngram_embedding_reference.py), for every store, amplification, accumulator and output type, one-shot and through
+// the n-gram cache; PLNE and its gated FFN; and the errors of mismatched parts.
+//
+// Tolerances (error = largest |got - want| of a token row over that row's largest |want|, see embedding_golden.hpp):
+// fp32 accumulation 1e-5 (the sums have at most T*d + 1 = 49 terms: a few fp32 roundings, ~1e-7 in practice);
+// fp64 accumulation 1e-12 (2^-23 once rounded to an fp32 output); bf16 output 2^-8 (one rounding to 8 significant bits: <= 2^-9 of the value, plus the fp32
+// error). bf16/fp16 tables need no extra allowance: the reference computes from the stored (rounded) values.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "embedding_golden.hpp"
+#include "ngemb/embed/ngram_embedding.hpp"
+#include "ngemb/embed/per_layer_ngram_embedding.hpp"
+#include "ngemb/hash/longcat_hash.hpp"
+#include "ngemb/store/mmap_store.hpp"
+#include "ngemb/store/table_store.hpp"
+
+namespace {
+
+using ngemb_test::embedding_golden;
+using ngemb_test::worst_row_error;
+
+const ngemb::host_policy policy{2, 64};  // two threads and small chunks, so the threaded paths run too
+
+template <class Embedding>
+Embedding load_with(const embedding_golden& golden) {
+  return Embedding::load(policy, golden.folder);
+}
+
+template <class Out, class Embedding>
+void check_prefill(Embedding& embedding, const embedding_golden& golden, const std::string& amplification,
+                   double tolerance) {
+  ngemb_test::check_prefill<Out>(policy, embedding, golden, amplification, tolerance);
+}
+
+template <class Embedding>
+void check_through_cache(Embedding& embedding, const embedding_golden& golden, const std::string& amplification,
+                         std::uint32_t seed) {
+  ngemb_test::check_through_cache(policy, embedding, golden, amplification, seed);
+}
+
+template <class Store, class Acc = float>
+void check_all_amplifications(const std::string& name, double tolerance) {
+  const embedding_golden golden = ngemb_test::load_embedding_golden(name);
+  using projection = ngemb::fused_projection<Acc>;
+  const double float_output = std::max(tolerance, 0x1p-23);  // fp64 results still round once to fp32
+  {
+    auto embedding = load_with<ngemb::ngram_embedding<ngemb::longcat_hash, Store, projection>>(golden);
+    check_prefill<float>(embedding, golden, "none", float_output);
+    check_prefill<double>(embedding, golden, "none", tolerance);
+    check_prefill<ngemb::bf16>(embedding, golden, "none", 0x1p-8);
+    check_through_cache(embedding, golden, "none", 11);
+  }
+  {
+    auto embedding = load_with<ngemb::ngram_embedding<ngemb::longcat_hash, Store, projection,
+                                                      ngemb::sqrt_hidden_amplification>>(golden);
+    check_prefill<float>(embedding, golden, "sqrt_hidden", float_output);
+    check_through_cache(embedding, golden, "sqrt_hidden", 12);
+  }
+  {
+    auto embedding = load_with<ngemb::ngram_embedding<ngemb::longcat_hash, Store, projection,
+                                                      ngemb::layer_norm_amplification<>>>(golden);
+    check_prefill<float>(embedding, golden, "layer_norm", float_output);
+    check_prefill<ngemb::fp16>(embedding, golden, "layer_norm", 0x1p-10);
+    check_through_cache(embedding, golden, "layer_norm", 13);
+  }
+}
+
+}  // namespace
+
+
+
+TEST_CASE("fp32 tables in one file: every store, amplification and output type") {
+  check_all_amplifications<ngemb::table_store<float>>("f32_single", 1e-5);
+  check_all_amplifications<ngemb::mmap_store<float>>("f32_single", 1e-5);
+  check_all_amplifications<ngemb::table_store<float>, double>("f32_single", 1e-12);
+}
+
+TEST_CASE("bf16 tables in three shards") {
+  check_all_amplifications<ngemb::mmap_store<ngemb::bf16>>("bf16_sharded", 1e-5);
+  check_all_amplifications<ngemb::table_store<ngemb::bf16>>("bf16_sharded", 1e-5);
+  check_all_amplifications<ngemb::table_store<float>>("bf16_sharded", 1e-5);  // widened on load: exact
+  check_all_amplifications<ngemb::mmap_store<ngemb::bf16>, double>("bf16_sharded", 1e-12);
+}
+
+TEST_CASE("fp16 tables, bigrams only, no EOS") {
+  check_all_amplifications<ngemb::mmap_store<ngemb::fp16>>("f16_bigram", 1e-5);
+  check_all_amplifications<ngemb::table_store<ngemb::fp16>>("f16_bigram", 1e-5);
+}
+
+TEST_CASE("table_store narrowing fp32 checkpoint tables to bf16 stays within bf16 rounding") {
+  const auto golden = ngemb_test::load_embedding_golden("f32_single");
+  auto embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<ngemb::bf16>>::load(policy, golden.folder);
+  // Each gathered value moves by <= 2^-9 of itself, so the row error stays below 2^-9 times sum |w e| / max |out|,
+  // which for these random tables is a few times 2^-9.
+  check_prefill<float>(embedding, golden, "none", 0x1p-5);
+}
+
+TEST_CASE("per-layer n-gram embedding and its gated FFN") {
+  const auto golden = ngemb_test::load_embedding_golden("plne");
+  const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
+  const auto inputs = embedding_golden::flatten(golden.expected.at("inputs"));
+  const std::vector<float> x(inputs.begin(), inputs.end());  // the reference draws fp32-representable inputs
+  const std::size_t count = golden.batch.tokens.size();
+  const std::int64_t hidden = golden.config.hidden_size;
+
+  auto run = [&](auto plne) {
+    CHECK(plne.num_layers() == 2);
+    CHECK(plne.width() == 16);
+    plne.hash(policy, golden.batch.token_view());
+    for (int layer = 0; layer < plne.num_layers(); ++layer) {
+      const auto& expected = golden.expected.at("plne").at(static_cast<std::size_t>(layer));
+      std::vector<float> e(count * 16);
+      plne.embed(policy, layer, ngemb::view<float>(e));
+      CHECK(worst_row_error(e, embedding_golden::flatten(expected.at("embedding")), 16) <= 1e-5);
+
+      auto ffn = ngemb::ngram_gated_ffn<>::load(policy, *checkpoint, layer, hidden, 16);
+      std::vector<float> y(count * static_cast<std::size_t>(hidden));
+      ffn.forward(policy, count, ngemb::view<const float>(x), ngemb::view<const float>(e), ngemb::view<float>(y));
+      const double error = worst_row_error(y, embedding_golden::flatten(expected.at("ffn")), static_cast<std::size_t>(hidden));
+      INFO("layer " << layer << " ffn error " << error);
+      CHECK(error <= 1e-5);
+    }
+  };
+  run(ngemb::per_layer_ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>::load(policy, checkpoint,
+                                                                                             golden.config, 2));
+  run(ngemb::per_layer_ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<float>>::load(policy, checkpoint,
+                                                                                            golden.config, 2));
+}
+
+TEST_CASE("embedding errors name what is wrong") {
+  const auto golden = ngemb_test::load_embedding_golden("f32_single");
+  using embedding_type = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>;
+  auto embedding = embedding_type::load(policy, golden.folder);
+  const auto width = static_cast<std::size_t>(golden.config.hidden_size);
+
+  SUBCASE("output of the wrong size") {
+    std::vector<float> out(golden.batch.tokens.size() * width - 1);
+    CHECK_THROWS_WITH_AS(embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(out)),
+                         doctest::Contains("out must hold tokens x width"), ngemb::shape_mismatch);
+  }
+  SUBCASE("token outside the vocabulary") {
+    ngemb_test::token_batch batch;
+    batch.add({1, 2, 64});
+    std::vector<float> out(3 * width);
+    try {
+      embedding.forward(policy, batch.token_view(), ngemb::view<float>(out));
+      FAIL("no exception");
+    } catch (const ngemb::token_out_of_range& failure) {
+      CHECK(failure.position() == 2);
+      CHECK(failure.value() == 64);
+    }
+  }
+  SUBCASE("a config whose moduli disagree with the checkpoint") {
+    auto config = golden.config;
+    config.ratio = 2.0;
+    const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
+    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, config), doctest::Contains("embedders.0.weight"),
+                         ngemb::format_error);
+  }
+  SUBCASE("parts built for different configs") {
+    auto other = golden.config;
+    other.ratio = 2.0;
+    const ngemb::safetensors_checkpoint checkpoint(golden.folder);
+    auto projection = ngemb::fused_projection<>::load(policy, checkpoint, golden.config.num_tables(),
+                                                      golden.config.row_width(), golden.config.hidden_size);
+    std::vector<float> base(static_cast<std::size_t>(other.vocab_size * other.hidden_size), 0.5f);
+    std::vector<std::vector<float>> tables;
+    std::vector<ngemb::view<const float>> views;
+    for (int table = 0; table < other.num_tables(); ++table) {
+      tables.emplace_back(static_cast<std::size_t>(other.modulus(table) * other.row_width()), 0.25f);
+    }
+    for (const auto& table : tables) {
+      views.emplace_back(table);
+    }
+    ngemb::table_store<float> store(policy, other, ngemb::view<const float>(base), views);
+    CHECK_THROWS_WITH_AS(embedding_type(golden.config, std::move(store), std::move(projection)),
+                         doctest::Contains("sub-table 0 has 129 rows but the hash needs m_0 = 97"),
+                         ngemb::shape_mismatch);
+  }
+  SUBCASE("mmap_store of another dtype than the file") {
+    CHECK_THROWS_WITH_AS((ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<ngemb::bf16>>::load(
+                             policy, golden.folder)),
+                         doctest::Contains("expected BF16"), ngemb::format_error);
+  }
+  SUBCASE("a missing tensor") {
+    ngemb::ngram_tensor_names names;
+    names.prefix = "model.ngram_embedding";
+    const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
+    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, golden.config, names),
+                         doctest::Contains("model.ngram_embedding.embedders.0.weight"), ngemb::format_error);
+  }
+}
