@@ -26,6 +26,24 @@ class table_store {
   using element_type = T;
   using policy_type = Policy;
 
+  /// Allocates the tables for `config` (with the base table [V x H] or without), contents unspecified: fill them
+  /// in place through base() and table(i) (an initialiser, a custom loader).
+  table_store(const Policy& policy, const ngram_config& config, bool with_base)
+      : vocab_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
+    config.validate();
+    detail::check_table_count(config.num_tables(), "table_store");
+    std::int64_t offset = 0;
+    for (int table = 0; table < config.num_tables(); ++table) {
+      rows_.push_back(config.modulus(table));
+      offsets_.push_back(offset);
+      offset += config.modulus(table);
+    }
+    tables_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(offset * width_));
+    if (with_base) {
+      base_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(vocab_ * hidden_));
+    }
+  }
+
   /// Copies host arrays: `base` [V x H] row-major (empty for a store without a base table, as in PLNE layers) and
   /// one [m_i x d] array per sub-table. Throws shape_mismatch naming the array whose size is wrong.
   table_store(const Policy& policy, const ngram_config& config, view<const T> base, std::span<const view<const T>> tables)
@@ -76,6 +94,10 @@ class table_store {
   /// Bytes of table memory (base and sub-tables).
   [[nodiscard]] std::size_t bytes() const { return (base_.size() + tables_.size()) * sizeof(T); }
 
+  /// The base table [V x H] and sub-table i [m_i x d], row-major in policy memory.
+  [[nodiscard]] view<T> base() { return base_.as_view(); }
+  [[nodiscard]] view<T> table(int index) { return table_view(index); }
+
   [[nodiscard]] table_rows_ref<T> ref() const {
     table_rows_ref<T> rows;
     for (int table = 0; table < num_tables(); ++table) {
@@ -88,22 +110,6 @@ class table_store {
   }
 
  private:
-  table_store(const Policy& policy, const ngram_config& config, bool with_base)
-      : vocab_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
-    config.validate();
-    detail::check_table_count(config.num_tables(), "table_store");
-    std::int64_t offset = 0;
-    for (int table = 0; table < config.num_tables(); ++table) {
-      rows_.push_back(config.modulus(table));
-      offsets_.push_back(offset);
-      offset += config.modulus(table);
-    }
-    tables_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(offset * width_));
-    if (with_base) {
-      base_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(vocab_ * hidden_));
-    }
-  }
-
   [[nodiscard]] std::size_t table_elements(int table) const {
     return static_cast<std::size_t>(rows(table) * width_);
   }
