@@ -1,7 +1,9 @@
 # cmake -DPROGRAM=<exe> -DARGS=<list, semicolons escaped as \;> -DINPUT=<file> -DEXPECT_EXIT=<code> [-DEXPECT_OUTPUT=<file>]
-#       [-DEXPECT_ERROR=<regex>] -P check_cli.cmake
+#       [-DEXPECT_NUMBERS=<file> -DCOMPARE=<compare_numbers exe> -DTOLERANCE=<t>] [-DEXPECT_ERROR=<regex>]
+#       -P check_cli.cmake
 # Runs PROGRAM with ARGS and INPUT on stdin; fails unless the exit code is EXPECT_EXIT, stdout equals the file
-# EXPECT_OUTPUT byte for byte (when given) and stderr matches EXPECT_ERROR (when given; empty on success).
+# EXPECT_OUTPUT byte for byte (when given), stdout's numbers equal EXPECT_NUMBERS's within TOLERANCE by
+# COMPARE (when given) and stderr matches EXPECT_ERROR (when given; empty on success).
 foreach(required PROGRAM INPUT EXPECT_EXIT)
   if(NOT DEFINED ${required})
     message(FATAL_ERROR "check_cli.cmake: -D${required}=... is required")
@@ -25,6 +27,17 @@ if(DEFINED EXPECT_OUTPUT)
   if(NOT actual_output STREQUAL expected_output)
     string(APPEND failures "stdout differs from ${EXPECT_OUTPUT}:\n--- expected\n${expected_output}--- got\n"
                            "${actual_output}---\n")
+  endif()
+endif()
+if(DEFINED EXPECT_NUMBERS)
+  string(MD5 output_name "${PROGRAM};${ARGS};${INPUT}")
+  set(actual_file "${CMAKE_CURRENT_BINARY_DIR}/check_cli_${output_name}.txt")
+  file(WRITE "${actual_file}" "${actual_output}")
+  execute_process(COMMAND "${COMPARE}" "${actual_file}" "${EXPECT_NUMBERS}" "${TOLERANCE}"
+                  OUTPUT_VARIABLE compare_output ERROR_VARIABLE compare_output RESULT_VARIABLE compare_exit)
+  file(REMOVE "${actual_file}")
+  if(NOT compare_exit EQUAL 0)
+    string(APPEND failures "stdout differs from ${EXPECT_NUMBERS}: ${compare_output}")
   endif()
 endif()
 if(DEFINED EXPECT_ERROR)

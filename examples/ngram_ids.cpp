@@ -21,10 +21,11 @@
 #include <vector>
 
 #include "ngemb/ngemb.hpp"
+#include "token_lines.hpp"
 
 namespace {
 
-constexpr int exit_bad_input = 2;
+using namespace ngemb_examples;
 
 constexpr std::string_view usage = R"(usage: ngram_ids --config PATH
        ngram_ids --vocab V --ratio R --n N --k K [--eos E]
@@ -45,22 +46,6 @@ blank line after each sequence. An empty line is a sequence without tokens.
 
 Exit codes: 0 success, 2 bad arguments or bad input (the message names the input line), 1 other failures.
 )";
-
-/// A problem in the arguments or the input, reported on stderr with exit code 2.
-class bad_input : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-template <class Number>
-std::optional<Number> parse_number(std::string_view text) {
-  Number value{};
-  const auto [end, status] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (status != std::errc{} || end != text.data() + text.size()) {
-    return std::nullopt;
-  }
-  return value;
-}
 
 struct options {
   std::optional<std::filesystem::path> config_path;
@@ -157,205 +142,22 @@ ngemb::ngram_config config_from(const options& parsed) {
   return config;
 }
 
-/// stdin line by line through a large buffer (a line may span buffer refills).
-class line_reader {
- public:
-  explicit line_reader(std::FILE* stream) : stream_(stream), buffer_(1 << 20) {}
-
-  /// The next line without its '\n'; false at the end of the input. The view lives until the next call.
-  bool next(std::string_view& line) {
-    for (;;) {
-      const auto newline = std::find(buffer_.begin() + static_cast<std::ptrdiff_t>(begin_),
-                                     buffer_.begin() + static_cast<std::ptrdiff_t>(end_), '\n');
-      if (newline != buffer_.begin() + static_cast<std::ptrdiff_t>(end_)) {
-        const auto length = static_cast<std::size_t>(newline - buffer_.begin()) - begin_;
-        line = std::string_view(buffer_.data() + begin_, length);
-        begin_ += length + 1;
-        return true;
-      }
-      if (at_end_) {  // a last line without '\n' still counts
-        if (begin_ == end_) {
-          return false;
-        }
-        line = std::string_view(buffer_.data() + begin_, end_ - begin_);
-        begin_ = end_;
-        return true;
-      }
-      refill();
-    }
-  }
-
- private:
-  void refill() {
-    std::copy(buffer_.begin() + static_cast<std::ptrdiff_t>(begin_), buffer_.begin() + static_cast<std::ptrdiff_t>(end_),
-              buffer_.begin());
-    end_ -= begin_;
-    begin_ = 0;
-    if (end_ == buffer_.size()) {  // one line longer than the buffer
-      buffer_.resize(buffer_.size() * 2);
-    }
-    const std::size_t got = std::fread(buffer_.data() + end_, 1, buffer_.size() - end_, stream_);
-    end_ += got;
-    if (got == 0) {
-      if (std::ferror(stream_)) {
-        throw std::runtime_error("cannot read stdin");
-      }
-      at_end_ = true;
-    }
-  }
-
-  std::FILE* stream_;
-  std::vector<char> buffer_;
-  std::size_t begin_ = 0;
-  std::size_t end_ = 0;
-  bool at_end_ = false;
-};
-
-/// Buffered stdout: std::to_chars into a block written with one fwrite when full.
-class output_writer {
- public:
-  explicit output_writer(std::FILE* stream) : stream_(stream) { buffer_.reserve(capacity); }
-  output_writer(const output_writer&) = delete;
-  output_writer& operator=(const output_writer&) = delete;
-
-  void number(std::int64_t value) {
-    char digits[24];
-    const auto result = std::to_chars(digits, digits + sizeof digits, value);
-    buffer_.append(digits, result.ptr);
-    flush_if_full();
-  }
-  void put(char character) {
-    buffer_.push_back(character);
-    flush_if_full();
-  }
-  void flush() {
-    if (!buffer_.empty() && std::fwrite(buffer_.data(), 1, buffer_.size(), stream_) != buffer_.size()) {
-      buffer_.clear();
-      throw std::runtime_error("cannot write stdout");
-    }
-    buffer_.clear();
-    if (std::fflush(stream_) != 0) {
-      throw std::runtime_error("cannot write stdout");
-    }
-  }
-
- private:
-  static constexpr std::size_t capacity = 1 << 20;
-
-  void flush_if_full() {
-    if (buffer_.size() >= capacity - 64) {
-      flush();
-    }
-  }
-
-  std::FILE* stream_;
-  std::string buffer_;
-};
-
-/// Lines parsed but not yet hashed: one ragged batch of current tokens and one of context, a sequence per line.
-struct line_batch {
-  std::int64_t first_line = 1;
-  std::vector<std::int64_t> tokens;
-  std::vector<std::int64_t> token_offsets{0};
-  std::vector<std::int64_t> context;
-  std::vector<std::int64_t> context_offsets{0};
-
-  [[nodiscard]] std::size_t num_lines() const { return token_offsets.size() - 1; }
-  [[nodiscard]] std::size_t num_values() const { return tokens.size() + context.size(); }
-
-  void restart(std::int64_t next_line) {
-    first_line = next_line;
-    tokens.clear();
-    context.clear();
-    token_offsets.assign(1, 0);
-    context_offsets.assign(1, 0);
-  }
-};
-
-bool is_blank(char character) { return character == ' ' || character == '\t' || character == '\r'; }
-
-/// Appends one line to the batch, or nothing when the line is malformed. Range checks are left to hash_tokens,
-/// which names the offending token.
-void parse_line(std::string_view line, std::int64_t line_number, line_batch& batch) {
-  const std::size_t tokens_before = batch.tokens.size();
-  const std::size_t context_before = batch.context.size();
-  const auto fail = [&](const std::string& problem) {
-    batch.tokens.resize(tokens_before);
-    batch.context.resize(context_before);
-    throw bad_input("line " + std::to_string(line_number) + ": " + problem);
-  };
-  bool seen_bar = false;
-  std::size_t at = 0;
-  while (at < line.size()) {
-    if (is_blank(line[at])) {
-      ++at;
-      continue;
-    }
-    if (line[at] == '|') {
-      if (seen_bar) {
-        fail("more than one '|' (a line is: context tokens | current tokens)");
-      }
-      seen_bar = true;  // what was read so far is context
-      batch.context.insert(batch.context.end(), batch.tokens.begin() + static_cast<std::ptrdiff_t>(tokens_before),
-                           batch.tokens.end());
-      batch.tokens.resize(tokens_before);
-      ++at;
-      continue;
-    }
-    std::size_t end = at;
-    while (end < line.size() && !is_blank(line[end]) && line[end] != '|') {
-      ++end;
-    }
-    const std::string_view word = line.substr(at, end - at);
-    std::int64_t token = 0;
-    const auto [word_end, status] = std::from_chars(word.data(), word.data() + word.size(), token);
-    if (status == std::errc::result_out_of_range) {
-      fail("token id " + std::string(word) + " is far outside any vocabulary");
-    }
-    if (status != std::errc{} || word_end != word.data() + word.size()) {
-      fail("\"" + std::string(word) + "\" is not an integer token id");
-    }
-    batch.tokens.push_back(token);
-    at = end;
-  }
-  batch.token_offsets.push_back(static_cast<std::int64_t>(batch.tokens.size()));
-  batch.context_offsets.push_back(static_cast<std::int64_t>(batch.context.size()));
-}
-
+/// Hashes a batch of lines and prints one line of K*(N-1) ids per token, a blank line after each sequence.
 class id_printer {
  public:
   id_printer(const ngemb::longcat_hash& hasher, output_writer& out) : hasher_(hasher), out_(out) {}
 
-  /// Hashes and prints every line of the batch. A token outside [0, V) raises bad_input naming its line, after
-  /// the lines before it have been printed.
-  void print(const line_batch& batch) { print_lines(batch, batch.num_lines()); }
-
- private:
-  /// Prints the first `lines` lines of the batch; on a bad token, prints the lines before it, then raises.
-  void print_lines(const line_batch& batch, std::size_t lines) {
-    const auto token_count = static_cast<std::size_t>(batch.token_offsets[lines]);
-    const auto context_count = static_cast<std::size_t>(batch.context_offsets[lines]);
-    const ngemb::ragged_view<const std::int64_t> tokens(
-        ngemb::view<const std::int64_t>(batch.tokens.data(), token_count),
-        ngemb::view<const std::int64_t>(batch.token_offsets.data(), lines + 1));
-    const ngemb::ragged_view<const std::int64_t> context(
-        ngemb::view<const std::int64_t>(batch.context.data(), context_count),
-        ngemb::view<const std::int64_t>(batch.context_offsets.data(), lines + 1));
-    ids_.resize(token_count * static_cast<std::size_t>(hasher_.num_tables()));
-    try {
-      ngemb::hash_tokens(policy_, hasher_, tokens, context, ngemb::view<std::int64_t>(ids_));
-    } catch (const ngemb::token_out_of_range& failure) {
-      // The batch checks report one bad token; the lines before its line may hold earlier ones.
-      print_lines(batch, failure.sequence());
-      throw bad_input("line " + std::to_string(batch.first_line + static_cast<std::int64_t>(failure.sequence())) +
-                      ": token id " + std::to_string(failure.value()) + " is outside [0, " +
-                      std::to_string(hasher_.vocab_size()) + ")");
-    }
-    for (std::size_t line = 0; line < lines; ++line) {
-      write_sequence(static_cast<std::size_t>(tokens.begin_of(line)), static_cast<std::size_t>(tokens.size_of(line)));
-    }
+  void operator()(const line_batch& batch) {
+    print_lines(
+        batch, batch.num_lines(), hasher_.vocab_size(),
+        [&](ngemb::ragged_view<const std::int64_t> tokens, ngemb::ragged_view<const std::int64_t> context) {
+          ids_.resize(tokens.num_values() * static_cast<std::size_t>(hasher_.num_tables()));
+          ngemb::hash_tokens(policy_, hasher_, tokens, context, ngemb::view<std::int64_t>(ids_));
+        },
+        [&](std::size_t first_token, std::size_t count) { write_sequence(first_token, count); });
   }
 
+ private:
   void write_sequence(std::size_t first_token, std::size_t count) {
     const auto tables = static_cast<std::size_t>(hasher_.num_tables());
     for (std::size_t token = first_token; token < first_token + count; ++token) {
@@ -377,35 +179,10 @@ class id_printer {
 };
 
 void run(const ngemb::longcat_hash& hasher) {
-  // Batches bound memory for long inputs while keeping hash_tokens calls large.
-  constexpr std::size_t max_batch_values = std::size_t{1} << 20;
-  constexpr std::size_t max_batch_lines = std::size_t{1} << 16;
   output_writer out(stdout);
   id_printer printer(hasher, out);
-  line_reader reader(stdin);
-  line_batch batch;
-  std::int64_t line_number = 0;
-  std::string_view line;
-  try {
-    while (reader.next(line)) {
-      ++line_number;
-      try {
-        parse_line(line, line_number, batch);
-      } catch (const bad_input&) {
-        printer.print(batch);  // the lines before it go out first, and one of them may hold an earlier error
-        throw;
-      }
-      if (batch.num_values() >= max_batch_values || batch.num_lines() >= max_batch_lines) {
-        printer.print(batch);
-        batch.restart(line_number + 1);
-      }
-    }
-    printer.print(batch);
-  } catch (const bad_input&) {
-    out.flush();  // the output of every line before the bad one
-    throw;
-  }
-  out.flush();
+  // Batches bound memory for long inputs while keeping hash_tokens calls large.
+  run_lines(out, std::size_t{1} << 20, printer);
 }
 
 }  // namespace
