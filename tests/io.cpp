@@ -50,6 +50,12 @@ TEST_CASE("config.json: optional and alternative spellings") {
       R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3, "emb_split_num": 2,
           "ngram_vocab_size_ratio": 5, "eos_token_id": null})");
   CHECK_FALSE(config.eos_token.has_value());
+  // Engines that give m_base = r*V directly (SPEC §1).
+  config = ngemb::parse_ngram_config(
+      R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3, "emb_split_num": 2, "m_base": 4096})");
+  CHECK_FALSE(config.ratio.has_value());
+  CHECK(config.modulus(0) == 4097);
+  CHECK(config.modulus(3) == 4103);
 }
 
 TEST_CASE("config.json: malformed files name the file and the field") {
@@ -58,7 +64,11 @@ TEST_CASE("config.json: malformed files name the file and the field") {
   expect_error<ngemb::format_error>(R"({"hidden_size": 64, "emb_neighbor_num": 3, "emb_split_num": 2,
       "ngram_vocab_size_ratio": 5})", "missing field \"vocab_size\"");
   expect_error<ngemb::format_error>(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3,
-      "emb_split_num": 2})", "missing field \"ngram_vocab_size_ratio\"");
+      "emb_split_num": 2})", "missing field \"ngram_vocab_size_ratio\" (or \"m_base\")");
+  expect_error<ngemb::format_error>(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3,
+      "emb_split_num": 2, "ngram_vocab_size_ratio": 5, "m_base": 5000})", "both \"ngram_vocab_size_ratio\" and \"m_base\"");
+  expect_error<ngemb::format_error>(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3,
+      "emb_split_num": 2, "m_base": 5000.5})", "\"m_base\" must be an integer");
   expect_error<ngemb::format_error>(R"({"vocab_size": "1000", "hidden_size": 64, "emb_neighbor_num": 3,
       "emb_split_num": 2, "ngram_vocab_size_ratio": 5})", "\"vocab_size\" must be an integer, got \"1000\"");
   expect_error<ngemb::format_error>(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3.5,
