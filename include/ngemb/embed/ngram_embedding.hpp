@@ -158,18 +158,14 @@ class ngram_embedding {
   /// output views are in the policy's memory. Errors as hash_tokens raises them, and shape_mismatch for `out`.
   template <std::integral Token, output_element Out>
   void forward(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out) {
-    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
-    hash_tokens(policy, hasher_, tokens, ids_for(policy, tokens.num_values()));
-    embed(policy, tokens, out);
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) { hash_tokens(policy, hasher_, tokens, ids); });
   }
 
   /// As above, with `context[s]` the earlier tokens of sequence s (look-back only).
   template <std::integral Token, output_element Out>
   void forward(const policy_type& policy, ragged_view<const Token> tokens, ragged_view<const Token> context,
                view<Out> out) {
-    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
-    hash_tokens(policy, hasher_, tokens, context, ids_for(policy, tokens.num_values()));
-    embed(policy, tokens, out);
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) { hash_tokens(policy, hasher_, tokens, context, ids); });
   }
 
   /// The next tokens of the sequences in `slots`, with the cache's windows as look-back (prefill and decode).
@@ -177,23 +173,19 @@ class ngram_embedding {
   template <std::integral Token, output_element Out>
   void forward(const policy_type& policy, ngram_cache<policy_type, Token>& cache, view<const std::int32_t> slots,
                ragged_view<const Token> tokens, view<Out> out) {
-    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
-    hash_tokens(policy, hasher_, cache, slots, tokens, ids_for(policy, tokens.num_values()));
-    embed(policy, tokens, out);
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) { hash_tokens(policy, hasher_, cache, slots, tokens, ids); });
   }
 
   /// The ids [tokens x T] of the last forward, in policy memory (valid until the next call).
   [[nodiscard]] view<const std::uint32_t> last_ids() const { return {workspace_.ids.data(), last_id_count_}; }
 
  private:
-  template <class Policy>
-  view<std::uint32_t> ids_for(const Policy& policy, std::size_t tokens) {
-    last_id_count_ = tokens * static_cast<std::size_t>(hasher_.num_tables());
-    return workspace_type::template ensure<std::uint32_t>(policy, workspace_.ids, last_id_count_);
-  }
-
-  template <class Token, class Out>
-  void embed(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out) {
+  /// Checks the output, hashes with `hash(ids)` into the workspace, then gathers, projects and combines.
+  template <class Token, class Out, class Hash>
+  void run(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out, Hash&& hash) {
+    detail::check_output_size("ngram_embedding::forward", tokens.num_values(), output_width(), out.size());
+    last_id_count_ = tokens.num_values() * static_cast<std::size_t>(hasher_.num_tables());
+    hash(workspace_type::template ensure<std::uint32_t>(policy, workspace_.ids, last_id_count_));
     detail::embed_hashed(policy, store_, projection_, amplification_, tokens.num_values(), tokens.values().data(),
                          workspace_, out);
   }
