@@ -1,0 +1,181 @@
+// Host throughput of the n-gram embedding forward (library: hash + fused gather/GEMM/combine) for the Lite shape
+// with 1M-row bf16 tables, at decode batches 1, 16, 64, 256 and a 4 x 1024 prefill; see embedding_setup.hpp for the
+// shape, the naive path, the batches and the byte accounting. Every path runs under ngemb::host_policy{0} (all
+// hardware threads: the `threads` counter). Per shape three benchmarks:
+//   {shape}         the library's forward,
+//   {shape}_naive   the naive path (the official module op by op),
+//   {shape}_gather  the library's gather step alone (detail::gather_rows_op through for_each_n, as embed_hashed
+//                   runs it); its vs_naive compares with the naive path's T separate gathers.
+// Baselines timed in the same process, at setup, by their median (median_seconds):
+//   naive: the naive path (and its gathers alone, for the gather benchmark),
+//   floor: std::memcpy of 1 GiB, split over the same host_policy{0} threads as the library (with one thread the
+//          copy reaches less of the machine's bandwidth than the library's threads can), the bandwidth counting
+//          read + write bytes (embedding_setup.hpp).
+// Iterations: Google Benchmark's default 0.5 s minimum, except the prefill, whose GEMM is 4096 x 3072 x 3072
+// (77 GFLOP, ~1 s on a 2-core host): three iterations of the library path and one of the naive path (whose median
+// of three was already taken at setup). The whole program runs in about a minute on 2 cores
+// (most of it building and filling the 7.2 GB of tables and measuring the baselines).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "ngemb/policy/host_policy.hpp"
+
+#include "embedding_setup.hpp"
+
+namespace {
+
+using ngemb_bench::variant;
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point start) {
+  return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+const ngemb::host_policy all_threads{0};
+
+/// Seconds `calls` back-to-back calls of `run` take.
+template <class Run>
+double time_calls(Run& run, long calls) {
+  const auto start = clock_type::now();
+  for (long call = 0; call < calls; ++call) {
+    run();
+  }
+  return seconds_since(start);
+}
+
+/// The memory-bandwidth floor: 1 GiB copied by std::memcpy, one contiguous share per thread of host_policy{0}.
+class memcpy_floor {
+ public:
+  static constexpr std::size_t bytes = std::size_t{1} << 30;
+
+  memcpy_floor() : source_(bytes), target_(bytes) {
+    std::memset(source_.data(), 1, bytes);  // fault every page in before timing
+    std::memset(target_.data(), 0, bytes);
+    auto run = [this] { copy(); };
+    bandwidth_ = 2.0 * static_cast<double>(bytes) /
+                 ngemb_bench::median_seconds([&run](long calls) { return time_calls(run, calls); });
+  }
+
+  void copy() {
+    const std::size_t threads = all_threads.resolved_threads();
+    ngemb::for_each_n(ngemb::host_policy{static_cast<unsigned>(threads), 1}, threads, [this, threads](std::size_t part) {
+      const std::size_t begin = bytes * part / threads;
+      const std::size_t end = bytes * (part + 1) / threads;
+      std::memcpy(target_.data() + begin, source_.data() + begin, end - begin);
+    });
+    benchmark::DoNotOptimize(target_.data());
+    benchmark::ClobberMemory();
+  }
+
+  /// Bytes per second, read + write.
+  [[nodiscard]] double bandwidth() const { return bandwidth_; }
+
+ private:
+  std::vector<std::byte> source_;
+  std::vector<std::byte> target_;
+  double bandwidth_ = 0;
+};
+
+/// Built on first use (not before main), so --benchmark_list_tests and filters cost nothing.
+memcpy_floor& floor_baseline() {
+  static memcpy_floor floor;
+  return floor;
+}
+
+ngemb_bench::model<ngemb::host_policy>& host_model() {
+  static ngemb_bench::model<ngemb::host_policy> model(all_threads);
+  return model;
+}
+
+/// One shape's workload and the medians of its naive baselines.
+struct shape_state {
+  ngemb_bench::workload<ngemb::host_policy> work;
+  double naive_seconds;
+  double naive_gather_seconds;
+
+  explicit shape_state(std::size_t index)
+      : work(all_threads, host_model(), ngemb_bench::shapes[index], 2024 + static_cast<unsigned>(index)) {
+    auto naive = [this] { work.run_naive(); };
+    auto naive_gather = [this] { work.run_naive_gather(); };
+    naive_seconds = ngemb_bench::median_seconds([&naive](long calls) { return time_calls(naive, calls); });
+    naive_gather_seconds =
+        ngemb_bench::median_seconds([&naive_gather](long calls) { return time_calls(naive_gather, calls); });
+  }
+};
+
+shape_state& shape_at(std::size_t index) {
+  static std::vector<std::unique_ptr<shape_state>> states(ngemb_bench::shapes.size());
+  if (!states[index]) {
+    floor_baseline();  // the floor first, before the tables take most of the memory
+    states[index] = std::make_unique<shape_state>(index);
+  }
+  return *states[index];
+}
+
+/// Times the loop itself (real time, like the framework) so the ratios can be printed as plain counters.
+void run_shape(benchmark::State& state, std::size_t index, variant kind) {
+  shape_state& shape = shape_at(index);
+  const double bandwidth = floor_baseline().bandwidth();
+  auto& work = shape.work;
+  const auto start = clock_type::now();
+  for (auto _ : state) {
+    switch (kind) {
+      case variant::library:
+        work.run_library();
+        break;
+      case variant::naive:
+        work.run_naive();
+        break;
+      case variant::gather:
+        work.run_gather();
+        break;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double per_iteration = seconds_since(start) / static_cast<double>(state.iterations());
+  const bool gather = kind == variant::gather;
+  ngemb_bench::set_counters(state, static_cast<double>(work.tokens()),
+                            gather ? work.gather_bytes_per_token() : work.forward_bytes_per_token(), per_iteration,
+                            gather ? shape.naive_gather_seconds : shape.naive_seconds, bandwidth);
+  state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
+}
+
+void BM_memcpy_floor_1GiB(benchmark::State& state) {
+  memcpy_floor& floor = floor_baseline();
+  const auto start = clock_type::now();
+  for (auto _ : state) {
+    floor.copy();
+  }
+  const double per_iteration = seconds_since(start) / static_cast<double>(state.iterations());
+  state.counters["GB_per_s_setup"] = benchmark::Counter(floor.bandwidth() / 1e9);  // the floor's bandwidth
+  state.counters["GB_per_s"] = benchmark::Counter(2.0 * memcpy_floor::bytes / per_iteration / 1e9);
+  state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(2 * memcpy_floor::bytes));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::RegisterBenchmark("BM_memcpy_floor_1GiB", BM_memcpy_floor_1GiB)->UseRealTime()->Unit(
+      benchmark::kMillisecond);
+  ngemb_bench::register_shapes("BM_", run_shape, [](benchmark::internal::Benchmark* registered,
+                                                     const ngemb_bench::shape_spec& shape, variant kind) {
+    registered->UseRealTime()->Unit(benchmark::kMicrosecond);
+    if (shape.length > 1 && kind != variant::gather) {  // the prefill: seconds per iteration (see the top)
+      registered->Iterations(kind == variant::naive ? 1 : 3)->Unit(benchmark::kMillisecond);
+    }
+  });
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+    return 1;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
