@@ -348,14 +348,10 @@ class workload {
   void run_gather() {
     const std::size_t batch = next();
     const auto& store = model_->embedding().store();
-    const int tables = store.num_tables();
     const std::size_t count = tokens();
-    const ngemb::detail::row_chunks chunks(static_cast<std::size_t>(store.row_width()), row_chunk(policy_));
-    using store_ref = decltype(store.ref());
-    for_each_n(policy_, chunks.count(count * static_cast<std::size_t>(tables)),
-               ngemb::detail::gather_rows_op<store_ref, float>{
-                   store.ref(), pool_ids_.data() + batch * count * static_cast<std::size_t>(tables),
-                   gathered_all_.data(), tables, chunks});
+    ngemb::detail::gather_rows(policy_, store,
+                               pool_ids_.data() + batch * count * static_cast<std::size_t>(store.num_tables()), count,
+                               ngemb::view<float>(gathered_all_.data(), gathered_all_.size()));
   }
 
   /// The naive path's T gathers alone (the baseline of the gather benchmark), on the next batch's ids.

@@ -118,6 +118,9 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
 /// Eight elements per thread: one 16-byte load of a bf16 row, and enough threads for a decode batch of one.
 constexpr std::size_t row_chunk(const device_policy& /*policy*/) { return 8; }
 
+/// Threads are cheap on a device: the launch does not depend on the work per operation.
+inline const device_policy& for_operations_of(const device_policy& policy, std::size_t /*elements*/) { return policy; }
+
 inline void synchronize(const device_policy& policy) { NGEMB_CUDA_CHECK(cudaStreamSynchronize(policy.stream)); }
 
 }  // namespace ngemb

@@ -6,11 +6,18 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <limits>
+#include <memory>
+#include <new>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
@@ -39,21 +46,56 @@ struct host_policy {
   }
 };
 
-/// Memory owned for a host policy: a vector with the same interface as device_buffer.
+namespace detail {
+
+/// Buffers from this size on are aligned to 2 MiB and offered to transparent huge pages: a gather over gigabyte
+/// tables in 4 KiB pages misses the TLB on nearly every row, and the page walk costs as much as the row.
+inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
+
+inline void* allocate_host_bytes(std::size_t bytes) {
+  const std::size_t alignment = bytes >= huge_page_bytes ? huge_page_bytes : 64;
+  const std::size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+  void* memory = std::aligned_alloc(alignment, rounded);
+  if (memory == nullptr) {
+    throw std::bad_alloc();
+  }
+#if defined(__linux__)
+  if (alignment == huge_page_bytes) {
+    madvise(memory, rounded, MADV_HUGEPAGE);  // a hint: without THP the buffer simply keeps small pages
+  }
+#endif
+  return memory;
+}
+
+}  // namespace detail
+
+/// Memory owned for a host policy, with the interface of device_buffer: move-only, zero-initialised.
 template <class T>
 class host_buffer {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
+                "host_buffer holds plain values (the same ones device_buffer can hold)");
+
  public:
   host_buffer() = default;
-  host_buffer(const host_policy& /*policy*/, std::size_t size) : values_(size) {}
+  host_buffer(const host_policy& /*policy*/, std::size_t size) : size_(size) {
+    if (size_ != 0) {
+      values_.reset(static_cast<T*>(detail::allocate_host_bytes(size_ * sizeof(T))));
+      std::uninitialized_value_construct_n(values_.get(), size_);
+    }
+  }
 
-  [[nodiscard]] std::size_t size() const { return values_.size(); }
-  [[nodiscard]] T* data() { return values_.data(); }
-  [[nodiscard]] const T* data() const { return values_.data(); }
-  [[nodiscard]] view<T> as_view() { return {values_.data(), values_.size()}; }
-  [[nodiscard]] view<const T> as_view() const { return {values_.data(), values_.size()}; }
+  [[nodiscard]] std::size_t size() const { return size_; }
+  [[nodiscard]] T* data() { return values_.get(); }
+  [[nodiscard]] const T* data() const { return values_.get(); }
+  [[nodiscard]] view<T> as_view() { return {values_.get(), size_}; }
+  [[nodiscard]] view<const T> as_view() const { return {values_.get(), size_}; }
 
  private:
-  std::vector<T> values_;
+  struct free_memory {
+    void operator()(T* memory) const noexcept { std::free(memory); }
+  };
+  std::unique_ptr<T, free_memory> values_;
+  std::size_t size_ = 0;
 };
 
 /// Runs `op(i)` for every i in [0, n). Exceptions from worker threads are rethrown on the caller.
@@ -111,6 +153,14 @@ void copy_to_host(const host_policy& policy, std::type_identity_t<view<const T>>
 /// Consecutive row elements one element operation handles: whole rows on the host, where the inner loop
 /// vectorises (device_policy.cuh answers a few, so neighbouring threads touch neighbouring elements).
 constexpr std::size_t row_chunk(const host_policy& /*policy*/) { return std::numeric_limits<std::size_t>::max(); }
+
+/// The policy for element operations that each cover `elements` elements (row_chunk): min_elements_per_thread
+/// counts elements, so operations over whole rows start threads once the rows are worth it.
+inline host_policy for_operations_of(const host_policy& policy, std::size_t elements) {
+  host_policy scaled = policy;
+  scaled.min_elements_per_thread = std::max<std::size_t>(1, policy.min_elements_per_thread / std::max<std::size_t>(1, elements));
+  return scaled;
+}
 
 /// Waits for all work issued on the policy (host work is already done when for_each_n returns).
 inline void synchronize(const host_policy& /*policy*/) {}

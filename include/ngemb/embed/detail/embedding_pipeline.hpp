@@ -40,6 +40,18 @@ inline void check_output_size(const char* who, std::size_t tokens, std::int64_t 
   }
 }
 
+/// gathered [count x T*d] = the sub-table rows of each token's ids [count x T], side by side.
+template <class Policy, class Store, class Acc>
+void gather_rows(const Policy& policy, const Store& store, const std::uint32_t* ids, std::size_t count,
+                 view<Acc> gathered) {
+  const int tables = store.num_tables();
+  const row_chunks chunks(static_cast<std::size_t>(store.row_width()), row_chunk(policy));
+  const std::size_t rows = count * static_cast<std::size_t>(tables);
+  using store_ref = decltype(store.ref());
+  for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(rows),
+             gather_rows_op<store_ref, Acc>{store.ref(), ids, gathered.data(), tables, rows, chunks});
+}
+
 /// out [count x W] from the ids [count x T] (per-table layout) already hashed into workspace.ids. `tokens` (the
 /// current tokens, for the base rows) is read only when the store has a base table.
 template <class Policy, class Store, class Projection, class Amplification, class Token, class Out>
@@ -56,10 +68,7 @@ void embed_hashed(const Policy& policy, const Store& store, const Projection& pr
 
   const view<Acc> gathered = workspace_type::template ensure<Acc>(
       policy, workspace.gathered, count * static_cast<std::size_t>(projection.input_width()));
-  const row_chunks gather_chunks(static_cast<std::size_t>(store.row_width()), row_chunk(policy));
-  using store_ref = decltype(store.ref());
-  for_each_n(policy, gather_chunks.count(count * static_cast<std::size_t>(tables)),
-             gather_rows_op<store_ref, Acc>{store.ref(), workspace.ids.data(), gathered.data(), tables, gather_chunks});
+  gather_rows(policy, store, workspace.ids.data(), count, gathered);
 
   const view<Acc> branch = workspace_type::template ensure<Acc>(policy, workspace.branch,
                                                                 count * static_cast<std::size_t>(width));
@@ -71,15 +80,15 @@ void embed_hashed(const Policy& policy, const Store& store, const Projection& pr
   if constexpr (Amplification::needs_statistics) {
     const view<row_statistics<Acc>> rows =
         workspace_type::template ensure<row_statistics<Acc>>(policy, workspace.statistics, count);
-    for_each_n(policy, count,
+    for_each_n(for_operations_of(policy, static_cast<std::size_t>(width)), count,
                row_statistics_op<amplification_ref_type, Acc>{amplification_ref, branch.data(), rows.data(), width});
     statistics = rows.data();
   }
 
   const row_chunks out_chunks(static_cast<std::size_t>(width), row_chunk(policy));
   const Acc divisor = static_cast<Acc>(tables + (store.has_base() ? 1 : 0));
-  for_each_n(policy, out_chunks.count(count),
-             combine_op<store_ref, Token, amplification_ref_type, Acc, Out>{
+  for_each_n(for_operations_of(policy, out_chunks.chunk), out_chunks.count(count),
+             combine_op<decltype(store.ref()), Token, amplification_ref_type, Acc, Out>{
                  store.ref(), tokens, amplification_ref, branch.data(), statistics, out.data(), divisor,
                  out_chunks});
 }
