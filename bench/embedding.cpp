@@ -125,17 +125,7 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
   auto& work = shape.work;
   const auto start = clock_type::now();
   for (auto _ : state) {
-    switch (kind) {
-      case variant::library:
-        work.run_library();
-        break;
-      case variant::naive:
-        work.run_naive();
-        break;
-      case variant::gather:
-        work.run_gather();
-        break;
-    }
+    ngemb_bench::run_once(work, kind);
     benchmark::ClobberMemory();
   }
   const double per_iteration = seconds_since(start) / static_cast<double>(state.iterations());

@@ -130,19 +130,7 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
     device_state& gpu = device_at();
     shape_state& shape = gpu.shape_at(index);
     auto& work = shape.work;
-    auto run = [&work, kind] {
-      switch (kind) {
-        case variant::library:
-          work.run_library();
-          break;
-        case variant::naive:
-          work.run_naive();
-          break;
-        case variant::gather:
-          work.run_gather();
-          break;
-      }
-    };
+    auto run = [&work, kind] { ngemb_bench::run_once(work, kind); };
     double total = 0;
     for (auto _ : state) {
       const double seconds = gpu.time_on_stream(run, 1);

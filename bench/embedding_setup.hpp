@@ -477,6 +477,22 @@ double median_seconds(TimeCalls&& time_calls) {
 
 enum class variant { library, naive, gather };
 
+/// One call of the chosen variant on the next batch.
+template <class Work>
+void run_once(Work& work, variant kind) {
+  switch (kind) {
+    case variant::library:
+      work.run_library();
+      break;
+    case variant::naive:
+      work.run_naive();
+      break;
+    case variant::gather:
+      work.run_gather();
+      break;
+  }
+}
+
 /// The counters every benchmark prints. `baseline_seconds` is the naive counterpart's median (measured at setup),
 /// `bandwidth` the floor's bytes per second (read + write).
 inline void set_counters(benchmark::State& state, double tokens, double bytes_per_token, double seconds_per_iteration,

@@ -48,33 +48,21 @@ struct options {
 
 options parse_options(int argc, char** argv) {
   options parsed;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view option = argv[i];
-    if (option == "--help" || option == "-h") {
-      parsed.help = true;
-      continue;
-    }
-    if (option != "--checkpoint" && option != "--threads") {
-      throw bad_input((option.starts_with("-") ? "unknown option \"" : "unexpected argument \"") +
-                      std::string(option) + "\"");
-    }
-    if (i + 1 == argc) {
-      throw bad_input(std::string(option) + " needs a value");
-    }
-    const std::string_view value = argv[++i];
-    if (option == "--checkpoint") {
-      if (parsed.checkpoint) {
-        throw bad_input("--checkpoint is given twice");
-      }
-      parsed.checkpoint = std::filesystem::path(value);
-    } else {
-      const auto threads = parse_number<unsigned>(value);
-      if (!threads) {
-        throw bad_input("--threads: \"" + std::string(value) + "\" is not a count");
-      }
-      parsed.threads = *threads;
-    }
-  }
+  parse_arguments(argc, argv, {"--checkpoint", "--threads"}, parsed.help,
+                  [&](std::string_view option, std::string_view value) {
+                    if (option == "--checkpoint") {
+                      if (parsed.checkpoint) {
+                        throw bad_input("--checkpoint is given twice");
+                      }
+                      parsed.checkpoint = std::filesystem::path(value);
+                    } else {
+                      const auto threads = parse_number<unsigned>(value);
+                      if (!threads) {
+                        throw bad_input("--threads: \"" + std::string(value) + "\" is not a count");
+                      }
+                      parsed.threads = *threads;
+                    }
+                  });
   if (!parsed.help && !parsed.checkpoint) {
     throw bad_input("missing --checkpoint DIR");
   }

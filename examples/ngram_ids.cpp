@@ -71,39 +71,25 @@ void set_number(std::optional<Number>& field, std::string_view option, std::stri
 
 options parse_options(int argc, char** argv) {
   options parsed;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view option = argv[i];
-    if (option == "--help" || option == "-h") {
-      parsed.help = true;
-      continue;
-    }
-    const bool known = option == "--config" || option == "--vocab" || option == "--ratio" || option == "--n" ||
-                       option == "--k" || option == "--eos";
-    if (!known) {
-      throw bad_input((option.starts_with("-") ? "unknown option \"" : "unexpected argument \"") +
-                      std::string(option) + "\"");
-    }
-    if (i + 1 == argc) {
-      throw bad_input(std::string(option) + " needs a value");
-    }
-    const std::string_view value = argv[++i];
-    if (option == "--config") {
-      if (parsed.config_path) {
-        throw bad_input("--config is given twice");
-      }
-      parsed.config_path = std::filesystem::path(value);
-    } else if (option == "--vocab") {
-      set_number(parsed.vocab, option, value);
-    } else if (option == "--ratio") {
-      set_number(parsed.ratio, option, value);
-    } else if (option == "--n") {
-      set_number(parsed.max_order, option, value);
-    } else if (option == "--k") {
-      set_number(parsed.splits, option, value);
-    } else {
-      set_number(parsed.eos, option, value);
-    }
-  }
+  parse_arguments(argc, argv, {"--config", "--vocab", "--ratio", "--n", "--k", "--eos"}, parsed.help,
+                  [&](std::string_view option, std::string_view value) {
+                    if (option == "--config") {
+                      if (parsed.config_path) {
+                        throw bad_input("--config is given twice");
+                      }
+                      parsed.config_path = std::filesystem::path(value);
+                    } else if (option == "--vocab") {
+                      set_number(parsed.vocab, option, value);
+                    } else if (option == "--ratio") {
+                      set_number(parsed.ratio, option, value);
+                    } else if (option == "--n") {
+                      set_number(parsed.max_order, option, value);
+                    } else if (option == "--k") {
+                      set_number(parsed.splits, option, value);
+                    } else {
+                      set_number(parsed.eos, option, value);
+                    }
+                  });
   return parsed;
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -34,6 +35,27 @@ std::optional<Number> parse_number(std::string_view text) {
     return std::nullopt;
   }
   return value;
+}
+
+/// Walks `--option value` arguments: --help or -h sets `help`; an option outside `known` or without a value is
+/// bad_input; `take(option, value)` handles the others.
+template <class Take>
+void parse_arguments(int argc, char** argv, std::initializer_list<std::string_view> known, bool& help, Take&& take) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view option = argv[i];
+    if (option == "--help" || option == "-h") {
+      help = true;
+      continue;
+    }
+    if (std::find(known.begin(), known.end(), option) == known.end()) {
+      throw bad_input((option.starts_with("-") ? "unknown option \"" : "unexpected argument \"") +
+                      std::string(option) + "\"");
+    }
+    if (i + 1 == argc) {
+      throw bad_input(std::string(option) + " needs a value");
+    }
+    take(option, std::string_view(argv[++i]));
+  }
 }
 
 /// stdin line by line through a large buffer (a line may span buffer refills).
