@@ -154,6 +154,8 @@ void check_through_cache(const Policy& policy, Embedding& embedding, const embed
   std::mt19937 random(seed);
   std::vector<std::size_t> done(count, 0);
   std::vector<double> got(golden.batch.tokens.size() * width, 0.0);
+  const auto tables = static_cast<std::size_t>(golden.config.num_tables());
+  std::vector<std::uint32_t> ids(golden.ids.size(), 0);
   bool first = true;
   bool remaining = true;
   while (remaining) {
@@ -187,11 +189,15 @@ void check_through_cache(const Policy& policy, Embedding& embedding, const embed
     embedding.forward(policy, cache, slot_list, step_tokens.view(), out.as_view());
     cache.advance(slot_list, step_tokens.view());
     const auto host_out = to_host(policy, ngemb::view<const float>(out.as_view()));
+    const auto step_ids = to_host(policy, embedding.last_ids());
     for (std::size_t t = 0; t < flat_positions.size(); ++t) {
+      std::copy_n(step_ids.begin() + static_cast<std::ptrdiff_t>(t * tables), tables,
+                  ids.begin() + static_cast<std::ptrdiff_t>(flat_positions[t] * tables));
       std::copy_n(host_out.begin() + static_cast<std::ptrdiff_t>(t * width), width,
                   got.begin() + static_cast<std::ptrdiff_t>(flat_positions[t] * width));
     }
   }
+  CHECK(ids == golden.ids);  // step by step, the ids of the whole sequences at once
   const double error = worst_row_error(got, embedding_golden::flatten(golden.expected.at("outputs").at(amplification)),
                                        width);
   INFO(golden.folder.filename().string() << " through the cache: error " << error);
