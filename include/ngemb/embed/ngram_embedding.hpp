@@ -98,14 +98,35 @@ Store load_store(const Policy& policy, const std::shared_ptr<const safetensors_c
 
 }  // namespace detail
 
-template <hasher Hasher, store Store,
-          projection Projection = fused_projection<float, typename Store::policy_type>,
-          amplification Amplification = no_amplification>
-class ngram_embedding {
-  static_assert(std::is_same_v<typename Store::policy_type, typename Projection::policy_type>,
-                "ngram_embedding: the store and the projection must live in the same policy's memory");
+namespace detail {
+
+/// The readable failures of a part that does not fit (a constrained parameter would only say "not satisfied").
+template <class Hasher, class Store, class Projection>
+constexpr bool check_embedding_types() {
+  static_assert(hasher<Hasher>, "ngram_embedding: Hasher must model ngemb::hasher: ref_type (a trivially copyable "
+                                "hasher_ref), ref(), num_tables(), lookback(), vocab_size(), rows(i), total_rows()");
   static_assert(std::constructible_from<Hasher, const ngram_config&>,
                 "ngram_embedding: the hasher must be constructible from an ngram_config");
+  static_assert(store<Store>, "ngram_embedding: Store must model ngemb::store: element_type, policy_type, "
+                              "num_tables(), rows(i), row_width(), has_base(), vocab_size(), hidden_size(), "
+                              "ref().row(table, id) and ref().base_row(token)");
+  static_assert(projection<Projection>, "ngram_embedding: Projection must model ngemb::projection: accumulator "
+                                        "(float or double), policy_type, num_tables(), row_width(), input_width(), "
+                                        "output_width(), project(policy, tokens, in, out)");
+  static_assert(std::is_same_v<typename Store::policy_type, typename Projection::policy_type>,
+                "ngram_embedding: the store and the projection must live in the same policy's memory");
+  return true;
+}
+
+}  // namespace detail
+
+template <class Hasher, class Store, class Projection = fused_projection<float, typename Store::policy_type>,
+          class Amplification = no_amplification>
+class ngram_embedding {
+  static_assert(detail::check_embedding_types<Hasher, Store, Projection>());
+  static_assert(amplification<Amplification>,
+                "ngram_embedding: Amplification must model ngemb::amplification: needs_statistics, and ref(width) "
+                "with statistics(row, width) and apply(value, column, stats)");
 
  public:
   using policy_type = typename Store::policy_type;

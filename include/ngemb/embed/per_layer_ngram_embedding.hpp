@@ -115,8 +115,10 @@ class ngram_gated_ffn {
   typename Policy::template buffer<Acc> gated_;
 };
 
-template <hasher Hasher, store Store, projection Projection = fused_projection<float, typename Store::policy_type>>
+template <class Hasher, class Store, class Projection = fused_projection<float, typename Store::policy_type>>
 class per_layer_ngram_embedding {
+  static_assert(detail::check_embedding_types<Hasher, Store, Projection>());
+
  public:
   using policy_type = typename Store::policy_type;
   using accumulator = typename Projection::accumulator;
