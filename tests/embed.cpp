@@ -136,6 +136,38 @@ TEST_CASE("per-layer n-gram embedding and its gated FFN") {
                                                                                             golden.config, 2));
 }
 
+TEST_CASE("deferred checks: bad tokens and offsets are reported later, and the forward stays memory-safe") {
+  const auto golden = ngemb_test::load_embedding_golden("f32_single");
+  auto embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>::load(policy, golden.folder);
+  const auto width = static_cast<std::size_t>(golden.config.hidden_size);
+  std::mt19937 random(5);
+  for (int trial = 0; trial < 20; ++trial) {
+    // Tokens far outside [0, V) and, every other trial, offsets that point anywhere.
+    std::vector<std::int32_t> tokens(1 + random() % 40);
+    for (auto& token : tokens) {
+      token = static_cast<std::int32_t>(random());
+    }
+    std::vector<std::int64_t> offsets = {0, static_cast<std::int64_t>(tokens.size())};
+    if (trial % 2 == 1) {
+      offsets = {static_cast<std::int64_t>(random() % 1000) - 500, static_cast<std::int64_t>(random()),
+                 static_cast<std::int64_t>(tokens.size())};
+    }
+    std::vector<float> out(tokens.size() * width);
+    ngemb::input_checks<ngemb::host_policy> checks(policy);
+    embedding.forward(policy, ngemb::ragged_view<const std::int32_t>(tokens, offsets), ngemb::view<float>(out),
+                      &checks);
+    CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::error);
+  }
+  // Valid input through the deferred path gives the checked path's result.
+  std::vector<float> checked(golden.batch.tokens.size() * width);
+  std::vector<float> deferred(checked.size());
+  embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(checked));
+  ngemb::input_checks<ngemb::host_policy> checks(policy);
+  embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(deferred), &checks);
+  checks.raise_if_failed();
+  CHECK(deferred == checked);
+}
+
 TEST_CASE("embedding errors name what is wrong") {
   const auto golden = ngemb_test::load_embedding_golden("f32_single");
   using embedding_type = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>;

@@ -93,3 +93,18 @@ TEST_CASE("device errors: tokens outside the vocabulary, output size") {
   ngemb::device_buffer<float> small(policy, 3 * 48 - 1);
   CHECK_THROWS_AS(embedding.forward(policy, batch.view(), small.as_view()), ngemb::shape_mismatch);
 }
+
+TEST_CASE("device deferred checks: no synchronisation before the launch, bad tokens reported later") {
+  const device_policy policy{};
+  const auto golden = ngemb_test::load_embedding_golden("f32_single");
+  auto embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float, device_policy>,
+                                          ngemb::fused_projection<float, device_policy>>::load(policy, golden.folder);
+  ngemb_test::token_batch bad;
+  bad.add({1, 2000000000, 3, -5});
+  const ngemb_test::policy_batch<device_policy> batch(policy, bad);
+  ngemb::device_buffer<float> out(policy, 4 * 48);
+  ngemb::input_checks<device_policy> checks(policy);
+  embedding.forward(policy, batch.view(), out.as_view(), &checks);
+  CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::token_out_of_range);
+  CHECK(cudaStreamSynchronize(policy.stream) == cudaSuccess);  // the kernels ran memory-safely
+}

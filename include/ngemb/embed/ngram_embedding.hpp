@@ -19,6 +19,7 @@
 #include "ngemb/cache/ngram_cache.hpp"
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/error.hpp"
+#include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/embed/amplification.hpp"
 #include "ngemb/embed/detail/embedding_pipeline.hpp"
@@ -177,24 +178,33 @@ class ngram_embedding {
 
   /// out [tokens x H] for a ragged batch in which every sequence starts its stream (a prefill). Token and
   /// output views are in the policy's memory. Errors as hash_tokens raises them, and shape_mismatch for `out`.
+  /// With `deferred`, the offset and token checks are queued there instead of synchronising (see input_checks):
+  /// the forward stays memory-safe on bad input, and checks.raise_if_failed() reports it later.
   template <std::integral Token, output_element Out>
-  void forward(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out) {
-    run(policy, tokens, out, [&](view<std::uint32_t> ids) { hash_tokens(policy, hasher_, tokens, ids); });
+  void forward(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out,
+               input_checks<policy_type>* deferred = nullptr) {
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) {
+      hash_tokens(policy, hasher_, tokens, ids, id_layout::per_table, deferred);
+    });
   }
 
   /// As above, with `context[s]` the earlier tokens of sequence s (look-back only).
   template <std::integral Token, output_element Out>
   void forward(const policy_type& policy, ragged_view<const Token> tokens, ragged_view<const Token> context,
-               view<Out> out) {
-    run(policy, tokens, out, [&](view<std::uint32_t> ids) { hash_tokens(policy, hasher_, tokens, context, ids); });
+               view<Out> out, input_checks<policy_type>* deferred = nullptr) {
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) {
+      hash_tokens(policy, hasher_, tokens, context, ids, id_layout::per_table, deferred);
+    });
   }
 
   /// The next tokens of the sequences in `slots`, with the cache's windows as look-back (prefill and decode).
   /// The cache is not changed: record the tokens with cache.advance / cache.append afterwards.
   template <std::integral Token, output_element Out>
   void forward(const policy_type& policy, ngram_cache<policy_type, Token>& cache, view<const std::int32_t> slots,
-               ragged_view<const Token> tokens, view<Out> out) {
-    run(policy, tokens, out, [&](view<std::uint32_t> ids) { hash_tokens(policy, hasher_, cache, slots, tokens, ids); });
+               ragged_view<const Token> tokens, view<Out> out, input_checks<policy_type>* deferred = nullptr) {
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) {
+      hash_tokens(policy, hasher_, cache, slots, tokens, ids, id_layout::per_table, deferred);
+    });
   }
 
   /// The ids [tokens x T] of the last forward, in policy memory (valid until the next call).

@@ -88,7 +88,8 @@ struct row_statistics_op {
 };
 
 /// out = (base row + a(branch)) / divisor, chunk by chunk; `statistics` is null when the amplification needs none,
-/// `rows.base` null when there is no base table.
+/// `rows.base` null when there is no base table. A token outside [0, vocab_size) (possible only while its check is
+/// deferred, and then reported by it) adds no base row instead of reading outside the table.
 template <class StoreRef, class Token, class AmplificationRef, class Acc, class Out>
 struct combine_op {
   StoreRef rows;
@@ -98,6 +99,7 @@ struct combine_op {
   const row_statistics<Acc>* statistics;
   Out* out;
   Acc divisor;
+  std::uint64_t vocab_size;
   row_chunks chunks;
 
   NGEMB_HD void operator()(std::size_t index) const {
@@ -105,7 +107,8 @@ struct combine_op {
     const row_statistics<Acc> stats = statistics != nullptr ? statistics[part.row] : row_statistics<Acc>{};
     const Acc* branch_row = branch + part.row * chunks.width;
     Out* out_row = out + part.row * chunks.width;
-    const auto* base = rows.base != nullptr ? rows.base_row(static_cast<std::uint64_t>(tokens[part.row])) : nullptr;
+    const auto token = rows.base != nullptr ? static_cast<std::uint64_t>(tokens[part.row]) : vocab_size;
+    const auto* base = token < vocab_size ? rows.base_row(token) : nullptr;
     for (std::size_t column = part.begin; column < part.end; ++column) {
       Acc value = amplification.apply(branch_row[column], static_cast<std::int64_t>(column), stats);
       if (base != nullptr) {

@@ -90,7 +90,7 @@ void embed_hashed(const Policy& policy, const Store& store, const Projection& pr
   for_each_n(for_operations_of(policy, out_chunks.chunk), out_chunks.count(count),
              combine_op<decltype(store.ref()), Token, amplification_ref_type, Acc, Out>{
                  store.ref(), tokens, amplification_ref, branch.data(), statistics, out.data(), divisor,
-                 out_chunks});
+                 static_cast<std::uint64_t>(store.vocab_size()), out_chunks});
 }
 
 }  // namespace ngemb::detail
