@@ -18,6 +18,7 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/policy/device_policy.cuh"
+#include "stream_timer.cuh"
 
 #include "embedding_setup.hpp"
 
@@ -40,8 +41,6 @@ class device_state {
 
   device_state() : shapes_(ngemb_bench::shapes.size()) {
     NGEMB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    NGEMB_CUDA_CHECK(cudaEventCreate(&start_));
-    NGEMB_CUDA_CHECK(cudaEventCreate(&stop_));
     policy_ = ngemb::device_policy{stream_};
     floor_source_ = ngemb::device_buffer<std::byte>(floor_bytes);
     floor_target_ = ngemb::device_buffer<std::byte>(floor_bytes);
@@ -60,8 +59,6 @@ class device_state {
     shapes_.clear();  // stream-ordered buffers go before their stream
     model_.reset();
     cudaStreamSynchronize(stream_);  // failures cannot be reported from a destructor
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
     cudaStreamDestroy(stream_);
   }
 
@@ -89,15 +86,7 @@ class device_state {
   /// Seconds `calls` calls of `run` take on the stream, between two events.
   template <class Run>
   double time_on_stream(Run& run, long calls) {
-    NGEMB_CUDA_CHECK(cudaEventRecord(start_, stream_));
-    for (long call = 0; call < calls; ++call) {
-      run();
-    }
-    NGEMB_CUDA_CHECK(cudaEventRecord(stop_, stream_));
-    NGEMB_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float milliseconds = 0;
-    NGEMB_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, start_, stop_));
-    return static_cast<double>(milliseconds) * 1e-3;
+    return timer_.seconds(stream_, run, calls);
   }
 
   /// Bytes per second, read + write.
@@ -105,8 +94,7 @@ class device_state {
 
  private:
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t start_ = nullptr;
-  cudaEvent_t stop_ = nullptr;
+  ngemb_bench::stream_timer timer_;
   ngemb::device_policy policy_;
   ngemb::device_buffer<std::byte> floor_source_;
   ngemb::device_buffer<std::byte> floor_target_;

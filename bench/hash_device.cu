@@ -28,6 +28,7 @@
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/device_policy.cuh"
+#include "stream_timer.cuh"
 
 #include "random_batch.hpp"
 
@@ -153,8 +154,6 @@ class device_workload {
         copy_source_(bytes_per_token() * host_.tokens.size() / 2),
         copy_target_(copy_source_.size()) {
     NGEMB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    NGEMB_CUDA_CHECK(cudaEventCreate(&start_));
-    NGEMB_CUDA_CHECK(cudaEventCreate(&stop_));
     policy_ = ngemb::device_policy{stream_};
     NGEMB_CUDA_CHECK(cudaMemset(copy_source_.data(), 1, copy_source_.size()));
     // The uploads and the memset ran on the legacy stream, which a non-blocking stream does not wait for.
@@ -178,8 +177,6 @@ class device_workload {
   device_workload& operator=(const device_workload&) = delete;
   ~device_workload() {
     cache_.reset();  // its buffers go before the stream they were used on
-    cudaEventDestroy(start_);  // failures cannot be reported from a destructor
-    cudaEventDestroy(stop_);
     cudaStreamDestroy(stream_);
   }
 
@@ -208,15 +205,7 @@ class device_workload {
   /// Seconds `run` takes on the stream, between two events.
   template <class Run>
   double time_on_stream(Run&& run, long calls = 1) {
-    NGEMB_CUDA_CHECK(cudaEventRecord(start_, stream_));
-    for (long call = 0; call < calls; ++call) {
-      run();
-    }
-    NGEMB_CUDA_CHECK(cudaEventRecord(stop_, stream_));
-    NGEMB_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float milliseconds = 0;
-    NGEMB_CUDA_CHECK(cudaEventElapsedTime(&milliseconds, start_, stop_));
-    return static_cast<double>(milliseconds) * 1e-3;
+    return timer_.seconds(stream_, run, calls);
   }
 
   [[nodiscard]] std::size_t bytes_per_token() const { return ngemb_bench::bytes_per_token(hasher_.num_tables()); }
@@ -292,8 +281,7 @@ class device_workload {
   ngemb::device_buffer<std::byte> copy_source_;
   ngemb::device_buffer<std::byte> copy_target_;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t start_ = nullptr;
-  cudaEvent_t stop_ = nullptr;
+  ngemb_bench::stream_timer timer_;
   ngemb::device_policy policy_;
   std::optional<ngemb::ngram_cache<ngemb::device_policy>> cache_;
   std::vector<std::int32_t> slots_;

@@ -85,16 +85,8 @@ class embedding_printer {
           embedding_.forward(policy_, tokens, context, ngemb::view<float>(values_));
         },
         [&](std::size_t first_token, std::size_t count) {
-          for (std::size_t token = first_token; token < first_token + count; ++token) {
-            for (std::size_t column = 0; column < width; ++column) {
-              if (column != 0) {
-                out_.put(' ');
-              }
-              out_.real(values_[token * width + column]);
-            }
-            out_.put('\n');
-          }
-          out_.put('\n');
+          write_rows(out_, first_token, count, width,
+                     [&](std::size_t token, std::size_t column) { out_.real(values_[token * width + column]); });
         });
   }
 

@@ -140,24 +140,14 @@ class id_printer {
           ids_.resize(tokens.num_values() * static_cast<std::size_t>(hasher_.num_tables()));
           ngemb::hash_tokens(policy_, hasher_, tokens, context, ngemb::view<std::int64_t>(ids_));
         },
-        [&](std::size_t first_token, std::size_t count) { write_sequence(first_token, count); });
+        [&](std::size_t first_token, std::size_t count) {
+          const auto tables = static_cast<std::size_t>(hasher_.num_tables());
+          write_rows(out_, first_token, count, tables,
+                     [&](std::size_t token, std::size_t table) { out_.number(ids_[token * tables + table]); });
+        });
   }
 
  private:
-  void write_sequence(std::size_t first_token, std::size_t count) {
-    const auto tables = static_cast<std::size_t>(hasher_.num_tables());
-    for (std::size_t token = first_token; token < first_token + count; ++token) {
-      for (std::size_t table = 0; table < tables; ++table) {
-        if (table != 0) {
-          out_.put(' ');
-        }
-        out_.number(ids_[token * tables + table]);
-      }
-      out_.put('\n');
-    }
-    out_.put('\n');
-  }
-
   const ngemb::longcat_hash& hasher_;
   output_writer& out_;
   ngemb::host_policy policy_{};

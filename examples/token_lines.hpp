@@ -230,6 +230,22 @@ void parse_line(std::string_view line, std::int64_t line_number, line_batch& bat
   batch.context_offsets.push_back(static_cast<std::int64_t>(batch.context.size()));
 }
 
+/// Prints tokens [first, first + count) of a sequence, one line of `width` space-separated values each
+/// (`value(token, column)` writes one), and a blank line after the sequence.
+template <class Value>
+void write_rows(output_writer& out, std::size_t first, std::size_t count, std::size_t width, Value&& value) {
+  for (std::size_t token = first; token < first + count; ++token) {
+    for (std::size_t column = 0; column < width; ++column) {
+      if (column != 0) {
+        out.put(' ');
+      }
+      value(token, column);
+    }
+    out.put('\n');
+  }
+  out.put('\n');
+}
+
 /// Prints the first `lines` lines of a batch: `compute(tokens, context)` fills the per-token results (it may throw
 /// token_out_of_range), then `write(first_token, count)` prints each line's tokens. On a bad token the lines before
 /// its line are printed first, then bad_input names the line.
