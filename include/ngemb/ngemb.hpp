@@ -19,6 +19,7 @@
 #include "ngemb/io/hf_config.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/safetensors.hpp"
+#include "ngemb/moe/router.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/store/mmap_store.hpp"

@@ -63,6 +63,19 @@ struct check_vocab_op {
   }
 };
 
+/// Flags value i when it is NaN or infinite.
+struct check_finite_op {
+  const float* values;
+  std::uint64_t* status;
+
+  NGEMB_HD void operator()(std::size_t i) const {
+    const float value = values[i];
+    if (!(value - value == 0.0f)) {  // NaN and +-inf; no <cmath> call, so it reads the same on host and device
+      record_first_failure(status, i);
+    }
+  }
+};
+
 /// Clears the status words (a kernel on a device: a pageable host-to-device copy could block the host).
 struct clear_status_op {
   std::uint64_t* status;
@@ -125,6 +138,17 @@ class input_checks {
     });
     for_each_n(policy_, batch.offsets().size(),
                detail::check_offsets_op{batch.offsets(), batch.num_values(), status_.data() + word});
+  }
+
+  /// Every value must be finite; `row_width` lets the message name the row and column of the first that is not.
+  void finite(view<const float> values, std::size_t row_width, std::string name) {
+    const std::size_t word = add([this, values, row_width, name](std::uint64_t index) {
+      const float value = detail::read_one(policy_, values.data() + index);
+      throw invalid_argument(name + ": value " + std::to_string(value) + " at row " +
+                             std::to_string(index / row_width) + ", column " + std::to_string(index % row_width) +
+                             " is not finite");
+    });
+    for_each_n(policy_, values.size(), detail::check_finite_op{values.data(), status_.data() + word});
   }
 
   /// Every token must be in [0, vocab_size). Run after ragged() on the same batch so positions can be named.

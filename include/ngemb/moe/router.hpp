@@ -1,0 +1,237 @@
+#pragma once
+// Top-k routers of LongCat-Flash MoE layers (SPEC §6): logits z = W_r x over E routed and Z zero-computation
+// experts, scores s = softmax(z) or sigmoid(z), selection by s + b (the aux-loss-free balancing bias changes which
+// experts are chosen, never their weights), the chosen keep s_e (optionally renormalised over the k chosen), times
+// routed_scaling_factor. Everything runs in fp32 whatever the model's dtype. Ties go to the lowest expert index, on
+// host and device alike, because the selection is one shared element operation.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ngemb/core/error.hpp"
+#include "ngemb/core/input_checks.hpp"
+#include "ngemb/core/macros.hpp"
+#include "ngemb/core/views.hpp"
+#include "ngemb/io/read_tensor.hpp"
+#include "ngemb/io/safetensors.hpp"
+#include "ngemb/policy/gemm.hpp"
+#include "ngemb/policy/host_policy.hpp"
+
+namespace ngemb {
+
+/// s = softmax(z) over all E+Z experts (max-subtracted).
+struct softmax_scoring {
+  NGEMB_HD static void score(float* row, int experts) {
+    float largest = row[0];
+    for (int e = 1; e < experts; ++e) {
+      largest = row[e] > largest ? row[e] : largest;
+    }
+    float sum = 0.0f;
+    for (int e = 0; e < experts; ++e) {
+      row[e] = ::expf(row[e] - largest);
+      sum += row[e];
+    }
+    for (int e = 0; e < experts; ++e) {
+      row[e] /= sum;
+    }
+  }
+};
+
+/// s = sigmoid(z), expert by expert.
+struct sigmoid_scoring {
+  NGEMB_HD static void score(float* row, int experts) {
+    for (int e = 0; e < experts; ++e) {
+      row[e] = 1.0f / (1.0f + ::expf(-row[e]));
+    }
+  }
+};
+
+struct router_options {
+  int routed_experts = 0;  ///< E
+  int zero_experts = 0;    ///< Z: identity experts with indices E..E+Z-1
+  int top_k = 0;           ///< k
+  bool normalize_top_k = false;        ///< `norm_topk_prob`: chosen weights divided by their sum
+  float routed_scaling_factor = 1.0f;  ///< applied after the optional renormalisation
+
+  [[nodiscard]] int num_experts() const { return routed_experts + zero_experts; }
+
+  void validate() const {
+    const auto fail = [](const std::string& message) { throw invalid_argument("router: " + message); };
+    if (routed_experts < 1 || zero_experts < 0) {
+      fail("needs >= 1 routed expert and >= 0 zero experts, got E = " + std::to_string(routed_experts) +
+           ", Z = " + std::to_string(zero_experts));
+    }
+    if (top_k < 1 || top_k > num_experts()) {
+      fail("top_k = " + std::to_string(top_k) + " must be in [1, E+Z = " + std::to_string(num_experts()) + "]");
+    }
+    if (!(routed_scaling_factor > 0.0f)) {
+      fail("routed_scaling_factor must be > 0, got " + std::to_string(routed_scaling_factor));
+    }
+  }
+};
+
+namespace detail {
+
+/// One token: scores its logits row in place, picks the k largest s_e + b_e (ties: lowest index) and writes
+/// their indices and weights. The i-th pick is the largest candidate ordered strictly after the (i-1)-th in
+/// (score descending, index ascending), so no per-token memory is needed for the picked set.
+template <class Scoring>
+struct route_token_op {
+  float* scores;               ///< [tokens x experts], logits in, scores out
+  const float* selection_bias;  ///< [experts] or null
+  int experts;
+  int top_k;
+  bool normalize;
+  float scale;
+  std::int32_t* chosen;        ///< [tokens x k]
+  float* weights;              ///< [tokens x k]
+
+  NGEMB_HD void operator()(std::size_t token) const {
+    float* row = scores + token * static_cast<std::size_t>(experts);
+    Scoring::score(row, experts);
+    std::int32_t* token_chosen = chosen + token * static_cast<std::size_t>(top_k);
+    float* token_weights = weights + token * static_cast<std::size_t>(top_k);
+    float previous_key = 0.0f;
+    int previous = -1;
+    float sum = 0.0f;
+    for (int pick = 0; pick < top_k; ++pick) {
+      int best = -1;
+      float best_key = 0.0f;
+      for (int e = 0; e < experts; ++e) {
+        const float key = row[e] + (selection_bias != nullptr ? selection_bias[e] : 0.0f);
+        const bool after_previous = previous < 0 || key < previous_key || (key == previous_key && e > previous);
+        if (after_previous && (best < 0 || key > best_key)) {
+          best = e;
+          best_key = key;
+        }
+      }
+      if (best < 0) {
+        best = 0;  // only NaN scores are left: the finite check reports them; stay inside the row meanwhile
+      }
+      token_chosen[pick] = best;
+      token_weights[pick] = row[best];
+      sum += row[best];
+      previous = best;
+      previous_key = best_key;
+    }
+    for (int pick = 0; pick < top_k; ++pick) {
+      token_weights[pick] = (normalize ? token_weights[pick] / sum : token_weights[pick]) * scale;
+    }
+  }
+};
+
+/// logits += bias, row by row.
+struct add_row_bias_op {
+  float* rows;
+  const float* bias;
+  std::size_t width;
+
+  NGEMB_HD void operator()(std::size_t index) const { rows[index] += bias[index % width]; }
+};
+
+}  // namespace detail
+
+/// A top-k router. `Scoring` is softmax_scoring or sigmoid_scoring.
+template <class Scoring, class Policy = host_policy>
+class topk_router {
+ public:
+  using policy_type = Policy;
+
+  /// W_r [E+Z x H] (the classifier), optional classifier bias and selection bias [E+Z] (empty: none), host arrays.
+  topk_router(const Policy& policy, const router_options& options, std::int64_t hidden, view<const float> classifier,
+              view<const float> classifier_bias = {}, view<const float> selection_bias = {})
+      : options_(options), hidden_(hidden) {
+    options_.validate();
+    const auto experts = static_cast<std::size_t>(options_.num_experts());
+    if (hidden < 1 || classifier.size() != experts * static_cast<std::size_t>(hidden)) {
+      throw shape_mismatch("router: the classifier must hold (E+Z) x H = " + std::to_string(experts) + " x " +
+                           std::to_string(hidden) + " values, got " + std::to_string(classifier.size()));
+    }
+    for (const auto& [bias, name] : {std::pair{classifier_bias, "classifier bias"},
+                                     std::pair{selection_bias, "selection bias"}}) {
+      if (!bias.empty() && bias.size() != experts) {
+        throw shape_mismatch(std::string("router: the ") + name + " must hold E+Z = " + std::to_string(experts) +
+                             " values, got " + std::to_string(bias.size()));
+      }
+    }
+    classifier_ = upload(policy, classifier);
+    classifier_bias_ = upload(policy, classifier_bias);
+    selection_bias_ = upload(policy, selection_bias);
+  }
+
+  /// `model.layers.{layer}.mlp.router.classifier.weight` [E+Z, H], `.classifier.bias` and
+  /// `.e_score_correction_bias` [E+Z] when the checkpoint has them.
+  static topk_router load(const Policy& policy, const safetensors_checkpoint& checkpoint, int layer,
+                          const router_options& options, std::int64_t hidden) {
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".mlp.router.";
+    const std::int64_t experts = options.num_experts();
+    const std::int64_t matrix_shape[] = {experts, hidden};
+    const std::int64_t vector_shape[] = {experts};
+    const auto classifier = read_tensor_as<float>(checkpoint, prefix + "classifier.weight", matrix_shape);
+    const auto optional = [&](const std::string& name) {
+      return checkpoint.contains(name) ? read_tensor_as<float>(checkpoint, name, vector_shape) : std::vector<float>{};
+    };
+    const auto classifier_bias = optional(prefix + "classifier.bias");
+    const auto selection_bias = optional(prefix + "e_score_correction_bias");
+    return topk_router(policy, options, hidden, view<const float>(classifier), view<const float>(classifier_bias),
+                       view<const float>(selection_bias));
+  }
+
+  [[nodiscard]] const router_options& options() const { return options_; }
+
+  /// Routes x [tokens x H] (policy memory): chosen [tokens x k] expert indices (>= E: a zero expert) and their
+  /// weights [tokens x k]. Non-finite logits raise invalid_argument naming the token and expert (queued in
+  /// `deferred` when given).
+  void route(const Policy& policy, std::size_t tokens, view<const float> x, view<std::int32_t> chosen,
+             view<float> weights, input_checks<Policy>* deferred = nullptr) {
+    const auto experts = static_cast<std::size_t>(options_.num_experts());
+    const auto k = static_cast<std::size_t>(options_.top_k);
+    if (chosen.size() != tokens * k || weights.size() != tokens * k) {
+      throw shape_mismatch("router: chosen and weights must hold tokens x k = " + std::to_string(tokens) + " x " +
+                           std::to_string(k) + " values, got " + std::to_string(chosen.size()) + " and " +
+                           std::to_string(weights.size()));
+    }
+    if (scores_.size() < tokens * experts) {
+      scores_ = typename Policy::template buffer<float>(policy, tokens * experts);
+    }
+    const view<float> scores = scores_.as_view().subview(0, tokens * experts);
+    gemm_nt(policy, tokens, experts, static_cast<std::size_t>(hidden_), x, classifier_.as_view(), scores);
+    if (classifier_bias_.size() != 0) {
+      for_each_n(policy, scores.size(), detail::add_row_bias_op{scores.data(), classifier_bias_.data(), experts});
+    }
+    detail::checks_or_deferred<Policy> checks(policy, deferred);
+    checks->finite(view<const float>(scores.data(), scores.size()), experts, "router: logits");
+    checks.before_launch();
+    for_each_n(policy, tokens,
+               detail::route_token_op<Scoring>{scores.data(),
+                                               selection_bias_.size() != 0 ? selection_bias_.data() : nullptr,
+                                               options_.num_experts(), options_.top_k, options_.normalize_top_k,
+                                               options_.routed_scaling_factor, chosen.data(), weights.data()});
+  }
+
+ private:
+  static typename Policy::template buffer<float> upload(const Policy& policy, view<const float> values) {
+    typename Policy::template buffer<float> buffer(policy, values.size());
+    if (!values.empty()) {
+      copy_to(policy, values, buffer.as_view());
+      synchronize(policy);
+    }
+    return buffer;
+  }
+
+  router_options options_;
+  std::int64_t hidden_;
+  typename Policy::template buffer<float> classifier_;
+  typename Policy::template buffer<float> classifier_bias_;
+  typename Policy::template buffer<float> selection_bias_;
+  typename Policy::template buffer<float> scores_;
+};
+
+template <class Policy = host_policy>
+using softmax_router = topk_router<softmax_scoring, Policy>;
+template <class Policy = host_policy>
+using sigmoid_router = topk_router<sigmoid_scoring, Policy>;
+
+}  // namespace ngemb
