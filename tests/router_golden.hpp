@@ -1,0 +1,75 @@
+#pragma once
+// The router cases written by tests/reference/router_reference.py and the check both the host (tests/moe.cpp) and
+// device (tests/cuda/moe.cu) tests apply: chosen experts exactly (ties to the lowest index), weights within 1e-5
+// relative (fp32 logits, scores and normalisation: a few roundings of values near 1).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ngemb/moe/router.hpp"
+
+namespace ngemb_test {
+
+struct router_case {
+  nlohmann::json golden;
+  ngemb::router_options options;
+  std::int64_t hidden = 0;
+  std::vector<float> classifier;
+  std::vector<float> classifier_bias;
+  std::vector<float> selection_bias;
+  std::vector<float> x;
+
+  explicit router_case(const nlohmann::json& c)
+      : golden(c),
+        hidden(c.at("hidden")),
+        classifier(c.at("classifier").get<std::vector<float>>()),
+        classifier_bias(c.value("classifier_bias", std::vector<float>{})),
+        selection_bias(c.value("selection_bias", std::vector<float>{})),
+        x(c.at("x").get<std::vector<float>>()) {
+    options.routed_experts = c.at("routed_experts");
+    options.zero_experts = c.at("zero_experts");
+    options.top_k = c.at("top_k");
+    options.normalize_top_k = c.at("normalize_top_k");
+    options.routed_scaling_factor = c.at("routed_scaling_factor");
+  }
+
+  [[nodiscard]] bool softmax() const { return golden.at("scoring") == "softmax"; }
+  [[nodiscard]] std::size_t tokens() const { return x.size() / static_cast<std::size_t>(hidden); }
+
+  template <class Router, class Policy>
+  [[nodiscard]] Router make(const Policy& policy) const {
+    return Router(policy, options, hidden, ngemb::view<const float>(classifier), ngemb::view<const float>(classifier_bias),
+                  ngemb::view<const float>(selection_bias));
+  }
+
+  void check(const std::vector<std::int32_t>& chosen, const std::vector<float>& weights) const {
+    const auto k = static_cast<std::size_t>(options.top_k);
+    for (std::size_t token = 0; token < tokens(); ++token) {
+      for (std::size_t pick = 0; pick < k; ++pick) {
+        INFO(golden.at("name").get<std::string>() << " token " << token << " pick " << pick);
+        CHECK(chosen[token * k + pick] == golden.at("chosen")[token][pick].get<int>());
+        const double want = golden.at("weights")[token][pick].get<double>();
+        CHECK(std::abs(weights[token * k + pick] - want) <= 1e-5 * std::abs(want) + 1e-12);
+      }
+    }
+  }
+};
+
+inline std::vector<router_case> router_cases() {
+  std::ifstream file(std::filesystem::path(NGEMB_REFERENCE_DIR) / "router" / "golden.json");
+  const nlohmann::json golden = nlohmann::json::parse(file);  // a range-for would not keep a temporary alive
+  std::vector<router_case> cases;
+  for (const auto& c : golden.at("cases")) {
+    cases.emplace_back(c);
+  }
+  return cases;
+}
+
+}  // namespace ngemb_test
