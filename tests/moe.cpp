@@ -24,6 +24,7 @@ TEST_CASE("routers match the fp64 reference: choices, zero experts, selection bi
       router.route(policy, c.tokens(), ngemb::view<const float>(c.x), ngemb::view<std::int32_t>(chosen),
                    ngemb::view<float>(weights));
       c.check(chosen, weights);
+      c.check_load(ngemb::routing_load(policy, c.options, ngemb::view<const std::int32_t>(chosen)));
     };
     if (c.softmax()) {
       run(c.make<ngemb::softmax_router<>>(policy));
@@ -62,6 +63,11 @@ TEST_CASE("router errors") {
     for (const std::int32_t expert : chosen) {
       CHECK((expert >= 0 && expert < 6));
     }
+  }
+  SUBCASE("load of indices outside the experts") {
+    const std::vector<std::int32_t> chosen = {0, 5, 6, 1};
+    CHECK_THROWS_WITH_AS(ngemb::routing_load(policy, options, ngemb::view<const std::int32_t>(chosen)),
+                         doctest::Contains("1 chosen indices are outside [0, E+Z = 6)"), ngemb::invalid_argument);
   }
   SUBCASE("outputs of the wrong size") {
     ngemb::softmax_router<> router(policy, options, 4, ngemb::view<const float>(classifier));

@@ -60,6 +60,22 @@ struct router_case {
       }
     }
   }
+
+  /// The load statistics count the reference's choices.
+  void check_load(const ngemb::routing_statistics& statistics) const {
+    std::vector<std::int64_t> expected(static_cast<std::size_t>(options.num_experts()), 0);
+    std::int64_t zero = 0;
+    for (const auto& token : golden.at("chosen")) {
+      for (const auto& expert : token) {
+        ++expected[expert.get<std::size_t>()];
+        zero += expert.get<int>() >= options.routed_experts ? 1 : 0;
+      }
+    }
+    const auto assignments = static_cast<std::int64_t>(tokens()) * options.top_k;
+    CHECK(statistics.load == expected);
+    CHECK(statistics.assignments() == assignments);
+    CHECK(statistics.zero_share() == doctest::Approx(static_cast<double>(zero) / static_cast<double>(assignments)));
+  }
 };
 
 inline std::vector<router_case> router_cases() {

@@ -21,6 +21,7 @@ TEST_CASE("device routers match the fp64 reference") {
       router.route(policy, c.tokens(), x.as_view(), chosen.as_view(), weights.as_view());
       c.check(ngemb_test::to_host(policy, ngemb::view<const std::int32_t>(chosen.as_view())),
               ngemb_test::to_host(policy, ngemb::view<const float>(weights.as_view())));
+      c.check_load(ngemb::routing_load(policy, c.options, ngemb::view<const std::int32_t>(chosen.as_view())));
     };
     if (c.softmax()) {
       run(c.make<ngemb::softmax_router<ngemb::device_policy>>(policy));

@@ -4,6 +4,7 @@
 // experts are chosen, never their weights), the chosen keep s_e (optionally renormalised over the k chosen), times
 // routed_scaling_factor. Everything runs in fp32 whatever the model's dtype. Ties go to the lowest expert index, on
 // host and device alike, because the selection is one shared element operation.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -228,6 +229,75 @@ class topk_router {
   typename Policy::template buffer<float> selection_bias_;
   typename Policy::template buffer<float> scores_;
 };
+
+/// What a user watches of a router: how many (token, pick) assignments each expert got, and the share that went
+/// to zero-computation experts (their FFN cost is saved).
+struct routing_statistics {
+  int routed_experts = 0;
+  std::vector<std::int64_t> load;  ///< [E+Z] assignments per expert; zero experts are E..E+Z-1
+
+  [[nodiscard]] std::int64_t assignments() const {
+    std::int64_t total = 0;
+    for (const std::int64_t count : load) {
+      total += count;
+    }
+    return total;
+  }
+  [[nodiscard]] double zero_share() const {
+    std::int64_t zero = 0;
+    for (std::size_t e = static_cast<std::size_t>(routed_experts); e < load.size(); ++e) {
+      zero += load[e];
+    }
+    const std::int64_t total = assignments();
+    return total == 0 ? 0.0 : static_cast<double>(zero) / static_cast<double>(total);
+  }
+};
+
+namespace detail {
+
+/// counts[chosen[i]] += 1; an index outside [0, experts) counts in the extra last slot.
+struct count_assignments_op {
+  const std::int32_t* chosen;
+  unsigned long long* counts;
+  int experts;
+
+  NGEMB_HD void operator()(std::size_t i) const {
+    const std::int32_t expert = chosen[i];
+    unsigned long long* slot = counts + (expert >= 0 && expert < experts ? expert : experts);
+#if NGEMB_IN_DEVICE_CODE
+    atomicAdd(slot, 1ull);
+#else
+    std::atomic_ref<unsigned long long>(*slot).fetch_add(1, std::memory_order_relaxed);
+#endif
+  }
+};
+
+struct zero_counts_op {
+  unsigned long long* counts;
+  NGEMB_HD void operator()(std::size_t i) const { counts[i] = 0; }
+};
+
+}  // namespace detail
+
+/// Load per expert of a router's `chosen` output ([tokens x k] in policy memory). Throws invalid_argument when an
+/// index is outside [0, E+Z).
+template <class Policy>
+routing_statistics routing_load(const Policy& policy, const router_options& options, view<const std::int32_t> chosen) {
+  const int experts = options.num_experts();
+  typename Policy::template buffer<unsigned long long> counts(policy, static_cast<std::size_t>(experts) + 1);
+  for_each_n(policy, counts.size(), detail::zero_counts_op{counts.data()});
+  for_each_n(policy, chosen.size(), detail::count_assignments_op{chosen.data(), counts.data(), experts});
+  std::vector<unsigned long long> host(counts.size());
+  copy_to_host(policy, view<const unsigned long long>(counts.data(), counts.size()), view<unsigned long long>(host));
+  if (host.back() != 0) {
+    throw invalid_argument("routing_load: " + std::to_string(host.back()) + " chosen indices are outside [0, E+Z = " +
+                           std::to_string(experts) + ")");
+  }
+  routing_statistics statistics;
+  statistics.routed_experts = options.routed_experts;
+  statistics.load.assign(host.begin(), host.end() - 1);
+  return statistics;
+}
 
 template <class Policy = host_policy>
 using softmax_router = topk_router<softmax_scoring, Policy>;
