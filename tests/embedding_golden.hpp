@@ -20,6 +20,7 @@
 #include "ngemb/cache/ngram_cache.hpp"
 #include "ngemb/io/hf_config.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/policy/upload.hpp"
 #include "token_batch.hpp"
 
 namespace ngemb_test {
@@ -82,10 +83,7 @@ double worst_row_error(const std::vector<Got>& got, const std::vector<double>& w
 /// Host values copied into policy memory.
 template <class Policy, class T>
 typename Policy::template buffer<T> to_policy(const Policy& policy, const std::vector<T>& values) {
-  typename Policy::template buffer<T> buffer(policy, values.size());
-  copy_to(policy, ngemb::view<const T>(values), buffer.as_view());
-  synchronize(policy);
-  return buffer;
+  return ngemb::upload(policy, ngemb::view<const T>(values));
 }
 
 template <class Policy, class T>

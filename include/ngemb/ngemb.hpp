@@ -22,6 +22,7 @@
 #include "ngemb/moe/router.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/policy/upload.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"

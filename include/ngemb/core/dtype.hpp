@@ -165,4 +165,23 @@ NGEMB_HD inline T from_float(float value) {
   return T(value);
 }
 
+namespace detail {
+
+/// Any of float, double, bf16 and fp16 to any other: bf16/fp16 widen exactly through float, float and double
+/// convert as C++ does, and bf16/fp16 results round to nearest even from float.
+template <class To, class From>
+NGEMB_HD To convert(From value) {
+  if constexpr (std::is_same_v<To, From>) {
+    return value;
+  } else if constexpr (std::is_same_v<From, bf16> || std::is_same_v<From, fp16>) {
+    return convert<To>(to_float(value));
+  } else if constexpr (std::is_same_v<To, float> || std::is_same_v<To, double>) {
+    return static_cast<To>(value);
+  } else {
+    return from_float<To>(static_cast<float>(value));
+  }
+}
+
+}  // namespace detail
+
 }  // namespace ngemb

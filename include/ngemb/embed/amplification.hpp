@@ -21,6 +21,7 @@
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/safetensors.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/policy/upload.hpp"
 
 namespace ngemb {
 
@@ -110,7 +111,7 @@ class layer_norm_amplification {
 
   /// gamma and beta from host arrays of the branch width.
   layer_norm_amplification(const Policy& policy, view<const float> gamma, view<const float> beta, double epsilon = 1e-5)
-      : gamma_(policy, gamma.size()), beta_(policy, beta.size()), epsilon_(epsilon) {
+      : gamma_(upload(policy, gamma)), beta_(upload(policy, beta)), epsilon_(epsilon) {
     if (gamma.size() != beta.size() || gamma.empty()) {
       throw shape_mismatch("layer_norm_amplification: gamma has " + std::to_string(gamma.size()) + " elements, beta " +
                            std::to_string(beta.size()) + "; both need the branch width");
@@ -118,9 +119,6 @@ class layer_norm_amplification {
     if (!(epsilon > 0.0)) {
       throw invalid_argument("layer_norm_amplification: epsilon must be > 0, got " + std::to_string(epsilon));
     }
-    copy_to(policy, gamma, gamma_.as_view());
-    copy_to(policy, beta, beta_.as_view());
-    synchronize(policy);
   }
 
   static layer_norm_amplification load(const Policy& policy, const safetensors_checkpoint& checkpoint,

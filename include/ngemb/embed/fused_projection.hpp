@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
@@ -15,6 +16,7 @@
 #include "ngemb/io/safetensors.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/policy/upload.hpp"
 
 namespace ngemb {
 
@@ -41,11 +43,11 @@ class fused_projection {
       for (std::int64_t out = 0; out < output_width_; ++out) {
         for (std::int64_t column = 0; column < row_width_; ++column) {
           concatenated[static_cast<std::size_t>(out * input_width() + table * row_width_ + column)] =
-              widen(weight[static_cast<std::size_t>(out * row_width_ + column)]);
+              detail::convert<Acc>(weight[static_cast<std::size_t>(out * row_width_ + column)]);
         }
       }
     }
-    upload(policy, concatenated);
+    weights_ = upload(policy, view<const Acc>(concatenated));
   }
 
   /// Reads `{prefix}.post_projs.{i}.weight` [output_width, row_width] for i < num_tables (any float dtype).
@@ -77,27 +79,12 @@ class fused_projection {
   }
 
  private:
-  template <class W>
-  static Acc widen(W value) {
-    if constexpr (std::is_same_v<W, double> || std::is_same_v<W, float>) {
-      return static_cast<Acc>(value);
-    } else {
-      return static_cast<Acc>(to_float(value));
-    }
-  }
-
   void check_sizes() const {
     if (tables_ < 1 || row_width_ < 1 || output_width_ < 1) {
       throw invalid_argument("fused_projection: needs >= 1 sub-table, row width and output width, got " +
                              std::to_string(tables_) + ", " + std::to_string(row_width_) + ", " +
                              std::to_string(output_width_));
     }
-  }
-
-  void upload(const Policy& policy, const std::vector<Acc>& concatenated) {
-    weights_ = typename Policy::template buffer<Acc>(policy, concatenated.size());
-    copy_to(policy, view<const Acc>(concatenated), weights_.as_view());
-    synchronize(policy);
   }
 
   int tables_;

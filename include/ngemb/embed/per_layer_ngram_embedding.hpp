@@ -54,13 +54,13 @@ class ngram_gated_ffn {
 
   template <readable_element W>
   ngram_gated_ffn(const Policy& policy, std::int64_t hidden, std::int64_t width, view<const W> gate, view<const W> down)
-      : hidden_(hidden), width_(width), gate_(policy, gate.size()), down_(policy, down.size()) {
+      : hidden_(hidden), width_(width) {
     if (hidden < 1 || width < 1) {
       throw invalid_argument("ngram_gated_ffn: H and F must be >= 1, got " + std::to_string(hidden) + " and " +
                              std::to_string(width));
     }
-    upload(policy, "gate (W_a)", gate, gate_);
-    upload(policy, "down (W_d)", down, down_);
+    gate_ = widened(policy, "gate (W_a)", gate);
+    down_ = widened(policy, "down (W_d)", down);
   }
 
   static ngram_gated_ffn load(const Policy& policy, const safetensors_checkpoint& checkpoint, int layer,
@@ -94,18 +94,16 @@ class ngram_gated_ffn {
 
  private:
   template <class W>
-  void upload(const Policy& policy, const char* what, view<const W> values,
-              typename Policy::template buffer<Acc>& destination) {
+  typename Policy::template buffer<Acc> widened(const Policy& policy, const char* what, view<const W> values) const {
     if (values.size() != static_cast<std::size_t>(hidden_ * width_)) {
       throw shape_mismatch(std::string("ngram_gated_ffn: ") + what + " has " + std::to_string(values.size()) +
                            " elements, expected " + std::to_string(hidden_) + " x " + std::to_string(width_));
     }
-    std::vector<Acc> widened(values.size());
+    std::vector<Acc> converted(values.size());
     for (std::size_t i = 0; i < values.size(); ++i) {
-      widened[i] = detail::widen_to<Acc>(values[i]);
+      converted[i] = detail::convert<Acc>(values[i]);
     }
-    copy_to(policy, view<const Acc>(widened), destination.as_view());
-    synchronize(policy);
+    return upload(policy, view<const Acc>(converted));
   }
 
   std::int64_t hidden_;

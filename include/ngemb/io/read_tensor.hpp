@@ -28,13 +28,7 @@ void convert_bytes(std::span<const std::byte> bytes, std::span<T> values) {
   for (std::size_t i = 0; i < values.size(); ++i) {
     Stored stored;
     std::memcpy(&stored, bytes.data() + i * sizeof(Stored), sizeof(Stored));
-    if constexpr (std::is_same_v<T, Stored>) {
-      values[i] = stored;
-    } else if constexpr (std::is_same_v<T, double>) {
-      values[i] = static_cast<double>(to_float(stored));
-    } else {
-      values[i] = from_float<T>(to_float(stored));
-    }
+    values[i] = convert<T>(stored);
   }
 }
 

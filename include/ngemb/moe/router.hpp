@@ -19,6 +19,7 @@
 #include "ngemb/io/safetensors.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/policy/upload.hpp"
 
 namespace ngemb {
 
@@ -213,15 +214,6 @@ class topk_router {
   }
 
  private:
-  static typename Policy::template buffer<float> upload(const Policy& policy, view<const float> values) {
-    typename Policy::template buffer<float> buffer(policy, values.size());
-    if (!values.empty()) {
-      copy_to(policy, values, buffer.as_view());
-      synchronize(policy);
-    }
-    return buffer;
-  }
-
   router_options options_;
   std::int64_t hidden_;
   typename Policy::template buffer<float> classifier_;

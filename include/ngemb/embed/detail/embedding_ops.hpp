@@ -4,7 +4,6 @@
 // output from the base row and the projected n-gram branch.
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/macros.hpp"
@@ -12,29 +11,6 @@
 #include "ngemb/embed/amplification.hpp"
 
 namespace ngemb::detail {
-
-template <class Acc, class T>
-NGEMB_HD Acc widen_to(T value) {
-  if constexpr (std::is_same_v<T, Acc>) {
-    return value;
-  } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    return static_cast<Acc>(value);
-  } else {
-    return static_cast<Acc>(to_float(value));
-  }
-}
-
-/// Output elements: the storage types (bf16/fp16 round to nearest even) or double for references.
-template <class Out, class Acc>
-NGEMB_HD Out narrow_to(Acc value) {
-  if constexpr (std::is_same_v<Out, Acc>) {
-    return value;
-  } else if constexpr (std::is_same_v<Out, float> || std::is_same_v<Out, double>) {
-    return static_cast<Out>(value);
-  } else {
-    return from_float<Out>(static_cast<float>(value));
-  }
-}
 
 /// Row r = token * T + table of the gathered matrix [tokens x T*d] is sub-table `table`'s row ids[r]: the rows of
 /// one token sit side by side, in the column order of W_cat.
@@ -70,7 +46,7 @@ struct gather_rows_op {
 #endif
     Acc* destination = gathered + part.row * chunks.width;
     for (std::size_t column = part.begin; column < part.end; ++column) {
-      destination[column] = widen_to<Acc>(source[column]);
+      destination[column] = convert<Acc>(source[column]);
     }
   }
 };
@@ -112,9 +88,9 @@ struct combine_op {
     for (std::size_t column = part.begin; column < part.end; ++column) {
       Acc value = amplification.apply(branch_row[column], static_cast<std::int64_t>(column), stats);
       if (base != nullptr) {
-        value += widen_to<Acc>(base[column]);
+        value += convert<Acc>(base[column]);
       }
-      out_row[column] = narrow_to<Out>(value / divisor);
+      out_row[column] = convert<Out>(value / divisor);
     }
   }
 };
