@@ -1,0 +1,59 @@
+#pragma once
+// What a model component hands to a checkpoint writer: its parameters under their checkpoint names, copied out of
+// policy memory (host or device) into host storage the collection owns, ready for write_safetensors(_checkpoint).
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ngemb/core/dtype.hpp"
+#include "ngemb/core/views.hpp"
+#include "ngemb/io/safetensors.hpp"
+#include "ngemb/policy/host_policy.hpp"
+
+namespace ngemb {
+
+class tensor_collection {
+ public:
+  /// Copies `values` (policy memory) now; throws shape_mismatch unless it holds exactly prod(shape) elements and
+  /// invalid_argument when `name` is already in the collection.
+  template <class Policy, storage_type T>
+  void add(const Policy& policy, std::string name, std::vector<std::int64_t> shape,
+           std::type_identity_t<view<const T>> values) {
+    for (const tensor_to_write& tensor : tensors_) {
+      if (tensor.name == name) {
+        throw invalid_argument("tensor_collection: \"" + name + "\" was added twice");
+      }
+    }
+    std::vector<T>& host = storage_of<T>().emplace_back(values.size());
+    copy_to_host(policy, values, view<T>(host));
+    tensors_.push_back(tensor_to_write::of<T>(std::move(name), std::move(shape), view<const T>(host)));
+  }
+
+  [[nodiscard]] std::span<const tensor_to_write> tensors() const { return tensors_; }
+  [[nodiscard]] std::size_t size() const { return tensors_.size(); }
+
+ private:
+  template <class T>
+  std::deque<std::vector<T>>& storage_of() {
+    if constexpr (std::is_same_v<T, float>) {
+      return f32_;
+    } else if constexpr (std::is_same_v<T, bf16>) {
+      return bf16_;
+    } else {
+      return f16_;
+    }
+  }
+
+  // Deques keep every stored vector (and so every span in tensors_) in place as more are added.
+  std::deque<std::vector<float>> f32_;
+  std::deque<std::vector<bf16>> bf16_;
+  std::deque<std::vector<fp16>> f16_;
+  std::vector<tensor_to_write> tensors_;
+};
+
+}  // namespace ngemb
