@@ -21,7 +21,7 @@ class tensor_collection {
  public:
   /// Copies `values` (policy memory) now; throws shape_mismatch unless it holds exactly prod(shape) elements and
   /// invalid_argument when `name` is already in the collection.
-  template <class Policy, storage_type T>
+  template <storage_type T, class Policy>
   void add(const Policy& policy, std::string name, std::vector<std::int64_t> shape,
            std::type_identity_t<view<const T>> values) {
     for (const tensor_to_write& tensor : tensors_) {
