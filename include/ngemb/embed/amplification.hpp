@@ -20,6 +20,7 @@
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/upload.hpp"
 
@@ -48,6 +49,9 @@ struct no_amplification {
                                std::int64_t /*width*/, const ngram_tensor_names& /*names*/ = {}) {
     return {};
   }
+  /// Nothing to write: no parameters.
+  template <class Policy>
+  void save(const Policy& /*policy*/, tensor_collection& /*out*/, const ngram_tensor_names& /*names*/ = {}) const {}
 };
 
 /// a(n) = sqrt(H) * n.
@@ -69,6 +73,8 @@ struct sqrt_hidden_amplification {
                                         std::int64_t /*width*/, const ngram_tensor_names& /*names*/ = {}) {
     return {};
   }
+  template <class Policy>
+  void save(const Policy& /*policy*/, tensor_collection& /*out*/, const ngram_tensor_names& /*names*/ = {}) const {}
 };
 
 /// a(n) = LayerNorm(n) = (n - mean) / sqrt(var + eps) * gamma + beta, population variance over the row.
@@ -128,6 +134,12 @@ class layer_norm_amplification {
     const auto gamma = read_tensor_as<float>(checkpoint, names.norm_weight(), shape);
     const auto beta = read_tensor_as<float>(checkpoint, names.norm_bias(), shape);
     return layer_norm_amplification(policy, view<const float>(gamma), view<const float>(beta), epsilon);
+  }
+
+  void save(const Policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+    const auto width = static_cast<std::int64_t>(gamma_.size());
+    out.add<float>(policy, names.norm_weight(), {width}, gamma_.as_view());
+    out.add<float>(policy, names.norm_bias(), {width}, beta_.as_view());
   }
 
   [[nodiscard]] ref_type ref(std::int64_t width) const {

@@ -14,6 +14,7 @@
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/upload.hpp"
@@ -62,6 +63,22 @@ class fused_projection {
       views.emplace_back(weights.back());
     }
     return fused_projection(policy, output_width, row_width, std::span<const view<const double>>(views));
+  }
+
+  /// Writes `{prefix}.post_projs.{i}.weight` [output_width, row_width] in fp32, split back out of W_cat.
+  void save(const Policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+    std::vector<Acc> concatenated(weights_.size());
+    copy_to_host(policy, weights(), view<Acc>(concatenated));
+    std::vector<float> projection(static_cast<std::size_t>(output_width_ * row_width_));
+    for (int table = 0; table < tables_; ++table) {
+      for (std::int64_t row = 0; row < output_width_; ++row) {
+        for (std::int64_t column = 0; column < row_width_; ++column) {
+          projection[static_cast<std::size_t>(row * row_width_ + column)] = detail::convert<float>(
+              concatenated[static_cast<std::size_t>(row * input_width() + table * row_width_ + column)]);
+        }
+      }
+      out.add<float>(host_policy{}, names.post_proj(table), {output_width_, row_width_}, view<const float>(projection));
+    }
   }
 
   [[nodiscard]] int num_tables() const { return tables_; }

@@ -168,6 +168,13 @@ class ngram_embedding {
     return ngram_embedding(config, std::move(store), std::move(projection), std::move(amplification));
   }
 
+  /// The tensors load() reads (SPEC §4 names), for write_safetensors_checkpoint; config.json is the caller's.
+  void save(const policy_type& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+    store_.save(policy, out, names);
+    projection_.save(policy, out, names);
+    amplification_.save(policy, out, names);
+  }
+
   [[nodiscard]] const ngram_config& config() const { return config_; }
   [[nodiscard]] const Hasher& hasher() const { return hasher_; }
   [[nodiscard]] const Store& store() const { return store_; }

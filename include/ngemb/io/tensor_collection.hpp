@@ -19,6 +19,12 @@ namespace ngemb {
 
 class tensor_collection {
  public:
+  /// `names_only`: record names and shapes without copying values (what a loader checks a checkpoint against);
+  /// tensors() is then unavailable.
+  enum class mode { copy_values, names_only };
+
+  explicit tensor_collection(mode collect = mode::copy_values) : mode_(collect) {}
+
   /// Copies `values` (policy memory) now; throws shape_mismatch unless it holds exactly prod(shape) elements and
   /// invalid_argument when `name` is already in the collection.
   template <storage_type T, class Policy>
@@ -29,12 +35,24 @@ class tensor_collection {
         throw invalid_argument("tensor_collection: \"" + name + "\" was added twice");
       }
     }
+    if (mode_ == mode::names_only) {
+      tensors_.push_back(tensor_to_write::of<T>(std::move(name), std::move(shape), values));
+      tensors_.back().data = {};  // the values stay in policy memory, never read through here
+      return;
+    }
     std::vector<T>& host = storage_of<T>().emplace_back(values.size());
     copy_to_host(policy, values, view<T>(host));
     tensors_.push_back(tensor_to_write::of<T>(std::move(name), std::move(shape), view<const T>(host)));
   }
 
-  [[nodiscard]] std::span<const tensor_to_write> tensors() const { return tensors_; }
+  [[nodiscard]] std::span<const tensor_to_write> tensors() const {
+    if (mode_ == mode::names_only) {
+      throw invalid_argument("tensor_collection: a names-only collection has no values to write");
+    }
+    return tensors_;
+  }
+  /// Name, dtype and shape of every tensor added (data empty in names-only mode).
+  [[nodiscard]] std::span<const tensor_to_write> entries() const { return tensors_; }
   [[nodiscard]] std::size_t size() const { return tensors_.size(); }
 
  private:
@@ -53,6 +71,7 @@ class tensor_collection {
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<bf16>> bf16_;
   std::deque<std::vector<fp16>> f16_;
+  mode mode_;
   std::vector<tensor_to_write> tensors_;
 };
 

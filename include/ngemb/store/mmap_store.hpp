@@ -13,6 +13,7 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/store/store.hpp"
 
@@ -48,6 +49,18 @@ class mmap_store {
   static mmap_store load(const host_policy& /*policy*/, std::shared_ptr<const safetensors_checkpoint> checkpoint,
                          const ngram_config& config, const ngram_tensor_names& names = {}) {
     return mmap_store(std::move(checkpoint), config, names);
+  }
+
+  /// Writes the mapped tables under `names` (the rows are copied, so a checkpoint can be re-saved elsewhere).
+  void save(const host_policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+    if (has_base()) {
+      out.add<T>(policy, names.base, {vocab_, hidden_},
+                 view<const T>(rows_.base, static_cast<std::size_t>(vocab_ * hidden_)));
+    }
+    for (int table = 0; table < num_tables(); ++table) {
+      out.add<T>(policy, names.embedder(table), {rows(table), rows_.width},
+                 view<const T>(rows_.tables[table], static_cast<std::size_t>(rows(table) * rows_.width)));
+    }
   }
 
   [[nodiscard]] int num_tables() const { return static_cast<int>(row_counts_.size()); }

@@ -15,6 +15,7 @@
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/store/store.hpp"
 
@@ -83,6 +84,18 @@ class table_store {
       read(names.embedder(table), {store.rows(table), store.width_}, store.table_view(table));
     }
     return store;
+  }
+
+  /// Writes the tables under the names load() reads, in T.
+  void save(const Policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+    if (has_base()) {
+      out.add<T>(policy, names.base, {vocab_, hidden_}, base_.as_view());
+    }
+    for (int table = 0; table < num_tables(); ++table) {
+      out.add<T>(policy, names.embedder(table), {rows(table), width_},
+                 tables_.as_view().subview(static_cast<std::size_t>(offsets_[static_cast<std::size_t>(table)] * width_),
+                                           table_elements(table)));
+    }
   }
 
   [[nodiscard]] int num_tables() const { return static_cast<int>(rows_.size()); }
