@@ -109,33 +109,13 @@ TEST_CASE("config.json from a file or a checkpoint folder") {
 #include <nlohmann/json.hpp>
 
 #include "ngemb/io/safetensors.hpp"
+#include "temp_folder.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-/// A fresh folder under the system temporary directory, removed with its content at scope exit.
-class temp_folder {
- public:
-  temp_folder() {
-    std::random_device entropy;
-    do {
-      path_ = fs::temp_directory_path() /
-              ("ngemb_test_safetensors_" + std::to_string(entropy()) + "_" + std::to_string(entropy()));
-    } while (!fs::create_directory(path_));
-  }
-  temp_folder(const temp_folder&) = delete;
-  temp_folder& operator=(const temp_folder&) = delete;
-  ~temp_folder() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] fs::path operator/(const std::string& name) const { return path_ / name; }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ngemb_test::temp_folder;
 
 template <class Unsigned>
 std::string little_endian(Unsigned value) {

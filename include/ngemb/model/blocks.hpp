@@ -136,11 +136,13 @@ class prenorm_block {
 
   static prenorm_block load(const policy_type& policy, const safetensors_checkpoint& checkpoint, int layer,
                             const model_config& config) {
+    // Named steps, not call arguments, so a missing tensor is reported in checkpoint order on every compiler.
     const std::string prefix = detail::layer_prefix(layer);
-    return prenorm_block(detail::load_norm(policy, checkpoint, prefix + "input_layernorm.weight", config),
-                         detail::load_attention<Attention>(policy, checkpoint, prefix + "self_attn", config),
-                         detail::load_norm(policy, checkpoint, prefix + "post_attention_layernorm.weight", config),
-                         detail::load_feed_forward<Ffn>(policy, checkpoint, prefix + "mlp", config));
+    auto input_norm = detail::load_norm(policy, checkpoint, prefix + "input_layernorm.weight", config);
+    auto attention = detail::load_attention<Attention>(policy, checkpoint, prefix + "self_attn", config);
+    auto post_norm = detail::load_norm(policy, checkpoint, prefix + "post_attention_layernorm.weight", config);
+    auto ffn = detail::load_feed_forward<Ffn>(policy, checkpoint, prefix + "mlp", config);
+    return prenorm_block(std::move(input_norm), std::move(attention), std::move(post_norm), std::move(ffn));
   }
 
   void save(const policy_type& policy, int layer, tensor_collection& out) const {
@@ -212,9 +214,15 @@ class shortcut_block {
     const auto ffn = [&](int index) {
       return detail::load_feed_forward<Ffn>(policy, checkpoint, prefix + "mlps." + std::to_string(index), config);
     };
-    return shortcut_block({norm("input_layernorm.", 0), norm("input_layernorm.", 1)}, {attention(0), attention(1)},
-                          {norm("post_attention_layernorm.", 0), norm("post_attention_layernorm.", 1)},
-                          {ffn(0), ffn(1)}, detail::load_feed_forward<Moe>(policy, checkpoint, prefix + "mlp", config));
+    // Braced lists evaluate left to right, so a missing tensor is reported in checkpoint order.
+    std::array<rms_norm<policy_type>, 2> input_norms{norm("input_layernorm.", 0), norm("input_layernorm.", 1)};
+    std::array<Attention, 2> attentions{attention(0), attention(1)};
+    std::array<rms_norm<policy_type>, 2> post_norms{norm("post_attention_layernorm.", 0),
+                                                    norm("post_attention_layernorm.", 1)};
+    std::array<Ffn, 2> ffns{ffn(0), ffn(1)};
+    Moe moe = detail::load_feed_forward<Moe>(policy, checkpoint, prefix + "mlp", config);
+    return shortcut_block(std::move(input_norms), std::move(attentions), std::move(post_norms), std::move(ffns),
+                          std::move(moe));
   }
 
   void save(const policy_type& policy, int layer, tensor_collection& out) const {

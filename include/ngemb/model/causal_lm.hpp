@@ -101,7 +101,7 @@ struct generation_result {
 namespace detail {
 
 /// out row s = in row rows[s]: the last token of each sequence, ahead of the lm_head.
-struct gather_rows_op {
+struct gather_last_rows_op {
   const float* in;
   const std::int64_t* rows;
   float* out;
@@ -271,7 +271,7 @@ class causal_lm {
       copy_to(policy, view<const std::int64_t>(last_rows_host_.data(), sequences.size()),
               last_rows_.as_view().subview(0, sequences.size()));
       const view<float> last = work_.normed.as_view().subview(0, sequences.size() * hidden);
-      for_each_n(policy, last.size(), detail::gather_rows_op{h.data(), last_rows_.data(), last.data(), hidden});
+      for_each_n(policy, last.size(), detail::gather_last_rows_op{h.data(), last_rows_.data(), last.data(), hidden});
       head_.forward(policy, sequences.size(), last, logits);
     }
     clock.mark(policy, model_stage::norm_and_head);

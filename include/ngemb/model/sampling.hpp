@@ -56,6 +56,7 @@ class token_rng {
 /// The next token from `logits` [V] (host memory). Throws invalid_argument naming the id when a logit is NaN or
 /// infinite: a model that produced it is broken, and sampling from it would hide that.
 inline std::int32_t sample_token(view<const float> logits, const sampling_options& options, token_rng& rng) {
+  options.validate();
   for (std::size_t id = 0; id < logits.size(); ++id) {
     if (!std::isfinite(logits[id])) {
       throw invalid_argument("sample_token: logit of token " + std::to_string(id) + " is " +
