@@ -20,6 +20,7 @@
 #include "ngemb/moe/moe_layer.hpp"
 #include "ngemb/moe/swiglu.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "model_golden.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -29,151 +30,12 @@ using expert_layer = ngemb::moe<ngemb::softmax_router<>, float>;
 using shortcut_lm =
     ngemb::causal_lm<embedding, ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>, expert_layer>>;
 using prenorm_lm = ngemb::causal_lm<embedding, ngemb::prenorm_block<ngemb::attention<>, expert_layer>>;
+using ngemb_test::check_against_reference;
+using ngemb_test::model_golden;
+using ngemb_test::model_dir;
+using ngemb_test::start;
 using ngemb_test::temp_folder;
-
-const std::filesystem::path model_dir = std::filesystem::path(NGEMB_REFERENCE_DIR) / "model";
-
-struct golden {
-  std::vector<std::vector<std::int32_t>> sequences;
-  std::vector<std::vector<double>> logits;  // every token, batch order
-  int max_new_tokens = 0;
-  std::vector<std::vector<std::int32_t>> greedy;
-
-  explicit golden(const std::string& name) {
-    std::ifstream stream(model_dir / name / "expected.json");
-    const nlohmann::json root = nlohmann::json::parse(stream);
-    sequences = root.at("sequences").get<std::vector<std::vector<std::int32_t>>>();
-    logits = root.at("logits").get<std::vector<std::vector<double>>>();
-    max_new_tokens = root.at("max_new_tokens").get<int>();
-    greedy = root.at("greedy").get<std::vector<std::vector<std::int32_t>>>();
-  }
-
-  [[nodiscard]] std::vector<std::int32_t> flat() const {
-    std::vector<std::int32_t> tokens;
-    for (const auto& sequence : sequences) {
-      tokens.insert(tokens.end(), sequence.begin(), sequence.end());
-    }
-    return tokens;
-  }
-  [[nodiscard]] std::vector<std::int64_t> offsets() const {
-    std::vector<std::int64_t> result{0};
-    for (const auto& sequence : sequences) {
-      result.push_back(result.back() + static_cast<std::int64_t>(sequence.size()));
-    }
-    return result;
-  }
-};
-
-/// fp32 through ~20 chained sublayers against float64: 1e-4 relative to max(|expected|, 1) leaves a 10x margin
-/// over the worst error seen, and is far below what a wrong routing choice or position (~1e-1) would cause.
-void check_row(const float* actual, const std::vector<double>& expected, const std::string& where) {
-  for (std::size_t id = 0; id < expected.size(); ++id) {
-    const double tolerance = 1e-4 * std::max(1.0, std::abs(expected[id]));
-    if (!(std::abs(actual[id] - expected[id]) <= tolerance)) {
-      FAIL(where << ", token id " << id << ": got " << actual[id] << ", expected " << expected[id]);
-    }
-  }
-}
-
-template <class Model>
-std::vector<float> run_batch(Model& model, const std::vector<std::vector<std::int32_t>>& sequences,
-                             const std::vector<typename Model::sequence_id>& ids, ngemb::logits_for which) {
-  std::vector<std::int32_t> tokens;
-  std::vector<std::int64_t> offsets{0};
-  for (const auto& sequence : sequences) {
-    tokens.insert(tokens.end(), sequence.begin(), sequence.end());
-    offsets.push_back(static_cast<std::int64_t>(tokens.size()));
-  }
-  const auto vocab = static_cast<std::size_t>(model.config().vocab_size());
-  std::vector<float> logits((which == ngemb::logits_for::every_token ? tokens.size() : sequences.size()) * vocab);
-  model.forward(ngemb::host_policy{}, ngemb::view<const std::int32_t>(ids),
-                ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
-                                                       ngemb::view<const std::int64_t>(offsets)),
-                ngemb::view<float>(logits), which);
-  return logits;
-}
-
-template <class Model>
-std::vector<typename Model::sequence_id> start(Model& model, std::size_t count) {
-  std::vector<typename Model::sequence_id> ids;
-  for (std::size_t i = 0; i < count; ++i) {
-    ids.push_back(model.start_sequence());
-  }
-  return ids;
-}
-
-template <class Model>
-void check_against_reference(const std::string& name) {
-  const golden expected(name);
-  auto model = Model::load(ngemb::host_policy{}, model_dir / name);
-  const auto vocab = static_cast<std::size_t>(model.config().vocab_size());
-
-  SUBCASE("a ragged prefill gives every token's logits") {
-    const auto ids = start(model, expected.sequences.size());
-    const auto logits = run_batch(model, expected.sequences, ids, ngemb::logits_for::every_token);
-    for (std::size_t row = 0; row < expected.logits.size(); ++row) {
-      check_row(logits.data() + row * vocab, expected.logits[row], name + " prefill row " + std::to_string(row));
-    }
-    for (std::size_t b = 0; b < ids.size(); ++b) {
-      CHECK(model.length(ids[b]) == static_cast<std::int64_t>(expected.sequences[b].size()));
-    }
-  }
-
-  SUBCASE("chunked prefill then one-token decode steps read the caches") {
-    // Every sequence's first half as one ragged prefill, then the rest one token per step for the sequences
-    // that still have tokens: each step's last-token logits must equal the reference rows.
-    const auto ids = start(model, expected.sequences.size());
-    std::vector<std::size_t> fed(expected.sequences.size());
-    std::vector<std::vector<std::int32_t>> chunk;
-    for (std::size_t b = 0; b < expected.sequences.size(); ++b) {
-      fed[b] = (expected.sequences[b].size() + 1) / 2;
-      chunk.emplace_back(expected.sequences[b].begin(), expected.sequences[b].begin() + static_cast<long>(fed[b]));
-    }
-    const auto offsets = expected.offsets();
-    auto logits = run_batch(model, chunk, ids, ngemb::logits_for::last_token);
-    for (std::size_t b = 0; b < ids.size(); ++b) {
-      check_row(logits.data() + b * vocab, expected.logits[static_cast<std::size_t>(offsets[b]) + fed[b] - 1],
-                name + " chunk of sequence " + std::to_string(b));
-    }
-    for (bool more = true; more;) {
-      more = false;
-      std::vector<std::vector<std::int32_t>> step;
-      std::vector<std::int32_t> step_ids;
-      std::vector<std::size_t> members;
-      for (std::size_t b = 0; b < ids.size(); ++b) {
-        if (fed[b] < expected.sequences[b].size()) {
-          step.push_back({expected.sequences[b][fed[b]++]});
-          step_ids.push_back(ids[b]);
-          members.push_back(b);
-        }
-      }
-      if (step.empty()) {
-        break;
-      }
-      more = true;
-      logits = run_batch(model, step, step_ids, ngemb::logits_for::last_token);
-      for (std::size_t i = 0; i < members.size(); ++i) {
-        const std::size_t b = members[i];
-        check_row(logits.data() + i * vocab, expected.logits[static_cast<std::size_t>(offsets[b]) + fed[b] - 1],
-                  name + " decode of sequence " + std::to_string(b) + " at " + std::to_string(fed[b] - 1));
-      }
-    }
-  }
-
-  SUBCASE("greedy generation gives the reference's tokens") {
-    ngemb::generation_options options;
-    options.max_new_tokens = expected.max_new_tokens;
-    int progress_calls = 0;
-    const auto result = model.generate(ngemb::host_policy{}, expected.sequences, options,
-                                       [&](const ngemb::generation_progress& progress) {
-                                         CHECK(progress.step == progress_calls++);
-                                       });
-    CHECK(result.tokens == expected.greedy);
-    CHECK(progress_calls == expected.max_new_tokens);
-    CHECK(result.prefill_tokens == expected.flat().size());
-    CHECK(result.decode_tokens == expected.sequences.size() * static_cast<std::size_t>(expected.max_new_tokens - 1));
-  }
-}
+const ngemb::host_policy host;
 
 /// Every tensor of `source` (raw bytes), with `replace` applied and `extra` appended, into `folder`.
 void copy_checkpoint(const std::filesystem::path& source, const std::filesystem::path& folder,
@@ -196,16 +58,17 @@ void copy_checkpoint(const std::filesystem::path& source, const std::filesystem:
 
 }  // namespace
 
-TEST_CASE("LongCat shortcut-block model matches the PyTorch reference") { check_against_reference<shortcut_lm>("shortcut"); }
+TEST_CASE("LongCat shortcut-block model matches the PyTorch reference") { check_against_reference<shortcut_lm>(host, "shortcut"); }
 
-TEST_CASE("pre-norm MoE model matches the PyTorch reference") { check_against_reference<prenorm_lm>("prenorm"); }
+TEST_CASE("pre-norm MoE model matches the PyTorch reference") { check_against_reference<prenorm_lm>(host, "prenorm"); }
 
 TEST_CASE("last-token logits are the every-token rows at each sequence's end") {
-  const golden expected("shortcut");
+  const model_golden expected("shortcut");
   auto model = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
   const auto vocab = static_cast<std::size_t>(model.config().vocab_size());
-  const auto every = run_batch(model, expected.sequences, start(model, 3), ngemb::logits_for::every_token);
-  const auto last = run_batch(model, expected.sequences, start(model, 3), ngemb::logits_for::last_token);
+  using ngemb::logits_for;
+  const auto every = ngemb_test::run_batch(model, host, expected.sequences, start(model, 3), logits_for::every_token);
+  const auto last = ngemb_test::run_batch(model, host, expected.sequences, start(model, 3), logits_for::last_token);
   const auto offsets = expected.offsets();
   for (std::size_t b = 0; b < 3; ++b) {
     const float* row = every.data() + static_cast<std::size_t>(offsets[b + 1] - 1) * vocab;
@@ -217,7 +80,7 @@ TEST_CASE("last-token logits are the every-token rows at each sequence's end") {
 }
 
 TEST_CASE("save then load gives the same tensors and bit-identical logits") {
-  const golden expected("shortcut");
+  const model_golden expected("shortcut");
   auto original = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
   const temp_folder folder;
   original.save(ngemb::host_policy{}, folder.path(), std::size_t{64} << 10);  // several shards
@@ -236,8 +99,9 @@ TEST_CASE("save then load gives the same tensors and bit-identical logits") {
   }
   CHECK(ngemb::read_model_config(folder.path()).num_layers == original.config().num_layers);
   auto reloaded = shortcut_lm::load(ngemb::host_policy{}, folder.path());
-  CHECK(run_batch(original, expected.sequences, start(original, 3), ngemb::logits_for::every_token) ==
-        run_batch(reloaded, expected.sequences, start(reloaded, 3), ngemb::logits_for::every_token));
+  const auto every = ngemb::logits_for::every_token;
+  CHECK(ngemb_test::run_batch(original, host, expected.sequences, start(original, 3), every) ==
+        ngemb_test::run_batch(reloaded, host, expected.sequences, start(reloaded, 3), every));
 }
 
 TEST_CASE("strict loading names what does not fit") {
@@ -304,7 +168,7 @@ TEST_CASE("bad forward input throws before any state changes") {
 }
 
 TEST_CASE("generation: seeded sampling is reproducible, non-finite logits are reported") {
-  const golden expected("shortcut");
+  const model_golden expected("shortcut");
   auto model = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
   ngemb::generation_options options;
   options.max_new_tokens = 6;
