@@ -163,7 +163,8 @@ class attention {
   }
 
   shape shape_;
-  typename Policy::template buffer<float> qkv_weight_;  ///< q_proj, k_proj, v_proj stacked: [(heads + 2 kv_heads) * head_dim x H]
+  /// q_proj, k_proj and v_proj stacked: [(heads + 2 kv_heads) * head_dim x H].
+  typename Policy::template buffer<float> qkv_weight_;
   typename Policy::template buffer<float> o_weight_;
   typename Policy::template buffer<float> qkv_;
   typename Policy::template buffer<float> context_;

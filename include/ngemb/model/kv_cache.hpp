@@ -135,7 +135,9 @@ class kv_cache {
       for (std::int64_t i = 0; i < sizes[s]; ++i) {
         plan.push_back({slots[s], first + i});
       }
-      step_positions_ = std::max(step_positions_, first + sizes[s]);
+      if (sizes[s] > 0) {
+        step_positions_ = std::max(step_positions_, first + sizes[s]);
+      }
     }
     if (plan_.size() < plan.size()) {
       plan_ = typename Policy::template buffer<detail::token_place>(policy, plan.size());
@@ -182,7 +184,8 @@ class kv_cache {
 
  private:
   void require_allocated(slot_id slot, const char* operation) const {
-    if (slot < 0 || static_cast<std::size_t>(slot) >= allocated_.size() || !allocated_[static_cast<std::size_t>(slot)]) {
+    const bool known = slot >= 0 && static_cast<std::size_t>(slot) < allocated_.size();
+    if (!known || !allocated_[static_cast<std::size_t>(slot)]) {
       throw invalid_argument(std::string("kv_cache::") + operation + ": slot " + std::to_string(slot) +
                              " is not an allocated slot (the cache has " + std::to_string(max_slots()) + " slots)");
     }
@@ -214,7 +217,9 @@ class kv_cache {
   typename Policy::template buffer<float> keys_;
   typename Policy::template buffer<float> values_;
   typename Policy::template buffer<detail::token_place> plan_;
-  std::vector<detail::token_place> plan_host_;  // a member: the upload may still read it after begin returns
+  // The plan's host copy outlives begin, as copy_to asks of a stream-ordered source (CUDA stages a pageable
+  // source before cudaMemcpyAsync returns, so the next begin may rewrite it).
+  std::vector<detail::token_place> plan_host_;
   std::vector<std::int64_t> lengths_;
   std::vector<bool> allocated_;
   std::vector<slot_id> free_slots_;

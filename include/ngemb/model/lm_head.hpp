@@ -51,6 +51,7 @@ class lm_head {
 
   /// x [tokens x H] and logits [tokens x V] in policy memory; x is left unchanged.
   void forward(const Policy& policy, std::size_t tokens, view<const float> x, view<float> logits) {
+    detail::require_rows("lm_head: x", tokens, norm_.hidden(), x.size());
     detail::require_rows("lm_head: logits", tokens, vocab_, logits.size());
     const auto hidden = static_cast<std::size_t>(norm_.hidden());
     const view<float> normed = detail::workspace(policy, normed_, tokens * hidden);

@@ -1,0 +1,306 @@
+// model/: RMSNorm, RoPE attention with a KV cache over ragged prefill/decode/chunked steps and the LM head against
+// the fp64 PyTorch reference (tests/reference/attention_reference.py, tolerances in attention_golden.hpp);
+// speculative rollback, checkpoint round trips, the KV cache's slot bookkeeping, and the errors.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attention_golden.hpp"
+#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
+#include "ngemb/model/attention.hpp"
+#include "ngemb/model/kv_cache.hpp"
+#include "ngemb/model/lm_head.hpp"
+#include "ngemb/model/rms_norm.hpp"
+#include "ngemb/model/rotary.hpp"
+
+namespace {
+
+const ngemb::host_policy policy{2, 64};
+
+using ngemb::view;
+
+/// A fresh folder under the system temporary directory, removed with its content at scope exit.
+class temporary_folder {
+ public:
+  explicit temporary_folder(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() /
+              ("ngemb_model_" + name + std::to_string(std::random_device{}()))) {
+    std::filesystem::create_directories(path_);
+  }
+  ~temporary_folder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  temporary_folder(const temporary_folder&) = delete;
+  temporary_folder& operator=(const temporary_folder&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+ngemb::attention<> load_case(const ngemb_test::attention_case& c) {
+  return ngemb::attention<>::load(policy, ngemb_test::attention_checkpoint(), c.prefix, c.shape<ngemb::host_policy>());
+}
+
+}  // namespace
+
+TEST_CASE("rms_norm matches the reference, in place too") { ngemb_test::check_rms_norm(policy); }
+
+TEST_CASE("rotary embedding: position 0 is the identity, and rotations preserve each pair's norm") {
+  const ngemb::rotary_embedding rotary{8, 10000.0};
+  std::vector<float> head = {0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 1.5f, -0.125f, 0.3f};
+  const std::vector<float> original = head;
+  rotary.apply(head.data(), 0);
+  CHECK(head == original);
+  rotary.apply(head.data(), 37);
+  for (std::size_t i = 0; i < 4; ++i) {
+    const double before = original[i] * original[i] + original[i + 4] * original[i + 4];
+    const double after = head[i] * head[i] + head[i + 4] * head[i + 4];
+    CHECK(after == doctest::Approx(before).epsilon(1e-6));
+  }
+  CHECK(head[0] != original[0]);  // pair 0 turns by 37 radians
+}
+
+TEST_CASE("attention over ragged prefill, decode and chunked steps matches full causal attention (MHA and GQA)") {
+  for (const auto& c : ngemb_test::attention_cases()) {
+    auto layer = load_case(c);
+    CHECK(layer.dimensions().heads == c.heads);
+    ngemb_test::check_against_reference(c, ngemb_test::run_schedule(policy, layer, c));
+  }
+}
+
+TEST_CASE("a rejected speculative step, truncated away, leaves the outputs of a fresh run") {
+  for (const auto& c : ngemb_test::attention_cases()) {
+    auto layer = load_case(c);
+    const auto fresh = ngemb_test::run_schedule(policy, layer, c);
+    for (const int rejected_after : {0, 2}) {
+      INFO(c.name << " rejected after step " << rejected_after);
+      CHECK(ngemb_test::run_schedule(policy, layer, c, rejected_after) == fresh);
+    }
+  }
+}
+
+TEST_CASE("lm_head matches the reference") { ngemb_test::check_lm_head(policy); }
+
+TEST_CASE("save then load gives the same tensors and outputs") {
+  temporary_folder folder("round_trip");
+  ngemb::tensor_collection saved;
+  const auto cases = ngemb_test::attention_cases();
+  const auto& golden = ngemb_test::attention_golden();
+  for (const auto& c : cases) {
+    load_case(c).save(policy, c.prefix, saved);
+  }
+  const auto& head_case = golden.at("lm_head");
+  const float eps = head_case.at("eps").get<float>();
+  ngemb::lm_head<>::load(policy, ngemb_test::attention_checkpoint(), head_case.at("hidden"), head_case.at("vocab"), eps)
+      .save(policy, saved);
+  ngemb::write_safetensors_checkpoint(folder.path(), saved.tensors(), std::size_t{1} << 14);  // several shards
+  const ngemb::safetensors_checkpoint written(folder.path());
+  const auto& original = ngemb_test::attention_checkpoint();
+  CHECK(written.names() == original.names());
+  for (const std::string& name : original.names()) {
+    INFO(name);
+    CHECK(written.info(name).shape == original.info(name).shape);
+    const auto shape = original.info(name).shape;
+    CHECK(ngemb::read_tensor_as<float>(written, name, shape) == ngemb::read_tensor_as<float>(original, name, shape));
+  }
+  for (const auto& c : cases) {
+    auto reloaded = ngemb::attention<>::load(policy, written, c.prefix, c.shape<ngemb::host_policy>());
+    auto layer = load_case(c);
+    CHECK(ngemb_test::run_schedule(policy, reloaded, c) == ngemb_test::run_schedule(policy, layer, c));
+  }
+  ngemb::tensor_collection norm_only;
+  ngemb::rms_norm<>::load(policy, written, "model.norm.weight", head_case.at("hidden"), eps)
+      .save(policy, "final_norm", norm_only);
+  REQUIRE(norm_only.size() == 1);
+  CHECK(norm_only.tensors()[0].name == "final_norm");
+}
+
+TEST_CASE("kv_cache slot bookkeeping") {
+  ngemb::kv_cache<> cache(policy, 1, 1, 2, 3, 8);
+  CHECK(cache.allocate() == 0);
+  CHECK(cache.allocate() == 1);
+  cache.free(0);
+  CHECK(cache.free_slot_count() == 2);
+  CHECK(cache.allocate() == 0);
+  const std::vector<std::int32_t> slots = {1, 0};
+  const std::vector<std::int64_t> sizes = {3, 0};
+  cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(sizes));
+  CHECK(cache.step_begun());
+  CHECK(cache.step_tokens() == 3);
+  CHECK(cache.step_positions() == 3);
+  CHECK(cache.length(1) == 0);  // lengths change at commit
+  cache.commit();
+  CHECK_FALSE(cache.step_begun());
+  CHECK(cache.step_tokens() == 0);
+  CHECK(cache.length(1) == 3);
+  CHECK(cache.length(0) == 0);
+  SUBCASE("a second begin replaces an uncommitted one") {
+    const std::vector<std::int64_t> other = {1, 2};
+    cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(sizes));
+    cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(other));
+    CHECK(cache.step_tokens() == 3);
+    cache.commit();
+    CHECK(cache.length(1) == 4);
+    CHECK(cache.length(0) == 2);
+  }
+  SUBCASE("truncate and reset shorten a slot; a freed slot comes back empty") {
+    cache.truncate(1, 1);
+    CHECK(cache.length(1) == 1);
+    cache.truncate(1, 1);
+    CHECK(cache.length(1) == 1);
+    cache.reset(1);
+    CHECK(cache.length(1) == 0);
+    const std::vector<std::int64_t> more = {2, 0};
+    cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(more));
+    cache.commit();
+    cache.free(1);
+    CHECK(cache.allocate() == 1);
+    CHECK(cache.length(1) == 0);
+  }
+  SUBCASE("truncate, reset and free discard a begun step") {
+    cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(sizes));
+    cache.truncate(1, 2);
+    CHECK_FALSE(cache.step_begun());
+    CHECK_THROWS_AS(cache.commit(), ngemb::invalid_argument);
+  }
+}
+
+TEST_CASE("model layer errors") {
+  const auto cases = ngemb_test::attention_cases();
+  const auto& mha = cases.at(0);
+  const auto& checkpoint = ngemb_test::attention_checkpoint();
+  const std::vector<float> square(24 * 24, 0.5f);
+
+  SUBCASE("heads not divisible by kv_heads") {
+    const ngemb::attention<>::shape shape{24, 3, 2, 8, 10000.0};
+    CHECK_THROWS_WITH_AS(ngemb::attention<>(policy, shape, view<const float>(square), view<const float>(square),
+                                            view<const float>(square), view<const float>(square)),
+                         doctest::Contains("heads = 3 is not a multiple of kv_heads = 2"), ngemb::invalid_argument);
+    CHECK_THROWS_AS(ngemb::attention<>::load(policy, checkpoint, mha.prefix, shape), ngemb::invalid_argument);
+  }
+  SUBCASE("odd head_dim") {
+    const ngemb::attention<>::shape shape{24, 3, 3, 7, 10000.0};
+    CHECK_THROWS_WITH_AS(ngemb::attention<>::load(policy, checkpoint, mha.prefix, shape),
+                         doctest::Contains("head_dim = 7 must be even"), ngemb::invalid_argument);
+  }
+  SUBCASE("wrong weight shapes") {
+    const ngemb::attention<>::shape shape{24, 3, 3, 8, 10000.0};
+    const std::vector<float> short_k(23 * 24, 0.5f);
+    CHECK_THROWS_WITH_AS(ngemb::attention<>(policy, shape, view<const float>(square), view<const float>(short_k),
+                                            view<const float>(square), view<const float>(square)),
+                         doctest::Contains("k_proj [kv_heads*head_dim x H] must hold 24 x 24 values, got 552"),
+                         ngemb::shape_mismatch);
+    const ngemb::attention<>::shape gqa_sized{32, 4, 2, 12, 10000.0};
+    CHECK_THROWS_WITH_AS(ngemb::attention<>::load(policy, checkpoint, mha.prefix, gqa_sized),
+                         doctest::Contains("has shape [24, 24], expected [48, 32]"), ngemb::format_error);
+    CHECK_THROWS_AS(ngemb::rms_norm<>::load(policy, checkpoint, "model.norm.weight", 31, 1e-6f), ngemb::format_error);
+    const std::vector<float> norm_weight(32, 1.0f);
+    const std::vector<float> head_weight(50 * 31, 1.0f);
+    CHECK_THROWS_WITH_AS(ngemb::lm_head<>(policy, ngemb::rms_norm<>(policy, view<const float>(norm_weight), 1e-6f), 50,
+                                          view<const float>(head_weight)),
+                         doctest::Contains("must hold 50 x 32 = 1600 values, got 1550"), ngemb::shape_mismatch);
+    CHECK_THROWS_AS(ngemb::rms_norm<>(policy, view<const float>(), 1e-6f), ngemb::shape_mismatch);
+  }
+  SUBCASE("missing tensor names") {
+    const auto shape = mha.shape<ngemb::host_policy>();
+    CHECK_THROWS_WITH_AS(ngemb::attention<>::load(policy, checkpoint, "model.layers.7.self_attn.0", shape),
+                         doctest::Contains("no tensor \"model.layers.7.self_attn.0.q_proj.weight\""),
+                         ngemb::format_error);
+    CHECK_THROWS_WITH_AS(ngemb::rms_norm<>::load(policy, checkpoint, "model.final_norm.weight", 32, 1e-6f),
+                         doctest::Contains("no tensor \"model.final_norm.weight\""), ngemb::format_error);
+  }
+
+  ngemb::kv_cache<> cache(policy, 2, mha.kv_heads, mha.head_dim, 2, 6);
+  const std::int32_t slot = cache.allocate();
+  SUBCASE("unknown, freed and repeated slots") {
+    const std::vector<std::int32_t> unknown = {slot, 5};
+    const std::vector<std::int64_t> sizes = {1, 1};
+    CHECK_THROWS_WITH_AS(cache.begin(policy, view<const std::int32_t>(unknown), view<const std::int64_t>(sizes)),
+                         doctest::Contains("kv_cache::begin: slot 5 is not an allocated slot (the cache has 2 slots)"),
+                         ngemb::invalid_argument);
+    const std::vector<std::int32_t> twice = {slot, slot};
+    CHECK_THROWS_WITH_AS(cache.begin(policy, view<const std::int32_t>(twice), view<const std::int64_t>(sizes)),
+                         doctest::Contains("listed twice"), ngemb::invalid_argument);
+    CHECK_THROWS_AS(static_cast<void>(cache.length(1)), ngemb::invalid_argument);
+    CHECK_THROWS_AS(cache.free(-1), ngemb::invalid_argument);
+    cache.free(slot);
+    CHECK_THROWS_AS(cache.reset(slot), ngemb::invalid_argument);
+    CHECK_THROWS_AS(cache.truncate(slot, 0), ngemb::invalid_argument);
+  }
+  SUBCASE("all slots in use") {
+    cache.allocate();
+    CHECK_THROWS_WITH_AS(cache.allocate(), doctest::Contains("all 2 slots are in use"), ngemb::invalid_argument);
+  }
+  SUBCASE("slot overflow, negative sizes, sizes and slots of different counts") {
+    const std::vector<std::int32_t> slots = {slot};
+    const std::vector<std::int64_t> four = {4};
+    cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(four));
+    cache.commit();
+    const std::vector<std::int64_t> three = {3};
+    CHECK_THROWS_WITH_AS(cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(three)),
+                         doctest::Contains("slot 0 holds 4 positions and cannot take 3 more (max_positions = 6)"),
+                         ngemb::invalid_argument);
+    const std::vector<std::int64_t> negative = {-1};
+    CHECK_THROWS_AS(cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(negative)),
+                    ngemb::invalid_argument);
+    const std::vector<std::int64_t> two_sizes = {1, 1};
+    CHECK_THROWS_AS(cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(two_sizes)),
+                    ngemb::shape_mismatch);
+    CHECK_THROWS_WITH_AS(cache.truncate(slot, 5), doctest::Contains("holds 4 positions, cannot keep 5"),
+                         ngemb::invalid_argument);
+    CHECK_THROWS_AS(cache.commit(), ngemb::invalid_argument);
+  }
+  SUBCASE("forward with x of the wrong size, without a begun step, on a foreign layer or cache") {
+    auto layer = load_case(mha);
+    const std::vector<std::int32_t> slots = {slot};
+    const std::vector<std::int64_t> sizes = {2};
+    std::vector<float> x(2 * 24, 0.5f);
+    std::vector<float> out(2 * 24);
+    CHECK_THROWS_WITH_AS(layer.forward(policy, cache, 0, view<const float>(x), view<float>(out)),
+                         doctest::Contains("no begun step"), ngemb::invalid_argument);
+    cache.begin(policy, view<const std::int32_t>(slots), view<const std::int64_t>(sizes));
+    std::vector<float> short_x(2 * 24 - 1, 0.5f);
+    CHECK_THROWS_WITH_AS(layer.forward(policy, cache, 0, view<const float>(short_x), view<float>(out)),
+                         doctest::Contains("attention: x must hold 2 x 24 = 48 values, got 47"), ngemb::shape_mismatch);
+    CHECK_THROWS_AS(layer.forward(policy, cache, 0, view<const float>(x), view<float>(short_x)), ngemb::shape_mismatch);
+    CHECK_THROWS_WITH_AS(layer.forward(policy, cache, 2, view<const float>(x), view<float>(out)),
+                         doctest::Contains("layer 2 is outside the cache's 2 attention layers"),
+                         ngemb::invalid_argument);
+    ngemb::kv_cache<> other(policy, 1, 1, mha.head_dim, 1, 4);
+    const std::int32_t other_slot = other.allocate();
+    other.begin(policy, view<const std::int32_t>(&other_slot, 1), view<const std::int64_t>(sizes));
+    CHECK_THROWS_AS(layer.forward(policy, other, 0, view<const float>(x), view<float>(out)), ngemb::shape_mismatch);
+    layer.forward(policy, cache, 0, view<const float>(x), view<float>(out));  // the checks left the step usable
+    cache.commit();
+    CHECK(cache.length(slot) == 2);
+  }
+  SUBCASE("rms_norm and lm_head inputs of the wrong size") {
+    const std::vector<float> weight(4, 1.0f);
+    const ngemb::rms_norm<> norm(policy, view<const float>(weight), 1e-6f);
+    std::vector<float> x(7, 1.0f);
+    std::vector<float> y(8);
+    CHECK_THROWS_WITH_AS(norm.forward(policy, 2, view<const float>(x), view<float>(y)),
+                         doctest::Contains("rms_norm: x must hold 2 x 4 = 8 values, got 7"), ngemb::shape_mismatch);
+    const std::vector<float> head_weight(3 * 4, 1.0f);
+    ngemb::lm_head<> head(policy, ngemb::rms_norm<>(policy, view<const float>(weight), 1e-6f), 3,
+                          view<const float>(head_weight));
+    std::vector<float> logits(5);
+    CHECK_THROWS_WITH_AS(head.forward(policy, 2, view<const float>(y), view<float>(logits)),
+                         doctest::Contains("lm_head: logits must hold 2 x 3 = 6 values, got 5"), ngemb::shape_mismatch);
+    CHECK_THROWS_AS(head.forward(policy, 2, view<const float>(x), view<float>(y).subview(0, 6)), ngemb::shape_mismatch);
+  }
+  SUBCASE("bad cache and norm parameters") {
+    CHECK_THROWS_WITH_AS(ngemb::kv_cache<>(policy, 0, 1, 2, 1, 1),
+                         doctest::Contains("attention_layers must be >= 1, got 0"),
+                         ngemb::invalid_argument);
+    const std::vector<float> weight(4, 1.0f);
+    CHECK_THROWS_AS(ngemb::rms_norm<>(policy, view<const float>(weight), -1.0f), ngemb::invalid_argument);
+  }
+}
