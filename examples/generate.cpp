@@ -18,133 +18,14 @@
 
 #include <unistd.h>
 
+#include "demo_model.hpp"
 #include "ngemb/ngemb.hpp"
 #include "token_lines.hpp"
 
 namespace {
 
 using namespace ngemb_examples;
-
-// The model as a type: bf16 n-gram tables and expert weights (as LongCat-Flash-Lite ships them), fp32 elsewhere.
-using embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<ngemb::bf16>>;
-using experts = ngemb::moe<ngemb::softmax_router<>, ngemb::bf16>;
-using block = ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>, experts>;
-using model = ngemb::causal_lm<embedding, block>;
-
-/// LongCat-Flash-Lite's structure (N=4, K=4 n-gram embedding; k of E routed + Z zero experts; shortcut layers)
-/// at a size a laptop runs in seconds.
-ngemb::model_config demo_config() {
-  ngemb::model_config config;
-  config.ngram.vocab_size = 8192;
-  config.ngram.hidden_size = 256;
-  config.ngram.max_order = 4;
-  config.ngram.splits = 4;
-  config.ngram.ratio = 4.0;
-  config.ngram.eos_token = 2;
-  config.num_layers = 4;
-  config.num_attention_heads = 8;
-  config.num_key_value_heads = 2;
-  config.head_dim = 32;
-  config.ffn_hidden_size = 512;
-  config.expert_ffn_hidden_size = 128;
-  config.n_routed_experts = 32;
-  config.zero_expert_num = 16;
-  config.moe_topk = 4;
-  config.routed_scaling_factor = 6.0;
-  config.rms_norm_eps = 1e-5;
-  config.rope_theta = 10000.0;
-  config.max_position_embeddings = 512;
-  return config;
-}
-
-/// Gaussian parameters from one seeded stream; Linear weights get std 1/sqrt(fan_in), norms 1 +- 0.1.
-class random_parameters {
- public:
-  explicit random_parameters(std::uint64_t seed) : engine_(seed) {}
-
-  template <class T = float>
-  std::vector<T> normal(std::size_t count, double std, double mean = 0.0) {
-    std::normal_distribution<double> distribution(mean, std);
-    std::vector<T> values;
-    values.reserve(count);
-    for (std::size_t i = 0; i < count; ++i) {
-      values.push_back(static_cast<T>(static_cast<float>(distribution(engine_))));
-    }
-    return values;
-  }
-  template <class T = float>
-  std::vector<T> linear(std::int64_t out_features, std::int64_t in_features) {
-    return normal<T>(static_cast<std::size_t>(out_features * in_features), 1.0 / std::sqrt(double(in_features)));
-  }
-  ngemb::rms_norm<> norm(const ngemb::host_policy& policy, std::int64_t hidden, double eps) {
-    return ngemb::rms_norm<>(policy, ngemb::view<const float>(normal(static_cast<std::size_t>(hidden), 0.1, 1.0)),
-                             static_cast<float>(eps));
-  }
-
- private:
-  std::mt19937_64 engine_;
-};
-
-/// Every part built from its constructor: how a model is assembled in code rather than loaded.
-model random_model(const ngemb::host_policy& policy, const ngemb::model_config& config, std::uint64_t seed) {
-  random_parameters random(seed);
-  const std::int64_t hidden = config.hidden_size();
-  const ngemb::ngram_config& ngram = config.ngram;
-
-  ngemb::table_store<ngemb::bf16> tables(policy, ngram, true);
-  const auto base = random.normal<ngemb::bf16>(tables.base().size(), 1.0);
-  std::copy(base.begin(), base.end(), tables.base().begin());
-  std::vector<std::vector<float>> projections;
-  std::vector<ngemb::view<const float>> projection_views;
-  for (int table = 0; table < ngram.num_tables(); ++table) {
-    const auto rows = random.normal<ngemb::bf16>(tables.table(table).size(), 1.0);
-    std::copy(rows.begin(), rows.end(), tables.table(table).begin());
-    projections.push_back(random.linear(hidden, ngram.row_width()));
-    projection_views.emplace_back(projections.back());
-  }
-  embedding ngram_embedding(ngram, std::move(tables),
-                            ngemb::fused_projection<float>(policy, hidden, ngram.row_width(),
-                                                           std::span<const ngemb::view<const float>>(projection_views)));
-
-  const ngemb::attention<>::shape attention_shape{hidden, config.num_attention_heads, config.num_key_value_heads,
-                                                  config.head_dim, config.rope_theta};
-  const std::int64_t heads_width = std::int64_t{config.num_attention_heads} * config.head_dim;
-  const std::int64_t kv_width = std::int64_t{config.num_key_value_heads} * config.head_dim;
-  const auto attention = [&] {
-    return ngemb::attention<>(policy, attention_shape, random.linear(heads_width, hidden),
-                              random.linear(kv_width, hidden), random.linear(kv_width, hidden),
-                              random.linear(hidden, heads_width));
-  };
-  const auto dense = [&] {
-    const std::int64_t width = config.ffn_hidden_size;
-    return ngemb::swiglu<>(policy, hidden, width, random.linear(width, hidden), random.linear(width, hidden),
-                           random.linear(hidden, width));
-  };
-  const auto moe = [&] {
-    const ngemb::router_options options = config.router();
-    const std::int64_t width = config.expert_ffn_hidden_size;
-    ngemb::softmax_router<> router(policy, options, hidden, random.linear(options.num_experts(), hidden), {},
-                                   random.normal(static_cast<std::size_t>(options.num_experts()), 0.01));
-    const auto experts_times = [&](std::int64_t rows, std::int64_t columns) {
-      return random.normal<ngemb::bf16>(static_cast<std::size_t>(options.routed_experts * rows * columns),
-                                        1.0 / std::sqrt(double(columns)));
-    };
-    return experts(policy, std::move(router), hidden, width, experts_times(width, hidden),
-                   experts_times(width, hidden), experts_times(hidden, width));
-  };
-  std::vector<block> blocks;
-  for (int layer = 0; layer < config.num_layers; ++layer) {
-    blocks.emplace_back(std::array{random.norm(policy, hidden, config.rms_norm_eps),
-                                   random.norm(policy, hidden, config.rms_norm_eps)},
-                        std::array{attention(), attention()},
-                        std::array{random.norm(policy, hidden, config.rms_norm_eps),
-                                   random.norm(policy, hidden, config.rms_norm_eps)},
-                        std::array{dense(), dense()}, moe());
-  }
-  ngemb::lm_head<> head(policy, random.norm(policy, hidden, config.rms_norm_eps), config.vocab_size(),
-                        random.linear(config.vocab_size(), hidden));
-  return model(policy, config, std::move(ngram_embedding), std::move(blocks), std::move(head));
-}
+using model = demo_model<ngemb::host_policy>;
 
 struct arguments {
   bool help = false;
