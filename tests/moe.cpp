@@ -1,17 +1,67 @@
-// moe/: the top-k routers against the independent fp64 reference (tests/reference/router_reference.py, tolerances in
-// router_golden.hpp), and the errors of bad options and non-finite logits.
+// moe/: the top-k routers, the SwiGLU FFN and the MoE layer against independent fp64 references
+// (tests/reference/router_reference.py and moe_reference.py; tolerances in router_golden.hpp and moe_golden.hpp),
+// checkpoint round trips, and the errors of bad options, shapes, names and non-finite logits.
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
 #include <limits>
+#include <random>
+#include <string>
 #include <vector>
 
+#include "moe_golden.hpp"
+#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
+#include "ngemb/moe/moe_layer.hpp"
 #include "ngemb/moe/router.hpp"
+#include "ngemb/moe/swiglu.hpp"
 #include "router_golden.hpp"
 
 namespace {
 
+// Small thresholds so the tests also run the threaded paths of for_each_n and the GEMMs' splits.
 const ngemb::host_policy policy{2, 64};
+
+namespace fs = std::filesystem;
+
+/// A fresh folder under the system temporary directory, removed with its content at scope exit.
+class temp_folder {
+ public:
+  temp_folder() {
+    std::random_device entropy;
+    do {
+      path_ = fs::temp_directory_path() / ("ngemb_test_moe_" + std::to_string(entropy()) + "_" + std::to_string(entropy()));
+    } while (!fs::create_directory(path_));
+  }
+  temp_folder(const temp_folder&) = delete;
+  temp_folder& operator=(const temp_folder&) = delete;
+  ~temp_folder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  [[nodiscard]] const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+/// The collection written as a checkpoint and opened again.
+ngemb::safetensors_checkpoint round_trip(const ngemb::tensor_collection& tensors, const temp_folder& folder) {
+  ngemb::write_safetensors_checkpoint(folder.path(), tensors.tensors(), std::size_t{1} << 30);
+  return ngemb::safetensors_checkpoint(folder.path());
+}
+
+template <class Layer>
+std::vector<float> forward(Layer& layer, std::size_t tokens, const std::vector<float>& x) {
+  std::vector<float> y(x.size(), -7.0f);
+  layer.forward(policy, tokens, ngemb::view<const float>(x), ngemb::view<float>(y));
+  return y;
+}
+
+static_assert(ngemb::router<ngemb::softmax_router<>> && ngemb::router<ngemb::sigmoid_router<>>);
+static_assert(!ngemb::router<int> && !ngemb::router<ngemb::swiglu<>>);
 
 }  // namespace
 
@@ -77,5 +127,170 @@ TEST_CASE("router errors") {
     CHECK_THROWS_AS(router.route(policy, 2, ngemb::view<const float>(x), ngemb::view<std::int32_t>(chosen),
                                  ngemb::view<float>(weights)),
                     ngemb::shape_mismatch);
+  }
+}
+
+TEST_CASE("router save and load round trip through a checkpoint folder") {
+  for (const auto& c : ngemb_test::router_cases()) {
+    if (!c.softmax()) {
+      continue;
+    }
+    auto original = c.make<ngemb::softmax_router<>>(policy);
+    ngemb::tensor_collection tensors;
+    original.save(policy, "model.layers.3.mlp.router", tensors);
+    CHECK(tensors.size() == 1 + (c.classifier_bias.empty() ? 0 : 1) + (c.selection_bias.empty() ? 0 : 1));
+    const temp_folder folder;
+    const auto checkpoint = round_trip(tensors, folder);
+    auto loaded = ngemb::softmax_router<>::load(policy, checkpoint, "model.layers.3.mlp.router", c.options, c.hidden);
+    const auto k = static_cast<std::size_t>(c.options.top_k);
+    std::vector<std::int32_t> chosen(c.tokens() * k);
+    std::vector<float> weights(c.tokens() * k);
+    loaded.route(policy, c.tokens(), ngemb::view<const float>(c.x), ngemb::view<std::int32_t>(chosen),
+                 ngemb::view<float>(weights));
+    c.check(chosen, weights);
+  }
+}
+
+TEST_CASE("swiglu matches the fp64 reference with fp32, bf16 and fp16 weights") {
+  for (const auto& c : ngemb_test::swiglu_cases()) {
+    auto f32 = c.make<float>(policy);
+    CHECK(f32.hidden() == c.hidden);
+    CHECK(f32.intermediate() == c.intermediate);
+    c.check(forward(f32, c.tokens(), c.x));
+    if (c.bf16_weights()) {
+      auto bf16 = c.make<ngemb::bf16>(policy);
+      c.check(forward(bf16, c.tokens(), c.x));
+      // bf16 values have 8 significant bits, so fp16 (11 bits, range 6e-5 .. 65504) holds these weights exactly.
+      auto fp16 = c.make<ngemb::fp16>(policy);
+      c.check(forward(fp16, c.tokens(), c.x));
+    }
+  }
+}
+
+TEST_CASE("swiglu save and load round trip, converting the dtype on load") {
+  const auto c = ngemb_test::swiglu_cases().back();
+  REQUIRE(c.bf16_weights());
+  const auto original = c.make<ngemb::bf16>(policy);
+  ngemb::tensor_collection tensors;
+  original.save(policy, "model.layers.0.mlps.1", tensors);
+  const temp_folder folder;
+  const auto checkpoint = round_trip(tensors, folder);
+  CHECK(checkpoint.info("model.layers.0.mlps.1.down_proj.weight").dtype == "BF16");
+  auto as_f32 = ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1", c.hidden, c.intermediate);
+  c.check(forward(as_f32, c.tokens(), c.x));
+  CHECK_THROWS_WITH_AS(ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1", c.hidden, c.intermediate + 1),
+                       doctest::Contains("gate_proj.weight\" has shape [16, 24], expected [17, 24]"),
+                       ngemb::format_error);
+}
+
+TEST_CASE("moe layers match the fp64 reference: zero experts, biases, softmax and sigmoid, normalisation, bf16") {
+  for (const auto& c : ngemb_test::moe_cases()) {
+    c.for_each_layer(policy, [&](auto layer) {
+      CHECK(layer.hidden() == c.hidden);
+      CHECK(layer.expert_width() == c.expert_width);
+      CHECK(layer.router().options().top_k == c.options.top_k);
+      c.check(forward(layer, c.tokens(), c.x));
+      c.check_load(layer.last_routing(policy));
+      // A second, smaller batch reuses the grown workspaces.
+      const std::vector<float> first_token(c.x.begin(), c.x.begin() + c.hidden);
+      const auto y = forward(layer, 1, first_token);
+      CHECK(ngemb_test::worst_row_error(y, std::vector<double>(c.y.begin(), c.y.begin() + c.hidden),
+                                        static_cast<std::size_t>(c.hidden)) <= ngemb_test::moe_tolerance);
+      CHECK(layer.last_routing(policy).assignments() == c.options.top_k);
+    });
+  }
+}
+
+TEST_CASE("moe forward is deterministic across thread counts") {
+  const auto c = ngemb_test::moe_cases().front();
+  auto serial = c.make<ngemb::softmax_router<>, float>(ngemb::host_policy{1});
+  auto threaded = c.make<ngemb::softmax_router<>, float>(policy);
+  std::vector<float> one(c.x.size());
+  std::vector<float> two(c.x.size());
+  serial.forward(ngemb::host_policy{1}, c.tokens(), ngemb::view<const float>(c.x), ngemb::view<float>(one));
+  threaded.forward(policy, c.tokens(), ngemb::view<const float>(c.x), ngemb::view<float>(two));
+  CHECK(one == two);
+}
+
+TEST_CASE("moe save and load round trip under the HF names") {
+  for (const auto& c : ngemb_test::moe_cases()) {
+    const auto original = c.make<ngemb::sigmoid_router<>, ngemb::bf16>(policy);
+    ngemb::tensor_collection tensors;
+    original.save(policy, "model.layers.3.mlp", tensors);
+    const temp_folder folder;
+    const auto checkpoint = round_trip(tensors, folder);
+    CHECK(checkpoint.contains("model.layers.3.mlp.router.classifier.weight"));
+    CHECK(checkpoint.contains("model.layers.3.mlp.experts." + std::to_string(c.options.routed_experts - 1) +
+                              ".down_proj.weight"));
+    CHECK(checkpoint.contains("model.layers.3.mlp.router.e_score_correction_bias") == !c.selection_bias.empty());
+    auto loaded = ngemb::moe<ngemb::sigmoid_router<>, ngemb::bf16>::load(policy, checkpoint, "model.layers.3.mlp",
+                                                                         c.options, c.hidden, c.expert_width);
+    auto again = c.make<ngemb::sigmoid_router<>, ngemb::bf16>(policy);
+    CHECK(forward(loaded, c.tokens(), c.x) == forward(again, c.tokens(), c.x));
+  }
+}
+
+TEST_CASE("moe errors") {
+  const auto c = ngemb_test::moe_cases().front();  // E = 6, Z = 3, k = 3, H = 16, I = 8
+  const std::vector<float> gate(c.gate.begin(), c.gate.end() - 1);
+  SUBCASE("expert weights of the wrong shape") {
+    CHECK_THROWS_WITH_AS(
+        (ngemb::moe<ngemb::softmax_router<>>(policy, c.make_router<ngemb::softmax_router<>>(policy), c.hidden,
+                                             c.expert_width, ngemb::view<const float>(gate),
+                                             ngemb::view<const float>(c.up), ngemb::view<const float>(c.down))),
+        doctest::Contains("moe: gate_proj must hold 6 x 8 x 16 = 768 values, got 767"), ngemb::shape_mismatch);
+    CHECK_THROWS_WITH_AS((ngemb::swiglu<>(policy, 16, 8, ngemb::view<const float>(c.gate).subview(0, 128),
+                                          ngemb::view<const float>(c.up).subview(0, 128),
+                                          ngemb::view<const float>(c.down).subview(0, 127))),
+                         doctest::Contains("swiglu: down_proj must hold 16 x 8 = 128 values, got 127"),
+                         ngemb::shape_mismatch);
+  }
+  SUBCASE("inputs of the wrong size") {
+    auto layer = c.make<ngemb::softmax_router<>, float>(policy);
+    std::vector<float> y(c.x.size() - 1);
+    CHECK_THROWS_WITH_AS(layer.forward(policy, c.tokens(), ngemb::view<const float>(c.x), ngemb::view<float>(y)),
+                         doctest::Contains("moe: x and y must hold tokens x H = 13 x 16"), ngemb::shape_mismatch);
+  }
+  SUBCASE("k larger than E+Z") {
+    ngemb::router_options options = c.options;
+    options.top_k = 10;
+    CHECK_THROWS_WITH_AS(
+        (ngemb::softmax_router<>(policy, options, c.hidden, ngemb::view<const float>(c.classifier))),
+        doctest::Contains("top_k = 10 must be in [1, E+Z = 9]"), ngemb::invalid_argument);
+  }
+  SUBCASE("a missing expert tensor is named") {
+    const auto layer = c.make<ngemb::softmax_router<>, float>(policy);
+    ngemb::tensor_collection all;
+    layer.save(policy, "model.layers.1.mlp", all);
+    ngemb::tensor_collection some;
+    for (const auto& tensor : all.tensors()) {
+      if (tensor.name != "model.layers.1.mlp.experts.4.up_proj.weight") {
+        std::vector<float> values(tensor.data.size() / sizeof(float));
+        std::memcpy(values.data(), tensor.data.data(), tensor.data.size());
+        some.add<float>(policy, tensor.name, tensor.shape, ngemb::view<const float>(values));
+      }
+    }
+    const temp_folder folder;
+    const auto checkpoint = round_trip(some, folder);
+    CHECK_THROWS_WITH_AS((ngemb::moe<ngemb::softmax_router<>>::load(policy, checkpoint, "model.layers.1.mlp", c.options,
+                                                                    c.hidden, c.expert_width)),
+                         doctest::Contains("no tensor \"model.layers.1.mlp.experts.4.up_proj.weight\""),
+                         ngemb::format_error);
+    CHECK_THROWS_WITH_AS((ngemb::moe<ngemb::softmax_router<>>::load(policy, checkpoint, "model.layers.2.mlp", c.options,
+                                                                    c.hidden, c.expert_width)),
+                         doctest::Contains("no tensor \"model.layers.2.mlp.router.classifier.weight\""),
+                         ngemb::format_error);
+  }
+  SUBCASE("NaN input raises the router's non-finite logits error, now or deferred") {
+    auto layer = c.make<ngemb::softmax_router<>, float>(policy);
+    std::vector<float> x = c.x;
+    x[2 * 16 + 5] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> y(x.size());
+    CHECK_THROWS_WITH_AS(layer.forward(policy, c.tokens(), ngemb::view<const float>(x), ngemb::view<float>(y)),
+                         doctest::Contains("router: logits: value nan at row 2"), ngemb::invalid_argument);
+    ngemb::input_checks<ngemb::host_policy> checks(policy);
+    layer.forward(policy, c.tokens(), ngemb::view<const float>(x), ngemb::view<float>(y), &checks);
+    CHECK_THROWS_WITH_AS(checks.raise_if_failed(), doctest::Contains("row 2"), ngemb::invalid_argument);
+    CHECK(layer.last_routing(policy).assignments() == static_cast<std::int64_t>(c.tokens()) * c.options.top_k);
   }
 }

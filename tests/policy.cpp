@@ -1,13 +1,21 @@
-// policy/: for_each_n covers every index exactly once on any thread count; input_checks raise typed errors.
+// policy/: for_each_n covers every index exactly once on any thread count; input_checks raise typed errors; the
+// mixed-precision gemm_nt matches an fp64 product; sort_pairs is a stable sort.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "ngemb/core/dtype.hpp"
 #include "ngemb/core/input_checks.hpp"
+#include "ngemb/policy/detail/sort_pairs.hpp"
+#include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
 TEST_CASE("host for_each_n visits every index once, serial and threaded") {
@@ -70,4 +78,78 @@ TEST_CASE("input_checks name the first bad offset and the first bad token") {
   CHECK_THROWS_WITH_AS(checks.raise_if_failed(),
                        "tokens: token id 99 at sequence 2, position 2 (flat index 4) is outside [0, 50)",
                        ngemb::invalid_argument);
+}
+
+namespace {
+
+/// C = A * B^T in fp64 from the values A and B hold.
+template <class W>
+std::vector<double> reference_gemm_nt(std::size_t m, std::size_t n, std::size_t k, const std::vector<float>& a,
+                                      const std::vector<W>& b) {
+  std::vector<double> c(m * n, 0.0);
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      for (std::size_t l = 0; l < k; ++l) {
+        c[i * n + j] += static_cast<double>(a[i * k + l]) * static_cast<double>(ngemb::to_float(b[j * k + l]));
+      }
+    }
+  }
+  return c;
+}
+
+template <class W>
+void check_mixed_gemm(const ngemb::host_policy& policy, std::size_t m, std::size_t n, std::size_t k) {
+  std::mt19937 random(static_cast<unsigned>(m * 7919 + n * 31 + k));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> a(m * k);
+  std::vector<W> b(n * k);
+  std::generate(a.begin(), a.end(), [&] { return normal(random); });
+  std::generate(b.begin(), b.end(), [&] { return W(normal(random)); });
+  std::vector<float> c(m * n, -7.0f);
+  ngemb::gemm_nt(policy, m, n, k, ngemb::view<const float>(a), ngemb::view<const W>(b), ngemb::view<float>(c));
+  const auto want = reference_gemm_nt(m, n, k, a, b);
+  // fp32 accumulation of k products of N(0, 1) values: errors grow like sqrt(k) * 6e-8 * |terms|; k <= 700 here
+  // keeps them below 1e-5 * sqrt(k), against sums of magnitude about sqrt(k).
+  double worst = 0.0;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    worst = std::max(worst, std::abs(c[i] - want[i]));
+  }
+  INFO("m = " << m << ", n = " << n << ", k = " << k << ", threads = " << policy.threads << ": worst error " << worst);
+  CHECK(worst <= 1e-5 * std::sqrt(static_cast<double>(k)));
+}
+
+}  // namespace
+
+TEST_CASE("mixed-precision gemm_nt (fp32 x bf16/fp16 -> fp32) matches an fp64 product") {
+  for (const unsigned threads : {1u, 2u}) {
+    const ngemb::host_policy policy{threads};
+    for (const auto& [m, n, k] : {std::array<std::size_t, 3>{1, 1, 1}, {1, 300, 700}, {3, 257, 129},
+                                  {17, 64, 500}, {70, 513, 33}, {5, 4, 0}, {0, 4, 5}}) {
+      check_mixed_gemm<ngemb::bf16>(policy, m, n, k);
+      check_mixed_gemm<ngemb::fp16>(policy, m, n, k);
+    }
+  }
+  const std::vector<float> a(6);
+  const std::vector<ngemb::bf16> b(8);
+  std::vector<float> c(4);
+  CHECK_THROWS_WITH_AS(ngemb::gemm_nt(ngemb::host_policy{}, 2, 2, 3, ngemb::view<const float>(a),
+                                      ngemb::view<const ngemb::bf16>(b), ngemb::view<float>(c)),
+                       doctest::Contains("gemm_nt: B must hold 2 x 3 = 6 values, got 8"), ngemb::shape_mismatch);
+}
+
+TEST_CASE("host sort_pairs is a stable sort by key") {
+  const std::vector<std::int32_t> keys = {3, 1, 3, 0, 1, 3, 2, 0};
+  const std::vector<std::int32_t> values = {0, 1, 2, 3, 4, 5, 6, 7};
+  std::vector<std::int32_t> sorted_keys(keys.size());
+  std::vector<std::int32_t> sorted_values(keys.size());
+  ngemb::host_buffer<std::byte> temp;
+  ngemb::sort_pairs(ngemb::host_policy{}, ngemb::view<const std::int32_t>(keys), ngemb::view<const std::int32_t>(values),
+                    ngemb::view<std::int32_t>(sorted_keys), ngemb::view<std::int32_t>(sorted_values), 2, temp);
+  CHECK(sorted_keys == std::vector<std::int32_t>{0, 0, 1, 1, 2, 3, 3, 3});
+  CHECK(sorted_values == std::vector<std::int32_t>{3, 7, 1, 4, 6, 0, 2, 5});
+  CHECK_THROWS_AS(ngemb::sort_pairs(ngemb::host_policy{}, ngemb::view<const std::int32_t>(keys),
+                                    ngemb::view<const std::int32_t>(values).subview(0, 7),
+                                    ngemb::view<std::int32_t>(sorted_keys), ngemb::view<std::int32_t>(sorted_values), 2,
+                                    temp),
+                  ngemb::shape_mismatch);
 }

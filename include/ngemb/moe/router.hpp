@@ -5,6 +5,7 @@
 // routed_scaling_factor. Everything runs in fp32 whatever the model's dtype. Ties go to the lowest expert index, on
 // host and device alike, because the selection is one shared element operation.
 #include <atomic>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,6 +18,7 @@
 #include "ngemb/core/views.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/upload.hpp"
@@ -163,22 +165,33 @@ class topk_router {
     selection_bias_ = upload(policy, selection_bias);
   }
 
-  /// `model.layers.{layer}.mlp.router.classifier.weight` [E+Z, H], `.classifier.bias` and
-  /// `.e_score_correction_bias` [E+Z] when the checkpoint has them.
-  static topk_router load(const Policy& policy, const safetensors_checkpoint& checkpoint, int layer,
+  /// `{prefix}.classifier.weight` [E+Z, H], and `{prefix}.classifier.bias` and `{prefix}.e_score_correction_bias`
+  /// [E+Z] when the checkpoint has them; the HF prefix is `model.layers.{l}.mlp.router`.
+  static topk_router load(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
                           const router_options& options, std::int64_t hidden) {
-    const std::string prefix = "model.layers." + std::to_string(layer) + ".mlp.router.";
     const std::int64_t experts = options.num_experts();
     const std::int64_t matrix_shape[] = {experts, hidden};
     const std::int64_t vector_shape[] = {experts};
-    const auto classifier = read_tensor_as<float>(checkpoint, prefix + "classifier.weight", matrix_shape);
+    const auto classifier = read_tensor_as<float>(checkpoint, prefix + ".classifier.weight", matrix_shape);
     const auto optional = [&](const std::string& name) {
       return checkpoint.contains(name) ? read_tensor_as<float>(checkpoint, name, vector_shape) : std::vector<float>{};
     };
-    const auto classifier_bias = optional(prefix + "classifier.bias");
-    const auto selection_bias = optional(prefix + "e_score_correction_bias");
+    const auto classifier_bias = optional(prefix + ".classifier.bias");
+    const auto selection_bias = optional(prefix + ".e_score_correction_bias");
     return topk_router(policy, options, hidden, view<const float>(classifier), view<const float>(classifier_bias),
                        view<const float>(selection_bias));
+  }
+
+  /// Adds the classifier and the biases it has (F32) under the names load() reads.
+  void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
+    const std::int64_t experts = options_.num_experts();
+    out.add<float>(policy, prefix + ".classifier.weight", {experts, hidden_}, classifier_.as_view());
+    if (classifier_bias_.size() != 0) {
+      out.add<float>(policy, prefix + ".classifier.bias", {experts}, classifier_bias_.as_view());
+    }
+    if (selection_bias_.size() != 0) {
+      out.add<float>(policy, prefix + ".e_score_correction_bias", {experts}, selection_bias_.as_view());
+    }
   }
 
   [[nodiscard]] const router_options& options() const { return options_; }
@@ -220,6 +233,16 @@ class topk_router {
   typename Policy::template buffer<float> classifier_bias_;
   typename Policy::template buffer<float> selection_bias_;
   typename Policy::template buffer<float> scores_;
+};
+
+/// What moe<Router, ...> needs of a router: its policy, its options, and route() with the signature of
+/// topk_router::route (chosen experts >= E are zero experts).
+template <class R>
+concept router = requires(R& routing, const R& inspected, const typename R::policy_type& policy, std::size_t tokens,
+                          view<const float> x, view<std::int32_t> chosen, view<float> weights,
+                          input_checks<typename R::policy_type>* deferred) {
+  { inspected.options() } -> std::convertible_to<const router_options&>;
+  routing.route(policy, tokens, x, chosen, weights, deferred);
 };
 
 /// What a user watches of a router: how many (token, pick) assignments each expert got, and the share that went

@@ -3,9 +3,12 @@
 // header only from nvcc-compiled code.
 #include <cuda_runtime.h>
 
+#include <cub/device/device_radix_sort.cuh>
+
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -13,10 +16,13 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/policy/detail/gemm_checks.hpp"
+#include "ngemb/policy/detail/mixed_gemm_ops.hpp"
+#include "ngemb/policy/detail/sort_pairs.hpp"
 #include "ngemb/cuda/cublas.cuh"
 #include "ngemb/cuda/device_buffer.cuh"
 #include "ngemb/cuda/error.cuh"
 #include "ngemb/cuda/for_each.cuh"
+#include "ngemb/cuda/mixed_gemm.cuh"
 
 namespace ngemb {
 
@@ -113,6 +119,60 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
                             depth, &zero, c.data(), rows),
                 "cublasDgemm", __FILE__, __LINE__);
   }
+}
+
+/// C = A * B^T with fp32 A [m x k], bf16/fp16 B [n x k] and fp32 C [m x n] in device memory, fp32 accumulation.
+/// Up to 8 rows of A (decode): a warp per row of B reads it once (cuda/mixed_gemm.cuh). More rows: B is widened to
+/// fp32 in stream-ordered scratch and cuBLAS runs the fp32 GEMM, whose time then dominates the extra pass.
+template <reduced_weight W>
+void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const float>> a, view<const W> b, view<float> c) {
+  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (m > static_cast<std::size_t>(cuda::detail::mixed_gemm_max_rows) || k == 0) {
+    device_buffer<float> widened(policy, n * k);
+    for_each_n(policy, n * k, detail::widen_op<W>{b.data(), widened.data()});
+    gemm_nt<float>(policy, m, n, k, a, view<const float>(widened.as_view()), c);
+    return;
+  }
+  const std::size_t blocks = (n + cuda::detail::mixed_gemm_warps_per_block - 1) / cuda::detail::mixed_gemm_warps_per_block;
+  if (blocks > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    throw invalid_argument("gemm_nt: B has " + std::to_string(n) + " rows, more than the kernel's grid covers");
+  }
+  constexpr int threads = cuda::detail::mixed_gemm_warps_per_block * 32;
+  const bool vectorised = k % cuda::detail::mixed_gemm_vector == 0 && reinterpret_cast<std::uintptr_t>(b.data()) % 16 == 0;
+  const auto rows = static_cast<int>(m);
+  if (vectorised) {
+    cuda::detail::mixed_gemm_small_m_kernel<W, true>
+        <<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a.data(), b.data(), c.data());
+  } else {
+    cuda::detail::mixed_gemm_small_m_kernel<W, false>
+        <<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a.data(), b.data(), c.data());
+  }
+  NGEMB_CUDA_CHECK(cudaGetLastError());
+}
+
+/// The device overload of sort_pairs (policy/detail/sort_pairs.hpp): CUB's stable radix sort over bits
+/// [0, key_bits), on the policy's stream, `temp` grown to what CUB asks for.
+template <class Key, class Value>
+void sort_pairs(const device_policy& policy, view<const Key> keys_in, view<const Value> values_in, view<Key> keys_out,
+                view<Value> values_out, int key_bits, device_buffer<std::byte>& temp) {
+  detail::check_sort_pairs_sizes(keys_in.size(), values_in.size(), keys_out.size(), values_out.size());
+  if (keys_in.empty()) {
+    return;
+  }
+  std::size_t bytes = 0;
+  const auto sort = [&](void* storage) {
+    NGEMB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(storage, bytes, keys_in.data(), keys_out.data(), values_in.data(),
+                                                     values_out.data(), keys_in.size(), 0, key_bits, policy.stream));
+  };
+  sort(nullptr);
+  if (temp.size() < bytes) {
+    temp = device_buffer<std::byte>(policy, bytes);
+  }
+  sort(temp.data());
 }
 
 /// Eight elements per thread: one 16-byte load of a bf16 row, and enough threads for a decode batch of one.

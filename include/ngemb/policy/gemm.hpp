@@ -2,16 +2,19 @@
 // Dense products under a policy. Every projection in ngemb is a Linear layer y = W x with W stored [out x in]
 // row-major (the PyTorch layout), applied to a batch of rows: C[m x n] = A[m x k] * B[n x k]^T. On the host this
 // runs Eigen's blocked GEMM, split across the policy's threads; device_policy.cuh adds the cuBLAS overload.
+// Weights may also be bf16 or fp16 (expert FFNs): activations stay fp32 and the products accumulate in fp32.
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <type_traits>
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/policy/detail/gemm_checks.hpp"
+#include "ngemb/policy/detail/mixed_gemm_ops.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
 namespace ngemb {
@@ -20,6 +23,37 @@ namespace detail {
 
 /// Multiply-adds below which a second thread costs more than it saves.
 inline constexpr std::size_t min_gemm_work_per_thread = std::size_t{1} << 22;
+
+/// Rows of A up to which the mixed GEMM widens one weight row at a time (it stays in L1) and dots it with every row
+/// of A; beyond, widening blocks for Eigen's kernels pays (measured on the Lite MoE shape, bench/moe.cpp).
+inline constexpr std::size_t mixed_gemm_direct_rows = 16;
+/// Weights below which a second thread costs more than it saves in the direct, memory-bound path (1M weights
+/// take ~100 us to stream, a thread start tens of microseconds).
+inline constexpr std::size_t min_mixed_weights_per_thread = std::size_t{1} << 20;
+
+/// sum_l a[l] * b[l] in fp32, in independent partial sums the compiler vectorises.
+inline float dot(const float* a, const float* b, std::size_t k) {
+  constexpr std::size_t lanes = 16;
+  float partial[lanes] = {};
+  std::size_t l = 0;
+  for (; l + lanes <= k; l += lanes) {
+    for (std::size_t j = 0; j < lanes; ++j) {
+      partial[j] += a[l + j] * b[l + j];
+    }
+  }
+  float sum = 0.0f;
+  for (const float value : partial) {
+    sum += value;
+  }
+  for (; l < k; ++l) {
+    sum += a[l] * b[l];
+  }
+  return sum;
+}
+
+/// Rows of B one block of the mixed GEMM widens at a time: 1 MiB of fp32, tall enough panels for Eigen's blocked
+/// kernel, small enough to stay in L2/L3 between its widening and its use.
+inline std::size_t mixed_gemm_block_rows(std::size_t k) { return std::max<std::size_t>(1, (std::size_t{1} << 18) / k); }
 
 }  // namespace detail
 
@@ -52,6 +86,64 @@ void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_
       result.middleRows(begin, count).noalias() = lhs.middleRows(begin, count) * rhs.transpose();
     } else {
       result.middleCols(begin, count).noalias() = lhs * rhs.middleRows(begin, count).transpose();
+    }
+  });
+}
+
+/// C = A * B^T with fp32 A [m x k], reduced-precision B [n x k] (bf16 or fp16 weights) and fp32 C [m x n], B read
+/// once and products accumulated in fp32. Up to 16 rows of A, each row of B is widened alone and dotted with
+/// every row of A (the work of a decode batch and of most experts' share of a prefill); larger batches widen
+/// blocks of B's rows into per-thread fp32 scratch and multiply them with Eigen. Threads split the rows of B.
+template <reduced_weight W>
+void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const float>> a, view<const W> b, view<float> c) {
+  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+  using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const row_major> lhs(a.data(), static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(k));
+  Eigen::Map<row_major> result(c.data(), static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(n));
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (k == 0) {
+    result.setZero();
+    return;
+  }
+  if (m <= detail::mixed_gemm_direct_rows) {
+    const std::size_t workers = std::clamp<std::size_t>(n * k / detail::min_mixed_weights_per_thread, 1,
+                                                        std::min<std::size_t>(policy.resolved_threads(), n));
+    for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
+      const std::unique_ptr<float[]> widened(new float[k]);
+      for (std::size_t row = n * worker / workers; row < n * (worker + 1) / workers; ++row) {
+        const detail::widen_op<W> widen{b.data() + row * k, widened.get()};
+        for (std::size_t l = 0; l < k; ++l) {
+          widen(l);
+        }
+        for (std::size_t i = 0; i < m; ++i) {
+          c[i * n + row] = detail::dot(a.data() + i * k, widened.get(), k);
+        }
+      }
+    });
+    return;
+  }
+  const std::size_t block_rows = std::min(n, detail::mixed_gemm_block_rows(k));
+  const std::size_t blocks = (n + block_rows - 1) / block_rows;
+  // Widening a weight costs about as much as a multiply-add per row of A: it counts in the work split.
+  const std::size_t work = (m + 1) * n * k;
+  const std::size_t workers = std::clamp<std::size_t>(work / detail::min_gemm_work_per_thread, 1,
+                                                      std::min<std::size_t>(policy.resolved_threads(), blocks));
+  for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
+    const std::unique_ptr<float[]> scratch(new float[block_rows * k]);
+    for (std::size_t block = blocks * worker / workers; block < blocks * (worker + 1) / workers; ++block) {
+      const std::size_t first = block * block_rows;
+      const std::size_t rows = std::min(block_rows, n - first);
+      const detail::widen_op<W> widen{b.data() + first * k, scratch.get()};
+      for (std::size_t i = 0; i < rows * k; ++i) {
+        widen(i);
+      }
+      const Eigen::Map<const row_major> widened(scratch.get(), static_cast<Eigen::Index>(rows),
+                                                static_cast<Eigen::Index>(k));
+      result.middleCols(static_cast<Eigen::Index>(first), static_cast<Eigen::Index>(rows)).noalias() =
+          lhs * widened.transpose();
     }
   });
 }
