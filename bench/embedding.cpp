@@ -26,65 +26,22 @@
 #include "ngemb/policy/host_policy.hpp"
 
 #include "embedding_setup.hpp"
+#include "host_timing.hpp"
 
 namespace {
 
 using ngemb_bench::variant;
 
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point start) {
-  return std::chrono::duration<double>(clock_type::now() - start).count();
-}
+using ngemb_bench::clock_type;
+using ngemb_bench::memcpy_floor;
+using ngemb_bench::seconds_since;
+using ngemb_bench::time_calls;
 
 const ngemb::host_policy all_threads{0};
 
-/// Seconds `calls` back-to-back calls of `run` take.
-template <class Run>
-double time_calls(Run& run, long calls) {
-  const auto start = clock_type::now();
-  for (long call = 0; call < calls; ++call) {
-    run();
-  }
-  return seconds_since(start);
-}
-
-/// The memory-bandwidth floor: 1 GiB copied by std::memcpy, one contiguous share per thread of host_policy{0}.
-class memcpy_floor {
- public:
-  static constexpr std::size_t bytes = std::size_t{1} << 30;
-
-  memcpy_floor() : source_(bytes), target_(bytes) {
-    std::memset(source_.data(), 1, bytes);  // fault every page in before timing
-    std::memset(target_.data(), 0, bytes);
-    auto run = [this] { copy(); };
-    bandwidth_ = 2.0 * static_cast<double>(bytes) /
-                 ngemb_bench::median_seconds([&run](long calls) { return time_calls(run, calls); });
-  }
-
-  void copy() {
-    const std::size_t threads = all_threads.resolved_threads();
-    ngemb::for_each_n(ngemb::host_policy{static_cast<unsigned>(threads), 1}, threads, [this, threads](std::size_t part) {
-      const std::size_t begin = bytes * part / threads;
-      const std::size_t end = bytes * (part + 1) / threads;
-      std::memcpy(target_.data() + begin, source_.data() + begin, end - begin);
-    });
-    benchmark::DoNotOptimize(target_.data());
-    benchmark::ClobberMemory();
-  }
-
-  /// Bytes per second, read + write.
-  [[nodiscard]] double bandwidth() const { return bandwidth_; }
-
- private:
-  std::vector<std::byte> source_;
-  std::vector<std::byte> target_;
-  double bandwidth_ = 0;
-};
-
 /// Built on first use (not before main), so --benchmark_list_tests and filters cost nothing.
 memcpy_floor& floor_baseline() {
-  static memcpy_floor floor;
+  static memcpy_floor floor(all_threads);
   return floor;
 }
 

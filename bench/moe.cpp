@@ -23,51 +23,21 @@
 
 #include "ngemb/policy/host_policy.hpp"
 
-#include "embedding_setup.hpp"
+#include "host_timing.hpp"
 #include "moe_setup.hpp"
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
+using ngemb_bench::clock_type;
+using ngemb_bench::seconds_since;
+using ngemb_bench::time_calls;
 
 const ngemb::host_policy all_threads{0};
 
-double seconds_since(clock_type::time_point start) {
-  return std::chrono::duration<double>(clock_type::now() - start).count();
-}
-
-template <class Run>
-double time_calls(Run& run, long calls) {
-  const auto start = clock_type::now();
-  for (long call = 0; call < calls; ++call) {
-    run();
-  }
-  return seconds_since(start);
-}
-
 constexpr ngemb_bench::moe_batch batches[] = {{"decode_1", 1}, {"decode_16", 16}, {"decode_64", 64}, {"prefill_256", 256}};
 
-/// Read + write bytes per second of a 1 GiB std::memcpy, one contiguous share per thread of host_policy{0}.
-double memcpy_bandwidth() {
-  constexpr std::size_t bytes = std::size_t{1} << 30;
-  std::vector<std::byte> source(bytes);
-  std::vector<std::byte> target(bytes);
-  std::memset(source.data(), 1, bytes);  // fault every page in before timing
-  std::memset(target.data(), 0, bytes);
-  auto copy = [&] {
-    const std::size_t threads = all_threads.resolved_threads();
-    ngemb::for_each_n(ngemb::host_policy{static_cast<unsigned>(threads), 1}, threads, [&](std::size_t part) {
-      const std::size_t begin = bytes * part / threads;
-      std::memcpy(target.data() + begin, source.data() + begin, bytes * (part + 1) / threads - begin);
-    });
-    benchmark::DoNotOptimize(target.data());
-    benchmark::ClobberMemory();
-  };
-  return 2.0 * static_cast<double>(bytes) / ngemb_bench::median_seconds([&copy](long calls) { return time_calls(copy, calls); });
-}
-
 struct layer_state {
-  double bandwidth = memcpy_bandwidth();  // first, before the weights take most of the memory
+  double bandwidth = ngemb_bench::memcpy_floor(all_threads).bandwidth();  // first, before the weights take most of the memory
   ngemb_bench::lite_weights weights{all_threads};
   ngemb::moe<ngemb::softmax_router<>, ngemb::bf16> layer = weights.layer(all_threads);
   ngemb_bench::naive_moe<ngemb::host_policy> naive{all_threads, weights.router(all_threads),

@@ -1,0 +1,203 @@
+// Host throughput of a whole causal_lm: the demo model of examples/demo_model.hpp (4 LongCat shortcut layers,
+// H = 256, 8 query / 2 KV heads, 32 routed + 16 zero experts top-4 with bf16 weights, bf16 n-gram tables N = 4,
+// K = 4 over V = 8192) under ngemb::host_policy{0} (all hardware threads).
+// Benchmarks:
+//   decode/{B}   B sequences holding 256 tokens each take one new token (last-token logits), through the caches;
+//   prefill/{B}  B sequences of 256 tokens from an empty state.
+// Counters: tokens_per_second;
+//   vs_no_cache (decode) = the time of the same next-token logits without caches (each step runs every whole
+//                sequence, 257 tokens, from an empty state, as generation without a KV cache must; its median is
+//                taken at setup) / the decode time;
+//   vs_floor   = time / (bytes the step must read / memcpy bandwidth): every dense parameter once (attention, dense
+//                FFNs, routers, norms, lm_head, n-gram projections), the distinct routed experts the step chose,
+//                the K/V of every cached position, and each token's gathered embedding rows; the bandwidth is a
+//                1 GiB std::memcpy over the same threads (read + write bytes), measured in the same run.
+// A decode benchmark restarts its sequences (untimed) when they have grown by 64 tokens, so the context stays
+// within 256..320 positions.
+#include <benchmark/benchmark.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "demo_model.hpp"
+#include "host_timing.hpp"
+#include "ngemb/ngemb.hpp"
+
+namespace {
+
+using model_type = ngemb_examples::demo_model<ngemb::host_policy>;
+
+const ngemb::host_policy all_threads{0};
+constexpr std::int64_t context = 256;
+constexpr std::int64_t regrowth = 64;
+
+std::size_t dtype_bytes(const std::string& dtype) { return dtype == "F32" ? 4 : 2; }
+
+struct model_state {
+  double bandwidth = ngemb_bench::memcpy_floor(all_threads).bandwidth();
+  model_type model = ngemb_examples::random_model(all_threads, ngemb_examples::demo_config(), 2026);
+  double dense_bytes = 0;  ///< parameters every step reads whole (not the tables, not the experts)
+  double expert_bytes = 0;  ///< one routed expert's gate, up and down weights
+  double gathered_bytes_per_token = 0;
+
+  model_state() {
+    ngemb::tensor_collection parameters(ngemb::tensor_collection::mode::names_only);
+    model.collect(all_threads, parameters);
+    for (const ngemb::tensor_to_write& tensor : parameters.entries()) {
+      double elements = 1;
+      for (const std::int64_t extent : tensor.shape) {
+        elements *= static_cast<double>(extent);
+      }
+      const bool table = tensor.name == "model.embed_tokens.weight" ||
+                         tensor.name.starts_with("model.ngram_embeddings.embedders.");
+      if (!table && tensor.name.find(".mlp.experts.") == std::string::npos) {
+        dense_bytes += elements * static_cast<double>(dtype_bytes(tensor.dtype));
+      }
+    }
+    const auto& config = model.config();
+    expert_bytes = 3.0 * static_cast<double>(config.expert_ffn_hidden_size * config.hidden_size()) * 2.0;
+    gathered_bytes_per_token =
+        2.0 * static_cast<double>(config.hidden_size() + config.ngram.num_tables() * config.ngram.row_width());
+  }
+};
+
+model_state& state() {
+  static model_state built;
+  return built;
+}
+
+std::vector<std::vector<std::int32_t>> random_sequences(std::size_t count, std::int64_t length, unsigned seed) {
+  std::mt19937 engine(seed);
+  std::uniform_int_distribution<std::int32_t> token(3, 8191);
+  std::vector<std::vector<std::int32_t>> sequences(count);
+  for (auto& sequence : sequences) {
+    for (std::int64_t i = 0; i < length; ++i) {
+      sequence.push_back(token(engine));
+    }
+  }
+  return sequences;
+}
+
+/// Runs ragged batches of the model's sequences `ids`, last-token logits into `logits`.
+struct batch_runner {
+  model_type& model;
+  std::vector<std::int32_t> ids;
+  std::vector<float> logits;
+
+  batch_runner(model_type& owner, std::size_t sequences)
+      : model(owner), logits(sequences * static_cast<std::size_t>(owner.config().vocab_size())) {}
+
+  void start() {
+    for (std::size_t i = 0; i < logits.size() / static_cast<std::size_t>(model.config().vocab_size()); ++i) {
+      ids.push_back(model.start_sequence());
+    }
+  }
+  void end() {
+    for (const std::int32_t id : ids) {
+      model.end_sequence(id);
+    }
+    ids.clear();
+  }
+  void run(const std::vector<std::vector<std::int32_t>>& sequences) {
+    std::vector<std::int32_t> tokens;
+    std::vector<std::int64_t> offsets{0};
+    for (const auto& sequence : sequences) {
+      tokens.insert(tokens.end(), sequence.begin(), sequence.end());
+      offsets.push_back(static_cast<std::int64_t>(tokens.size()));
+    }
+    model.forward(all_threads, ngemb::view<const std::int32_t>(ids),
+                  ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
+                                                         ngemb::view<const std::int64_t>(offsets)),
+                  ngemb::view<float>(logits), ngemb::logits_for::last_token);
+    benchmark::DoNotOptimize(logits.data());
+  }
+};
+
+/// Bytes a decode step of `sequences` tokens at `positions` cached positions each must read, after a step ran.
+double decode_floor_bytes(std::size_t sequences, std::int64_t positions) {
+  model_state& built = state();
+  const auto& config = built.model.config();
+  double experts = 0;
+  for (const auto& block : built.model.blocks()) {
+    const ngemb::routing_statistics routing = block.moe().last_routing(all_threads);
+    for (int expert = 0; expert < routing.routed_experts; ++expert) {
+      experts += routing.load[static_cast<std::size_t>(expert)] > 0 ? 1.0 : 0.0;
+    }
+  }
+  const double kv = static_cast<double>(sequences) * static_cast<double>(positions) *
+                    static_cast<double>(config.num_key_value_heads * config.head_dim) * 4.0 * 2.0 *
+                    static_cast<double>(config.num_layers * ngemb_examples::demo_block<ngemb::host_policy>::attention_sublayers);
+  return built.dense_bytes + experts * built.expert_bytes + kv +
+         static_cast<double>(sequences) * built.gathered_bytes_per_token;
+}
+
+void decode(benchmark::State& bench, std::size_t sequences) {
+  model_state& built = state();
+  batch_runner runner(built.model, sequences);
+  const auto prompts = random_sequences(sequences, context, 7);
+  const auto next = random_sequences(sequences, 1, 8);
+  const auto restart = [&] {
+    runner.end();
+    runner.start();
+    runner.run(prompts);
+  };
+  // Baseline: the same next-token logits with no caches, every whole sequence from an empty state.
+  auto whole = prompts;
+  for (std::size_t s = 0; s < sequences; ++s) {
+    whole[s].push_back(next[s][0]);
+  }
+  auto no_cache = [&] {
+    runner.end();
+    runner.start();
+    runner.run(whole);
+  };
+  const double no_cache_seconds =
+      ngemb_bench::median_seconds([&no_cache](long calls) { return ngemb_bench::time_calls(no_cache, calls); });
+  restart();
+  double floor_bytes = 0;
+  for (auto _ : bench) {
+    runner.run(next);
+    if (built.model.length(runner.ids[0]) >= context + regrowth) {
+      bench.PauseTiming();
+      floor_bytes = decode_floor_bytes(sequences, context + regrowth / 2);
+      restart();
+      bench.ResumeTiming();
+    }
+  }
+  if (floor_bytes == 0) {
+    floor_bytes = decode_floor_bytes(sequences, context + regrowth / 2);
+  }
+  runner.end();
+  // Google Benchmark divides by the measured (unpaused) time: rate x iterations / time.
+  using counter = benchmark::Counter;
+  bench.counters["tokens_per_second"] = counter(static_cast<double>(sequences), counter::kIsIterationInvariantRate);
+  bench.counters["vs_no_cache"] = counter(no_cache_seconds, counter::kIsIterationInvariantRate);
+  bench.counters["vs_floor"] =
+      counter(floor_bytes / built.bandwidth, counter::kIsIterationInvariantRate | counter::kInvert);
+}
+
+void prefill(benchmark::State& bench, std::size_t sequences) {
+  model_state& built = state();
+  batch_runner runner(built.model, sequences);
+  const auto prompts = random_sequences(sequences, context, 9);
+  for (auto _ : bench) {
+    runner.start();
+    runner.run(prompts);
+    runner.end();
+  }
+  using counter = benchmark::Counter;
+  bench.counters["tokens_per_second"] =
+      counter(static_cast<double>(sequences * context), counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(decode, 1, 1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(decode, 8, 8)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(prefill, 4, 4)->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
