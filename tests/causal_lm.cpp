@@ -19,6 +19,7 @@
 #include "ngemb/model/causal_lm.hpp"
 #include "ngemb/moe/moe_layer.hpp"
 #include "ngemb/moe/swiglu.hpp"
+#include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 #include "model_golden.hpp"
 #include "temp_folder.hpp"
@@ -61,6 +62,12 @@ void copy_checkpoint(const std::filesystem::path& source, const std::filesystem:
 TEST_CASE("LongCat shortcut-block model matches the PyTorch reference") { check_against_reference<shortcut_lm>(host, "shortcut"); }
 
 TEST_CASE("pre-norm MoE model matches the PyTorch reference") { check_against_reference<prenorm_lm>(host, "prenorm"); }
+
+TEST_CASE("an embedding read in place from the mapped checkpoint gives the same model") {
+  using mapped_lm = ngemb::causal_lm<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<float>>,
+                                     ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>, expert_layer>>;
+  check_against_reference<mapped_lm>(host, "shortcut");
+}
 
 TEST_CASE("last-token logits are the every-token rows at each sequence's end") {
   const model_golden expected("shortcut");
