@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ngemb/core/dtype.hpp"
@@ -42,6 +43,39 @@ TEST_CASE("host for_each_n rethrows a worker's exception") {
                                       }
                                     }),
                   std::runtime_error);
+}
+
+TEST_CASE("host for_each_n: nested loops and concurrent callers share the pool and each completes") {
+  // A loop inside a loop's element (the inner caller claims its own chunks, so it never waits on busy threads),
+  // from several user threads at once.
+  constexpr std::size_t outer = 8;
+  constexpr std::size_t inner = 5000;
+  const ngemb::host_policy policy{4, 1};
+  std::vector<std::thread> callers;
+  std::array<std::vector<std::atomic<int>>, 3> visits;
+  for (auto& caller_visits : visits) {
+    caller_visits = std::vector<std::atomic<int>>(outer * inner);
+  }
+  for (std::size_t caller = 0; caller < visits.size(); ++caller) {
+    callers.emplace_back([&, caller] {
+      for (int repeat = 0; repeat < 20; ++repeat) {
+        ngemb::for_each_n(policy, outer, [&](std::size_t o) {
+          ngemb::for_each_n(ngemb::host_policy{4, 100}, inner,
+                            [&](std::size_t i) { visits[caller][o * inner + i].fetch_add(1); });
+        });
+      }
+    });
+  }
+  for (std::thread& caller : callers) {
+    caller.join();
+  }
+  for (const auto& caller_visits : visits) {
+    std::size_t wrong = 0;
+    for (const auto& count : caller_visits) {
+      wrong += count.load() != 20;
+    }
+    CHECK(wrong == 0);
+  }
 }
 
 TEST_CASE("input_checks name the first bad offset and the first bad token") {

@@ -1,6 +1,6 @@
 #pragma once
-// The host execution policy: runs one element operation over [0, n) in a loop, split across std::threads when
-// the range is large enough to pay for starting them.
+// The host execution policy: runs one element operation over [0, n) in a loop, split across the threads of a
+// shared pool (detail/host_pool.hpp) when the range is large enough to pay for waking them.
 #include <algorithm>
 #include <atomic>
 #include <concepts>
@@ -21,6 +21,7 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/policy/detail/host_pool.hpp"
 
 namespace ngemb {
 
@@ -30,7 +31,7 @@ class host_buffer;
 struct host_policy {
   /// Worker threads; 0 means std::thread::hardware_concurrency().
   unsigned threads = 1;
-  /// Smallest number of elements worth giving to one thread (thread start costs tens of microseconds).
+  /// Smallest number of elements worth giving to one thread (waking a pool thread costs microseconds).
   std::size_t min_elements_per_thread = 16384;
 
   template <class T>
@@ -111,25 +112,18 @@ void for_each_n(const host_policy& policy, std::size_t n, Op op) {
     return;
   }
   std::vector<std::exception_ptr> failures(workers);
-  {
-    std::vector<std::jthread> pool;
-    pool.reserve(workers - 1);
-    const auto run_chunk = [&](std::size_t worker) {
-      try {
-        const std::size_t begin = n * worker / workers;
-        const std::size_t end = n * (worker + 1) / workers;
-        for (std::size_t i = begin; i < end; ++i) {
-          op(i);
-        }
-      } catch (...) {
-        failures[worker] = std::current_exception();
+  const auto run_chunk = [&](std::size_t worker) {
+    try {
+      const std::size_t begin = n * worker / workers;
+      const std::size_t end = n * (worker + 1) / workers;
+      for (std::size_t i = begin; i < end; ++i) {
+        op(i);
       }
-    };
-    for (std::size_t worker = 1; worker < workers; ++worker) {
-      pool.emplace_back(run_chunk, worker);
+    } catch (...) {
+      failures[worker] = std::current_exception();
     }
-    run_chunk(0);
-  }
+  };
+  detail::host_pool::shared().run(workers, run_chunk);
   for (const auto& failure : failures) {
     if (failure) {
       std::rethrow_exception(failure);
