@@ -57,11 +57,10 @@ class moe {
   using policy_type = typename detail::router_policy<Router>::type;
   using router_type = Router;
   using weight_type = Weight;
-  using Policy = policy_type;
 
   /// Expert weights as host arrays in the PyTorch layout, expert after expert: gate and up [E x I x H], down
   /// [E x H x I], with E = router.options().routed_experts and I = expert_width.
-  moe(const Policy& policy, Router router, std::int64_t hidden, std::int64_t expert_width, view<const Weight> gate,
+  moe(const policy_type& policy, Router router, std::int64_t hidden, std::int64_t expert_width, view<const Weight> gate,
       view<const Weight> up, view<const Weight> down)
       : router_(std::move(router)), hidden_(hidden), expert_width_(expert_width) {
     const std::int64_t experts = router_.options().routed_experts;
@@ -72,7 +71,7 @@ class moe {
 
   /// The router at `{prefix}.router` (Router::load) and the experts at
   /// `{prefix}.experts.{e}.{gate_proj,up_proj,down_proj}.weight`; the HF prefix is `model.layers.{l}.mlp`.
-  static moe load(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+  static moe load(const policy_type& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
                   const router_options& options, std::int64_t hidden, std::int64_t expert_width) {
     Router router = Router::load(policy, checkpoint, prefix + ".router", options, hidden);
     const auto experts = static_cast<std::size_t>(options.routed_experts);
@@ -93,7 +92,7 @@ class moe {
   }
 
   /// Adds the router's and the experts' tensors under the names load() reads (experts in Weight's dtype).
-  void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
+  void save(const policy_type& policy, const std::string& prefix, tensor_collection& out) const {
     router_.save(policy, prefix + ".router", out);
     const std::size_t matrix = matrix_size();
     const view<const Weight> gate_up = gate_up_.as_view();
@@ -110,8 +109,8 @@ class moe {
   /// y = MoE(x) for x, y [tokens x H] in policy memory (y overwritten). Non-finite router logits raise
   /// invalid_argument (queued in `deferred` when given; the forward then runs memory-safely on whatever x holds).
   /// On a device the per-expert row counts are read back once (one synchronisation) to size the expert GEMMs.
-  void forward(const Policy& policy, std::size_t tokens, view<const float> x, view<float> y,
-               input_checks<Policy>* deferred = nullptr) {
+  void forward(const policy_type& policy, std::size_t tokens, view<const float> x, view<float> y,
+               input_checks<policy_type>* deferred = nullptr) {
     const auto hidden = static_cast<std::size_t>(hidden_);
     const auto width = static_cast<std::size_t>(expert_width_);
     const auto top_k = static_cast<std::size_t>(router_.options().top_k);
@@ -172,7 +171,7 @@ class moe {
   }
 
   /// Expert load of the last forward's routing (empty counts before any forward).
-  [[nodiscard]] routing_statistics last_routing(const Policy& policy) const {
+  [[nodiscard]] routing_statistics last_routing(const policy_type& policy) const {
     const std::size_t pairs = last_tokens_ * static_cast<std::size_t>(router_.options().top_k);
     return routing_load(policy, router_.options(), view<const std::int32_t>(chosen_.data(), pairs));
   }
@@ -188,21 +187,21 @@ class moe {
   Router router_;
   std::int64_t hidden_;
   std::int64_t expert_width_;
-  typename Policy::template buffer<Weight> gate_up_;  ///< [E x 2I x H]: per expert W_gate then W_up
-  typename Policy::template buffer<Weight> down_;     ///< [E x H x I]
+  typename policy_type::template buffer<Weight> gate_up_;  ///< [E x 2I x H]: per expert W_gate then W_up
+  typename policy_type::template buffer<Weight> down_;     ///< [E x H x I]
   // Workspaces, grown to the largest batch seen.
-  typename Policy::template buffer<std::int32_t> chosen_;          ///< [tokens x k] expert per pair
-  typename Policy::template buffer<float> weights_;                ///< [tokens x k] router weight per pair
-  typename Policy::template buffer<std::int32_t> pair_ids_;        ///< 0 .. pairs - 1
-  typename Policy::template buffer<std::int32_t> sorted_experts_;  ///< the chosen experts, sorted
-  typename Policy::template buffer<std::int32_t> order_;           ///< pair at each sorted position
-  typename Policy::template buffer<std::int32_t> position_;        ///< sorted position of each pair
-  typename Policy::template buffer<std::int32_t> offsets_;         ///< [E+Z+1] first sorted position per expert
-  typename Policy::template buffer<std::byte> sort_temp_;
-  typename Policy::template buffer<float> gathered_;     ///< [routed pairs x H]
-  typename Policy::template buffer<float> gate_up_out_;  ///< [routed pairs x 2I]
-  typename Policy::template buffer<float> activated_;    ///< [routed pairs x I]
-  typename Policy::template buffer<float> expert_out_;   ///< [routed pairs x H]
+  typename policy_type::template buffer<std::int32_t> chosen_;          ///< [tokens x k] expert per pair
+  typename policy_type::template buffer<float> weights_;                ///< [tokens x k] router weight per pair
+  typename policy_type::template buffer<std::int32_t> pair_ids_;        ///< 0 .. pairs - 1
+  typename policy_type::template buffer<std::int32_t> sorted_experts_;  ///< the chosen experts, sorted
+  typename policy_type::template buffer<std::int32_t> order_;           ///< pair at each sorted position
+  typename policy_type::template buffer<std::int32_t> position_;        ///< sorted position of each pair
+  typename policy_type::template buffer<std::int32_t> offsets_;         ///< [E+Z+1] first sorted position per expert
+  typename policy_type::template buffer<std::byte> sort_temp_;
+  typename policy_type::template buffer<float> gathered_;     ///< [routed pairs x H]
+  typename policy_type::template buffer<float> gate_up_out_;  ///< [routed pairs x 2I]
+  typename policy_type::template buffer<float> activated_;    ///< [routed pairs x I]
+  typename policy_type::template buffer<float> expert_out_;   ///< [routed pairs x H]
   std::vector<std::int32_t> offsets_host_;
   std::size_t last_tokens_ = 0;
 };
