@@ -104,6 +104,17 @@ void add_residual(const Policy& policy, view<float> stream, const typename Polic
   for_each_n(policy, stream.size(), add_residual_op{stream.data(), update.data()});
 }
 
+/// h += attention(norm(h)), charged to the attention stage: the attention sublayer of every block kind.
+template <class Attention, class Policy>
+void add_attention(const Policy& policy, const rms_norm<Policy>& norm, Attention& attention, kv_cache<Policy>& cache,
+                   int cache_layer, view<float> h, block_workspace<Policy>& work, stage_clock<Policy>& clock) {
+  const view<float> normed = work.normed.as_view().subview(0, h.size());
+  norm.forward(policy, cache.step_tokens(), h, normed);
+  attention.forward(policy, cache, cache_layer, normed, work.update.as_view().subview(0, h.size()));
+  add_residual(policy, h, work.update);
+  clock.mark(policy, model_stage::attention);
+}
+
 template <class Attention, class Ffn>
 constexpr bool check_block_parts() {
   static_assert(attention_layer<Attention>,
@@ -161,10 +172,7 @@ class prenorm_block {
     const view<const float> stream(h.data(), h.size());
     const view<float> normed = work.normed.as_view().subview(0, h.size());
     const view<float> update = work.update.as_view().subview(0, h.size());
-    input_norm_.forward(policy, tokens, stream, normed);
-    attention_.forward(policy, cache, layer * attention_sublayers, normed, update);
-    detail::add_residual(policy, h, work.update);
-    clock.mark(policy, model_stage::attention);
+    detail::add_attention(policy, input_norm_, attention_, cache, layer * attention_sublayers, h, work, clock);
     post_norm_.forward(policy, tokens, stream, normed);
     ffn_.forward(policy, tokens, normed, update);
     detail::add_residual(policy, h, work.update);
@@ -249,10 +257,7 @@ class shortcut_block {
     const view<float> shortcut = work.shortcut.as_view().subview(0, h.size());
     const int first_attention = layer * attention_sublayers;
 
-    input_norms_[0].forward(policy, tokens, stream, normed);
-    attentions_[0].forward(policy, cache, first_attention, normed, update);
-    detail::add_residual(policy, h, work.update);
-    clock.mark(policy, model_stage::attention);
+    detail::add_attention(policy, input_norms_[0], attentions_[0], cache, first_attention, h, work, clock);
 
     post_norms_[0].forward(policy, tokens, stream, normed);
     moe_.forward(policy, tokens, normed, shortcut);
@@ -261,10 +266,7 @@ class shortcut_block {
     detail::add_residual(policy, h, work.update);
     clock.mark(policy, model_stage::dense_ffn);
 
-    input_norms_[1].forward(policy, tokens, stream, normed);
-    attentions_[1].forward(policy, cache, first_attention + 1, normed, update);
-    detail::add_residual(policy, h, work.update);
-    clock.mark(policy, model_stage::attention);
+    detail::add_attention(policy, input_norms_[1], attentions_[1], cache, first_attention + 1, h, work, clock);
 
     post_norms_[1].forward(policy, tokens, stream, normed);
     ffns_[1].forward(policy, tokens, normed, update);
