@@ -93,8 +93,15 @@ inline ngram_config parse_ngram_config(std::string_view json_text, const std::st
   return config;
 }
 
-/// Reads `path` (a config.json file, or a checkpoint folder holding one).
-inline ngram_config read_ngram_config(const std::filesystem::path& path) {
+namespace detail {
+
+struct config_file {
+  std::filesystem::path file;
+  std::string text;
+};
+
+/// The text of `path` (a config.json file, or a checkpoint folder holding one); io_error when it cannot be read.
+inline config_file read_config_file(const std::filesystem::path& path) {
   const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "config.json" : path;
   std::ifstream stream(file, std::ios::binary);
   if (!stream) {
@@ -105,7 +112,15 @@ inline ngram_config read_ngram_config(const std::filesystem::path& path) {
   if (stream.bad()) {
     throw io_error("cannot read " + file.string());
   }
-  return parse_ngram_config(text.str(), file.string());
+  return {file, text.str()};
+}
+
+}  // namespace detail
+
+/// Reads `path` (a config.json file, or a checkpoint folder holding one).
+inline ngram_config read_ngram_config(const std::filesystem::path& path) {
+  const detail::config_file config = detail::read_config_file(path);
+  return parse_ngram_config(config.text, config.file.string());
 }
 
 }  // namespace ngemb

@@ -7,8 +7,6 @@
 // and `head_dim`.
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -137,14 +135,8 @@ inline model_config parse_model_config(std::string_view json_text, const std::st
 
 /// Reads `path` (a config.json file, or a checkpoint folder holding one).
 inline model_config read_model_config(const std::filesystem::path& path) {
-  const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "config.json" : path;
-  std::ifstream stream(file, std::ios::binary);
-  if (!stream) {
-    throw io_error("cannot open " + file.string());
-  }
-  std::ostringstream text;
-  text << stream.rdbuf();
-  return parse_model_config(text.str(), file.string());
+  const detail::config_file config = detail::read_config_file(path);
+  return parse_model_config(config.text, config.file.string());
 }
 
 /// config.json text that parse_model_config reads back to the same config.
