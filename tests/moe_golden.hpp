@@ -25,6 +25,7 @@
 #include "ngemb/moe/moe_layer.hpp"
 #include "ngemb/moe/router.hpp"
 #include "ngemb/moe/swiglu.hpp"
+#include "router_golden.hpp"
 
 namespace ngemb_test {
 
@@ -109,32 +110,15 @@ struct swiglu_case : ffn_case {
   }
 };
 
-struct moe_case : ffn_case {
-  ngemb::router_options options;
+struct moe_case : ffn_case, router_parameters {
   std::int64_t expert_width;
-  std::vector<float> classifier;
-  std::vector<float> classifier_bias;
-  std::vector<float> selection_bias;
 
   explicit moe_case(const nlohmann::json& c)
-      : ffn_case(c),
-        expert_width(c.at("expert_width")),
-        classifier(c.at("classifier").get<std::vector<float>>()),
-        classifier_bias(c.value("classifier_bias", std::vector<float>{})),
-        selection_bias(c.value("selection_bias", std::vector<float>{})) {
-    options.routed_experts = c.at("routed_experts");
-    options.zero_experts = c.at("zero_experts");
-    options.top_k = c.at("top_k");
-    options.normalize_top_k = c.at("normalize_top_k");
-    options.routed_scaling_factor = c.at("routed_scaling_factor");
-  }
-
-  [[nodiscard]] bool softmax() const { return golden.at("scoring") == "softmax"; }
+      : ffn_case(c), router_parameters(c), expert_width(c.at("expert_width")) {}
 
   template <class Router, class Policy>
   [[nodiscard]] Router make_router(const Policy& policy) const {
-    return Router(policy, options, hidden, ngemb::view<const float>(classifier),
-                  ngemb::view<const float>(classifier_bias), ngemb::view<const float>(selection_bias));
+    return router_for<Router>(policy, hidden);
   }
 
   template <class Router, class Weight, class Policy>

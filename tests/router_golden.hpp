@@ -17,22 +17,19 @@
 
 namespace ngemb_test {
 
-struct router_case {
-  nlohmann::json golden;
+/// A router's parameters as the reference cases store them (router and MoE cases alike).
+struct router_parameters {
+  std::string scoring;
   ngemb::router_options options;
-  std::int64_t hidden = 0;
   std::vector<float> classifier;
   std::vector<float> classifier_bias;
   std::vector<float> selection_bias;
-  std::vector<float> x;
 
-  explicit router_case(const nlohmann::json& c)
-      : golden(c),
-        hidden(c.at("hidden")),
+  explicit router_parameters(const nlohmann::json& c)
+      : scoring(c.at("scoring")),
         classifier(c.at("classifier").get<std::vector<float>>()),
         classifier_bias(c.value("classifier_bias", std::vector<float>{})),
-        selection_bias(c.value("selection_bias", std::vector<float>{})),
-        x(c.at("x").get<std::vector<float>>()) {
+        selection_bias(c.value("selection_bias", std::vector<float>{})) {
     options.routed_experts = c.at("routed_experts");
     options.zero_experts = c.at("zero_experts");
     options.top_k = c.at("top_k");
@@ -40,13 +37,28 @@ struct router_case {
     options.routed_scaling_factor = c.at("routed_scaling_factor");
   }
 
-  [[nodiscard]] bool softmax() const { return golden.at("scoring") == "softmax"; }
+  [[nodiscard]] bool softmax() const { return scoring == "softmax"; }
+
+  template <class Router, class Policy>
+  [[nodiscard]] Router router_for(const Policy& policy, std::int64_t hidden) const {
+    return Router(policy, options, hidden, ngemb::view<const float>(classifier), ngemb::view<const float>(classifier_bias),
+                  ngemb::view<const float>(selection_bias));
+  }
+};
+
+struct router_case : router_parameters {
+  nlohmann::json golden;
+  std::int64_t hidden = 0;
+  std::vector<float> x;
+
+  explicit router_case(const nlohmann::json& c)
+      : router_parameters(c), golden(c), hidden(c.at("hidden")), x(c.at("x").get<std::vector<float>>()) {}
+
   [[nodiscard]] std::size_t tokens() const { return x.size() / static_cast<std::size_t>(hidden); }
 
   template <class Router, class Policy>
   [[nodiscard]] Router make(const Policy& policy) const {
-    return Router(policy, options, hidden, ngemb::view<const float>(classifier), ngemb::view<const float>(classifier_bias),
-                  ngemb::view<const float>(selection_bias));
+    return router_for<Router>(policy, hidden);
   }
 
   void check(const std::vector<std::int32_t>& chosen, const std::vector<float>& weights) const {
