@@ -20,6 +20,7 @@
 #include "ngemb/policy/device_policy.cuh"
 #include "stream_timer.cuh"
 
+#include "device_floor.cuh"
 #include "embedding_setup.hpp"
 
 namespace {
@@ -37,19 +38,12 @@ struct shape_state {
 /// explicitly at the end of main, while the CUDA context is still alive.
 class device_state {
  public:
-  static constexpr std::size_t floor_bytes = std::size_t{1} << 30;
+  static constexpr std::size_t floor_bytes = ngemb_bench::device_memcpy_floor::bytes;
 
   device_state() : shapes_(ngemb_bench::shapes.size()) {
     NGEMB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     policy_ = ngemb::device_policy{stream_};
-    floor_source_ = ngemb::device_buffer<std::byte>(floor_bytes);
-    floor_target_ = ngemb::device_buffer<std::byte>(floor_bytes);
-    NGEMB_CUDA_CHECK(cudaMemset(floor_source_.data(), 1, floor_bytes));
-    NGEMB_CUDA_CHECK(cudaMemset(floor_target_.data(), 0, floor_bytes));
-    NGEMB_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets ran on the legacy stream
-    auto copy = [this] { run_floor(); };
-    bandwidth_ = 2.0 * static_cast<double>(floor_bytes) /
-                 ngemb_bench::median_seconds([this, &copy](long calls) { return time_on_stream(copy, calls); });
+    floor_ = std::make_unique<ngemb_bench::device_memcpy_floor>(stream_, timer_);
     model_ = std::make_unique<ngemb_bench::model<ngemb::device_policy>>(policy_);
   }
 
@@ -78,10 +72,7 @@ class device_state {
     return *shapes_[index];
   }
 
-  void run_floor() {
-    NGEMB_CUDA_CHECK(cudaMemcpyAsync(floor_target_.data(), floor_source_.data(), floor_bytes,
-                                     cudaMemcpyDeviceToDevice, stream_));
-  }
+  void run_floor() { floor_->copy(); }
 
   /// Seconds `calls` calls of `run` take on the stream, between two events.
   template <class Run>
@@ -90,15 +81,13 @@ class device_state {
   }
 
   /// Bytes per second, read + write.
-  [[nodiscard]] double bandwidth() const { return bandwidth_; }
+  [[nodiscard]] double bandwidth() const { return floor_->bandwidth(); }
 
  private:
   cudaStream_t stream_ = nullptr;
   ngemb_bench::stream_timer timer_;
   ngemb::device_policy policy_;
-  ngemb::device_buffer<std::byte> floor_source_;
-  ngemb::device_buffer<std::byte> floor_target_;
-  double bandwidth_ = 0;
+  std::unique_ptr<ngemb_bench::device_memcpy_floor> floor_;
   std::unique_ptr<ngemb_bench::model<ngemb::device_policy>> model_;
   std::vector<std::unique_ptr<shape_state>> shapes_;
 };

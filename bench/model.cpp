@@ -25,6 +25,7 @@
 
 #include "demo_model.hpp"
 #include "host_timing.hpp"
+#include "ngemb/io/detail/safetensors_format.hpp"
 #include "ngemb/ngemb.hpp"
 
 namespace {
@@ -34,8 +35,6 @@ using model_type = ngemb_examples::demo_model<ngemb::host_policy>;
 const ngemb::host_policy all_threads{0};
 constexpr std::int64_t context = 256;
 constexpr std::int64_t regrowth = 64;
-
-std::size_t dtype_bytes(const std::string& dtype) { return dtype == "F32" ? 4 : 2; }
 
 struct model_state {
   double bandwidth = ngemb_bench::memcpy_floor(all_threads).bandwidth();
@@ -48,14 +47,11 @@ struct model_state {
     ngemb::tensor_collection parameters(ngemb::tensor_collection::mode::names_only);
     model.collect(all_threads, parameters);
     for (const ngemb::tensor_to_write& tensor : parameters.entries()) {
-      double elements = 1;
-      for (const std::int64_t extent : tensor.shape) {
-        elements *= static_cast<double>(extent);
-      }
       const bool table = tensor.name == "model.embed_tokens.weight" ||
                          tensor.name.starts_with("model.ngram_embeddings.embedders.");
       if (!table && tensor.name.find(".mlp.experts.") == std::string::npos) {
-        dense_bytes += elements * static_cast<double>(dtype_bytes(tensor.dtype));
+        dense_bytes += static_cast<double>(ngemb::detail::checked_element_count(tensor.shape).value()) *
+                       static_cast<double>(ngemb::detail::safetensors_dtype_bits(tensor.dtype).value()) / 8.0;
       }
     }
     const auto& config = model.config();

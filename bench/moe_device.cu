@@ -17,6 +17,7 @@
 #include "ngemb/policy/device_policy.cuh"
 #include "stream_timer.cuh"
 
+#include "device_floor.cuh"
 #include "embedding_setup.hpp"
 #include "moe_setup.hpp"
 
@@ -37,24 +38,10 @@ struct batch_state {
 
 class device_state {
  public:
-  static constexpr std::size_t floor_bytes = std::size_t{1} << 30;
-
   device_state() : batches_(std::size(batches)) {
     NGEMB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     policy_ = ngemb::device_policy{stream_};
-    {
-      ngemb::device_buffer<std::byte> source(floor_bytes);
-      ngemb::device_buffer<std::byte> target(floor_bytes);
-      NGEMB_CUDA_CHECK(cudaMemset(source.data(), 1, floor_bytes));
-      NGEMB_CUDA_CHECK(cudaMemset(target.data(), 0, floor_bytes));
-      NGEMB_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets ran on the legacy stream
-      auto copy = [&] {
-        NGEMB_CUDA_CHECK(
-            cudaMemcpyAsync(target.data(), source.data(), floor_bytes, cudaMemcpyDeviceToDevice, stream_));
-      };
-      bandwidth_ = 2.0 * static_cast<double>(floor_bytes) /
-                   ngemb_bench::median_seconds([&](long calls) { return timer_.seconds(stream_, copy, calls); });
-    }
+    bandwidth_ = ngemb_bench::device_memcpy_floor(stream_, timer_).bandwidth();  // freed before the weights come
     const ngemb_bench::lite_weights weights(ngemb::host_policy{0});
     layer_ = std::make_unique<layer_type>(weights.layer(policy_));
     gate_ = ngemb::upload(policy_, ngemb::view<const ngemb::bf16>(weights.gate));
