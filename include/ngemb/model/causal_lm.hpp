@@ -251,12 +251,6 @@ class causal_lm {
     embedding_.forward(policy, ngram_cache_, sequences, device_tokens, h);
     clock.mark(policy, model_stage::embedding);
 
-    kv_slots_.clear();
-    sizes_.clear();
-    for (std::size_t b = 0; b < sequences.size(); ++b) {
-      kv_slots_.push_back(kv_slot_of(sequences[b], "forward"));
-      sizes_.push_back(tokens.size_of(b));
-    }
     kv_cache_.begin(policy, view<const std::int32_t>(kv_slots_), view<const std::int64_t>(sizes_));
     work_.reserve(policy, count * hidden);
     for (std::size_t layer = 0; layer < blocks_.size(); ++layer) {
@@ -408,8 +402,9 @@ class causal_lm {
     return kv_slot_of_[static_cast<std::size_t>(sequence)];
   }
 
-  /// The batch's token count; invalid_argument for malformed offsets or a sequence with no tokens.
-  std::size_t check_batch(view<const sequence_id> sequences, ragged_view<const token_type> tokens) const {
+  /// The batch's token count, with each sequence's KV slot and new-token count in kv_slots_ and sizes_;
+  /// invalid_argument for malformed offsets, a sequence with no tokens or one not started.
+  std::size_t check_batch(view<const sequence_id> sequences, ragged_view<const token_type> tokens) {
     const view<const std::int64_t> offsets = tokens.offsets();
     if (offsets.size() != sequences.size() + 1 || offsets[0] != 0 ||
         offsets[offsets.size() - 1] != static_cast<std::int64_t>(tokens.num_values())) {
@@ -418,12 +413,15 @@ class causal_lm {
                            std::to_string(tokens.num_values()) + ", got " + std::to_string(offsets.size()) +
                            " offsets");
     }
+    kv_slots_.clear();
+    sizes_.clear();
     for (std::size_t b = 0; b < sequences.size(); ++b) {
       if (offsets[b + 1] <= offsets[b]) {
         throw invalid_argument("causal_lm::forward: sequence " + std::to_string(b) + " of the batch has " +
                                std::to_string(offsets[b + 1] - offsets[b]) + " tokens; each needs at least one");
       }
-      (void)kv_slot_of(sequences[b], "forward");
+      kv_slots_.push_back(kv_slot_of(sequences[b], "forward"));
+      sizes_.push_back(tokens.size_of(b));
     }
     return tokens.num_values();
   }
