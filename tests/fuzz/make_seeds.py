@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seeds of tests/fuzz/corpus/ (small valid and near-valid inputs).
+
+    python3 tests/fuzz/make_seeds.py            # from the repository root; rewrites the files it owns
+
+The checkpoint harness's model seed comes from make_checkpoint_seed.cpp (the library's own writer); seeds copied
+from tests/reference/ and examples/testdata/ are copied here too. Standard library only.
+"""
+import json
+import os
+import shutil
+import struct
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
+
+
+def safetensors(tensors, metadata=None, pad=True, raw_header=None):
+    """tensors: list of (name, dtype, shape, bytes) laid out back to back in order."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    data = b""
+    for name, dtype, shape, payload in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(payload)]}
+        data += payload
+    text = raw_header if raw_header is not None else json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def f32(*values):
+    return struct.pack("<%df" % len(values), *values)
+
+
+def write(harness, name, content):
+    folder = os.path.join(CORPUS, harness)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as out:
+        out.write(content if isinstance(content, bytes) else content.encode())
+
+
+def copy(harness, name, source):
+    folder = os.path.join(CORPUS, harness)
+    os.makedirs(folder, exist_ok=True)
+    shutil.copyfile(os.path.join(ROOT, source), os.path.join(folder, name))
+
+
+def safetensors_seeds():
+    h = "safetensors"
+    write(h, "f32_2x3", safetensors([("w", "F32", [2, 3], f32(1, -2, 3.5, 0, 1e-30, -0.0))]))
+    write(h, "mixed_dtypes", safetensors([
+        ("a.f32", "F32", [2], f32(1.5, float("nan"))),
+        ("b.bf16", "BF16", [3], struct.pack("<3H", 0x3F80, 0x7F80, 0x8001)),
+        ("c.f16", "F16", [2, 1], struct.pack("<2H", 0x3C00, 0x7C01)),
+        ("d.i64", "I64", [1], struct.pack("<q", -7)),
+        ("e.u8", "U8", [3], b"\x01\x02\x03"),
+        ("f.bool", "BOOL", [1], b"\x01"),
+    ], metadata={"format": "pt"}))
+    write(h, "empty_and_scalar", safetensors([
+        ("empty", "F32", [0, 4], b""), ("scalar", "F32", [], f32(2.0)), ("wide", "F64", [1], struct.pack("<d", 1.0))]))
+    write(h, "sub_byte", safetensors([("four", "F4", [2, 3], b"\x12\x34\x56"),
+                                      ("six", "F6_E2M3", [4], b"\x01\x02\x03"),
+                                      ("fp8", "F8_E4M3", [2], b"\x38\x40")]))
+    write(h, "misaligned_bf16", safetensors([("byte", "U8", [1], b"\x07"), ("odd", "BF16", [2], b"\x80\x3f\x00\x40")]))
+    write(h, "metadata_only", safetensors([], metadata={"total": "0"}))
+    write(h, "empty_header", safetensors([], raw_header=b"{}"))
+    write(h, "truncated", safetensors([("w", "F32", [4], f32(1, 2, 3, 4))])[:-3])
+    write(h, "overlap", safetensors([], raw_header=json.dumps({
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}).encode()) + bytes(12))
+    write(h, "shape_mismatch", safetensors([], raw_header=json.dumps({
+        "a": {"dtype": "F16", "shape": [3], "data_offsets": [0, 4]}}).encode()) + bytes(4))
+    write(h, "unknown_dtype", safetensors([], raw_header=json.dumps({
+        "a": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}).encode()) + bytes(16))
+    write(h, "huge_shape", safetensors([], raw_header=json.dumps({
+        "a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}).encode()))
+    write(h, "header_too_long", struct.pack("<Q", 1 << 62) + b"{}")
+    copy(h, "truncated_checkpoint", "examples/testdata/truncated_checkpoint/model.safetensors")
+    copy(h, "f16_bigram", "tests/reference/embedding/f16_bigram/model.safetensors")
+
+
+def main():
+    safetensors_seeds()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
