@@ -82,8 +82,37 @@ def safetensors_seeds():
     copy(h, "f16_bigram", "tests/reference/embedding/f16_bigram/model.safetensors")
 
 
+def index(weight_map, total_size=None):
+    content = {"weight_map": weight_map}
+    if total_size is not None:
+        content = {"metadata": {"total_size": total_size}, **content}
+    return json.dumps(content, indent=2) + "\n"
+
+
+def shard_index_seeds():
+    # The harness's fixed folder: model-00001-of-00002.safetensors {a, b}, model-00002-of-00002.safetensors
+    # {a, c, empty}, sub/inner.safetensors {e}, and ../outside.safetensors {secret} outside the folder.
+    h = "shard_index"
+    one, two = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    write(h, "valid", index({"a": one, "b": one, "c": two, "empty": two}, total_size=26))
+    write(h, "a_from_second", index({"a": two, "b": one}))
+    write(h, "subfolder", index({"e": "sub/inner.safetensors", "c": two}))
+    write(h, "empty_map", index({}))
+    write(h, "escapes_parent", index({"secret": "../outside.safetensors"}))
+    write(h, "escapes_inside_out", index({"secret": "sub/../../outside.safetensors"}))
+    write(h, "absolute", index({"a": "/etc/passwd"}))
+    write(h, "missing_shard", index({"a": "model-00003-of-00003.safetensors"}))
+    write(h, "not_in_shard", index({"c": one}))
+    write(h, "not_a_string", '{"weight_map": {"a": 1, "b": ["x"]}}')
+    write(h, "no_weight_map", '{"metadata": {"total_size": 0}}')
+    write(h, "folder_as_shard", index({"a": "sub"}))
+    write(h, "index_as_shard", index({"a": "model.safetensors.index.json"}))
+    copy(h, "reference_bf16_sharded", "tests/reference/embedding/bf16_sharded/model.safetensors.index.json")
+
+
 def main():
     safetensors_seeds()
+    shard_index_seeds()
 
 
 if __name__ == "__main__":
