@@ -83,3 +83,33 @@ TEST_CASE("cache: one slot at a time") {
   cache.free(slot);
   CHECK(cache.free_slot_count() == 4);
 }
+
+TEST_CASE("cache: arguments are validated before anything is allocated (issue 9)") {
+  const ngemb::host_policy policy;
+  const auto lite = ngemb::ngram_config::longcat_flash_lite();
+  // A default config used to make a look-back of -1 and a SIZE_MAX-sized buffer.
+  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, ngemb::ngram_config{}, 1, 0),
+                       doctest::Contains("vocab_size must be in [1, 2^31]"), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, lite, std::size_t{1} << 60, 0),
+                       "ngram_cache: max_slots must be at most 2^24, got 1152921504606846976", ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, lite, 4, INT32_MAX),
+                       "ngram_cache: max_draft must be in [0, 4096], got 2147483647", ngemb::invalid_argument);
+  CHECK_THROWS_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, lite, 4, -1), ngemb::invalid_argument);
+}
+
+TEST_CASE("cache: allocate() returns the lowest free slot, as documented") {
+  const ngemb::host_policy policy;
+  ngemb::ngram_cache<ngemb::host_policy> cache(policy, ngemb::ngram_config::longcat_flash_lite(), 5, 0);
+  for (int slot = 0; slot < 5; ++slot) {
+    CHECK(cache.allocate() == slot);
+  }
+  cache.free(1);
+  cache.free(3);
+  cache.free(0);
+  CHECK(cache.allocate() == 0);
+  cache.free(4);
+  CHECK(cache.allocate() == 1);  // the most recently freed is 4
+  CHECK(cache.allocate() == 3);
+  CHECK(cache.allocate() == 4);
+  CHECK(cache.free_slot_count() == 0);
+}

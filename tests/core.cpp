@@ -224,10 +224,10 @@ TEST_CASE("ngram_config: invalid values are named") {
   };
   auto config = lite;
   config.max_order = 1;
-  fails_with(config, "emb_neighbor_num (N) must be >= 2, got 1");
+  fails_with(config, "emb_neighbor_num (N) must be in [2, 64], got 1");
   config = lite;
   config.splits = 0;
-  fails_with(config, "emb_split_num (K) must be >= 1, got 0");
+  fails_with(config, "emb_split_num (K) must be in [1, 4096], got 0");
   config = lite;
   config.hidden_size = 11;
   fails_with(config, "hidden_size (H) must be >= K*(N-1) = 12");
@@ -256,4 +256,59 @@ TEST_CASE("ngram_config: invalid values are named") {
   config = lite;
   config.ratio = std::nan("");
   fails_with(config, "finite and > 0");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hardening (issue 9): sizes from files and arguments are checked before anything is computed or allocated.
+
+#include <string>
+
+#include "ngemb/core/checked.hpp"
+#include "ngemb/policy/host_policy.hpp"
+
+TEST_CASE("checked arithmetic names what overflowed") {
+  CHECK(ngemb::checked_mul<std::size_t>(1 << 20, 1 << 20, "x") == std::size_t{1} << 40);
+  CHECK_THROWS_WITH_AS((void)ngemb::checked_mul<std::size_t>(std::size_t{1} << 40, std::size_t{1} << 40, "table rows"),
+                       doctest::Contains("table rows: 1099511627776 * 1099511627776 overflows a 64-bit integer"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_AS((void)ngemb::checked_add<std::int64_t>(INT64_MAX, 1, "sum"), ngemb::invalid_argument);
+  CHECK(ngemb::checked_product("kv", 2, std::size_t{3}, std::int64_t{4}) == 24);
+  CHECK_THROWS_WITH_AS((void)ngemb::checked_product("kv", 4096, std::int64_t{1} << 24, 4096, 16384, 4),
+                       doctest::Contains("kv: "), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)ngemb::checked_product("kv", 2, -3), doctest::Contains("kv = -3 is outside"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)ngemb::checked_cast<std::int32_t>(std::int64_t{4294967302}, "n_routed_experts"),
+                       "n_routed_experts = 4294967302 is outside [-2147483648, 2147483647]", ngemb::invalid_argument);
+  CHECK_THROWS_AS((void)ngemb::checked_cast<std::int64_t>(std::uint64_t{1} << 63, "u"), ngemb::invalid_argument);
+}
+
+TEST_CASE("host_buffer: byte counts that overflow are refused, memory that is not there is out_of_memory") {
+  const ngemb::host_policy policy;
+  // Before the fix, (2^62 + 1) * 4 wrapped to 4 bytes and the buffer claimed 2^62 + 1 elements.
+  CHECK_THROWS_WITH_AS(ngemb::host_buffer<float>(policy, (std::size_t{1} << 62) + 1),
+                       doctest::Contains("host_buffer: 4611686018427387905 * 4 overflows"), ngemb::invalid_argument);
+  // The 2 MiB round-up of a byte count near SIZE_MAX wrapped to 0.
+  CHECK_THROWS_AS(ngemb::host_buffer<std::uint8_t>(policy, SIZE_MAX - 5), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(ngemb::host_buffer<float>(policy, std::size_t{1} << 60),
+                       doctest::Contains("host_buffer: cannot allocate 4611686018427387904 bytes"),
+                       ngemb::out_of_memory);
+}
+
+TEST_CASE("ngram_config: sizes are bounded before any arithmetic uses them") {
+  auto config = ngemb::ngram_config::longcat_flash_lite();
+  config.hidden_size = 1317624576693539401;
+  CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("hidden_size (H) 1317624576693539401 is larger than 2^20"),
+                       ngemb::invalid_argument);
+  config = ngemb::ngram_config::longcat_flash_lite();
+  config.ratio.reset();
+  config.m_base = INT64_MAX;  // modulus() added 2i + 1 to this before the range check: signed overflow
+  CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("m_base must be in [0, 2^32)"), ngemb::invalid_argument);
+  config = ngemb::ngram_config::longcat_flash_lite();
+  config.splits = INT32_MAX;
+  CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("emb_split_num (K) must be in [1, 4096]"),
+                       ngemb::invalid_argument);
+  config = ngemb::ngram_config::longcat_flash_lite();
+  config.splits = 4096;
+  config.max_order = 64;
+  CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("K*(N-1) = 258048 sub-tables"), ngemb::invalid_argument);
 }

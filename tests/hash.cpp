@@ -332,3 +332,19 @@ TEST_CASE("deferred checks: garbage offsets and tokens never cause an out-of-bou
                      ngemb::view<std::int64_t>(checked));
   CHECK(checked == ids);
 }
+
+TEST_CASE("deferred checks: offsets at the ends of int64 cause no signed overflow (issue 9)") {
+  const ngemb::longcat_hash hasher(ngemb::ngram_config::longcat_flash_lite());
+  const ngemb::host_policy policy;
+  const std::vector<std::int32_t> tokens{5, 6};
+  std::vector<std::int64_t> ids(tokens.size() * 12);
+  for (const std::vector<std::int64_t>& offsets : std::vector<std::vector<std::int64_t>>{
+           {INT64_MIN, 1}, {0, INT64_MAX}, {INT64_MAX, INT64_MIN}, {0, INT64_MIN, 2}, {0, 1, INT64_MAX}}) {
+    CAPTURE(offsets.size());
+    const ngemb::ragged_view<const std::int32_t> batch(tokens, offsets);
+    ngemb::input_checks<ngemb::host_policy> deferred(policy);
+    ngemb::hash_tokens(policy, hasher, batch, batch, ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table,
+                       &deferred);
+    CHECK_THROWS_AS(deferred.raise_if_failed(), ngemb::shape_mismatch);
+  }
+}

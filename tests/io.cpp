@@ -78,7 +78,7 @@ TEST_CASE("config.json: malformed files name the file and the field") {
   expect_error<ngemb::format_error>(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3,
       "emb_split_num": 2, "ngram_vocab_size_ratio": 5, "eos_token_id": [1, 2]})", "lists 2 ids");
   expect_error<ngemb::invalid_argument>(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 1,
-      "emb_split_num": 2, "ngram_vocab_size_ratio": 5})", "emb_neighbor_num (N) must be >= 2");
+      "emb_split_num": 2, "ngram_vocab_size_ratio": 5})", "emb_neighbor_num (N) must be in [2, 64], got 1");
 }
 
 TEST_CASE("config.json from a file or a checkpoint folder") {
@@ -568,4 +568,122 @@ TEST_CASE("safetensors: the writer rejects bad input") {
   expect_failure<ngemb::io_error>([&] { ngemb::write_safetensors(folder / "no" / "such" / "x.safetensors", one); },
                                   {"x.safetensors", "No such file"});
   CHECK_FALSE(fs::exists(folder / "out.safetensors"));  // nothing half-written
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hardening (issue 9): crafted files get a typed error naming the file, never a crash, a hang or a foreign exception.
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+/// `depth` nested arrays: a recursive dump of this for an error message used to overflow the stack.
+std::string deeply_nested(std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+const std::string small_config_fields =
+    R"("emb_neighbor_num": 3, "emb_split_num": 2, "ngram_vocab_size_ratio": 5)";
+
+}  // namespace
+
+TEST_CASE("hardening: a JSON number overflow is a format_error naming the file, in every reader") {
+  const temp_folder folder;
+  expect_malformed(folder, safetensors_bytes(R"({"a":1e999})"), {"not valid JSON", "number overflow"});
+  expect_failure<ngemb::format_error>(
+      [&] { (void)ngemb::parse_ngram_config(R"({"vocab_size": 1e999})", "model/config.json"); },
+      {"model/config.json", "not valid JSON"});
+  write_bytes(folder / "w.safetensors", safetensors_bytes(f32_entry, sixteen_bytes));
+  write_bytes(folder / "model.safetensors.index.json", R"({"metadata": {"total_size": 1e999}, "weight_map": {}})");
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); },
+                                      {(folder / "model.safetensors.index.json").string(), "not valid JSON"});
+}
+
+TEST_CASE("hardening: deep nesting is refused without recursion, in every reader") {
+  const temp_folder folder;
+  const std::string deep = deeply_nested(100'000);
+  expect_malformed(folder, safetensors_bytes(R"({"x":)" + deep + "}"), {"nests deeper than 64 levels"});
+  const std::string shallow_but_wrong = R"({"w":)" + deeply_nested(40) + "}";  // parses; the message must not dump it
+  expect_failure<ngemb::format_error>(
+      [&] {
+        write_bytes(folder / "w40.safetensors", safetensors_bytes(shallow_but_wrong));
+        ngemb::safetensors_file file(folder / "w40.safetensors");
+      },
+      {"tensor \"w\"", "entry must be a JSON object, got an array of 1 elements"});
+  for (const char* field : {"vocab_size", "eos_token_id"}) {
+    CAPTURE(field);
+    const std::string json = std::string(R"({"vocab_size": 1000, "hidden_size": 64, )") + small_config_fields +
+                             ", \"" + field + "\": " + deep + "}";
+    expect_failure<ngemb::format_error>([&] { (void)ngemb::parse_ngram_config(json, "c.json"); },
+                                        {"c.json", "nests deeper"});
+    const std::string json40 = std::string(R"({"vocab_size": 1000, "hidden_size": 64, )") + small_config_fields +
+                               ", \"" + field + "\": " + deeply_nested(40) + "}";
+    expect_failure<ngemb::format_error>([&] { (void)ngemb::parse_ngram_config(json40, "c.json"); },
+                                        {"c.json", "an array of"});
+  }
+  write_bytes(folder / "model.safetensors.index.json", R"({"weight_map": )" + deep + "}");
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); },
+                                      {"nests deeper"});
+}
+
+TEST_CASE("hardening: integers out of range are errors naming the field, never truncated or wrapped") {
+  const auto config = [](const std::string& fields) { return "{" + fields + ", " + small_config_fields + "}"; };
+  expect_failure<ngemb::invalid_argument>(
+      [&] {
+        (void)ngemb::parse_ngram_config(config(R"("vocab_size": 1, "hidden_size": 1317624576693539401)"), "c.json");
+      },
+      {"hidden_size (H) 1317624576693539401 is larger than 2^20"});
+  expect_failure<ngemb::invalid_argument>(
+      [&] {
+        (void)ngemb::parse_ngram_config(config(R"("vocab_size": 18446744073709551615, "hidden_size": 64)"), "c.json");
+      },
+      {"c.json", "vocab_size = 18446744073709551615 is outside"});
+  expect_failure<ngemb::invalid_argument>(
+      [&] {
+        (void)ngemb::parse_ngram_config(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 4294967299,
+                                           "emb_split_num": 2, "ngram_vocab_size_ratio": 5})",
+                                        "c.json");
+      },
+      {"emb_neighbor_num = 4294967299 is outside [-2147483648, 2147483647]"});
+  expect_failure<ngemb::invalid_argument>(
+      [&] {
+        (void)ngemb::parse_ngram_config(R"({"vocab_size": 1000, "hidden_size": 64, "emb_neighbor_num": 3,
+                                           "emb_split_num": 2, "m_base": 9223372036854775807})",
+                                        "c.json");
+      },
+      {"m_base must be in [0, 2^32), got 9223372036854775807"});
+}
+
+TEST_CASE("hardening: non-regular files and unreadable paths are io_errors, never a hang or filesystem_error") {
+  const temp_folder folder;
+  fs::create_directory(folder / "fifo_checkpoint");
+  REQUIRE(::mkfifo((folder / "fifo_checkpoint" / "config.json").c_str(), 0600) == 0);
+  REQUIRE(::mkfifo((folder / "fifo_checkpoint" / "model.safetensors").c_str(), 0600) == 0);
+  expect_failure<ngemb::io_error>([&] { (void)ngemb::read_ngram_config(folder / "fifo_checkpoint"); },
+                                  {"config.json", "not a regular file (a FIFO)"});
+  expect_failure<ngemb::io_error>(
+      [&] { ngemb::safetensors_checkpoint checkpoint(folder / "fifo_checkpoint"); },
+      {"model.safetensors", "not a regular file (a FIFO)"});
+  expect_failure<ngemb::io_error>([&] { ngemb::safetensors_file file(folder.path()); }, {"a folder"});
+
+  const fs::path too_long = folder / std::string(5000, 'x');
+  expect_failure<ngemb::io_error>([&] { (void)ngemb::read_ngram_config(too_long); }, {"File name too long"});
+  fs::create_symlink(folder / "loop_b", folder / "loop_a");
+  fs::create_symlink(folder / "loop_a", folder / "loop_b");
+  expect_failure<ngemb::io_error>([&] { (void)ngemb::read_ngram_config(folder / "loop_a"); },
+                                  {"loop_a", "Too many levels of symbolic links"});
+  expect_failure<ngemb::io_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder / "loop_a"); },
+                                  {"loop_a"});
+}
+
+TEST_CASE("hardening: the writer refuses tensor names and metadata that are not UTF-8") {
+  const temp_folder folder;
+  const std::vector<float> four(4, 1.0f);
+  const auto as_bytes = std::as_bytes(std::span<const float>(four));
+  const std::vector<ngemb::tensor_to_write> bad_name{{"w\xff\xfe", "F32", {4}, as_bytes}};
+  expect_failure<ngemb::invalid_argument>([&] { ngemb::write_safetensors(folder / "out.safetensors", bad_name); },
+                                          {"tensor \"w\\xff\\xfe\"", "not valid UTF-8"});
+  const std::vector<ngemb::tensor_to_write> good{{"w", "F32", {4}, as_bytes}};
+  expect_failure<ngemb::invalid_argument>(
+      [&] { ngemb::write_safetensors(folder / "out.safetensors", good, {{"format", "\xc3"}}); }, {"not valid UTF-8"});
+  CHECK_FALSE(fs::exists(folder / "out.safetensors"));
 }

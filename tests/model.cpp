@@ -304,3 +304,63 @@ TEST_CASE("model layer errors") {
     CHECK_THROWS_AS(ngemb::rms_norm<>(policy, view<const float>(weight), -1.0f), ngemb::invalid_argument);
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// model_config hardening (issue 9): crafted config.json fields are named errors, before any arithmetic uses them.
+
+#include <nlohmann/json.hpp>
+
+#include "ngemb/model/model_config.hpp"
+
+namespace {
+
+nlohmann::json reference_config() {
+  return nlohmann::json::parse(
+      ngemb::to_json(ngemb::read_model_config(std::filesystem::path(NGEMB_REFERENCE_DIR) / "model" / "shortcut")));
+}
+
+template <class Error>
+void check_field_error(const char* field, const nlohmann::json& value, const std::string& needle) {
+  CAPTURE(field);
+  nlohmann::json config = reference_config();
+  config[field] = value;
+  CHECK_THROWS_WITH_AS((void)ngemb::parse_model_config(config.dump(), "crafted/config.json"),
+                       doctest::Contains(needle), Error);
+}
+
+}  // namespace
+
+TEST_CASE("model_config: crafted fields are refused by name, never divided by, truncated or allocated") {
+  // Divided by before validation (SIGFPE) when head_dim is absent.
+  nlohmann::json no_head_dim = reference_config();
+  no_head_dim.erase("head_dim");
+  no_head_dim["num_attention_heads"] = 0;
+  CHECK_THROWS_WITH_AS((void)ngemb::parse_model_config(no_head_dim.dump()),
+                       doctest::Contains("num_attention_heads must be in [1, 4096], got 0"), ngemb::invalid_argument);
+  // Read as 6 and 2 by a static_cast before.
+  check_field_error<ngemb::invalid_argument>("n_routed_experts", std::int64_t{4294967302},
+                                             "n_routed_experts = 4294967302 is outside");
+  check_field_error<ngemb::invalid_argument>("num_key_value_heads", (std::int64_t{1} << 32) + 2,
+                                             "num_key_value_heads = 4294967298 is outside");
+  // Reported as "-1" before.
+  check_field_error<ngemb::invalid_argument>("max_position_embeddings", std::uint64_t{18446744073709551615u},
+                                             "max_position_embeddings = 18446744073709551615 is outside");
+  // Ended in a bare std::bad_alloc naming no field.
+  check_field_error<ngemb::invalid_argument>("max_position_embeddings", std::int64_t{1} << 40,
+                                             "max_position_embeddings must be in [1, 16777216]");
+  check_field_error<ngemb::invalid_argument>("hidden_size", std::int64_t{1317624576693539401},
+                                             "hidden_size (H) 1317624576693539401 is larger than 2^20");
+  check_field_error<ngemb::invalid_argument>("num_layers", 1 << 20, "num_layers must be in [1, 4096]");
+  check_field_error<ngemb::invalid_argument>("ffn_hidden_size", std::int64_t{1} << 40, "ffn_hidden_size must be in");
+  check_field_error<ngemb::invalid_argument>("routed_scaling_factor", 1e300, "routed_scaling_factor must be");
+  check_field_error<ngemb::format_error>("rope_theta", nlohmann::json::array({1, 2}), "must be a number, got [1,2]");
+  check_field_error<ngemb::format_error>("norm_topk_prob", std::string(500, 'x'), "...");
+}
+
+TEST_CASE("kv_cache: a cache too large for memory is out_of_memory naming the sizes to lower") {
+  CHECK_THROWS_WITH_AS(ngemb::kv_cache<ngemb::host_policy>(policy, 64, 64, 256, 1 << 20, std::int64_t{1} << 24),
+                       doctest::Contains("kv_cache: layers x slots x max_positions x kv_heads x head_dim"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(ngemb::kv_cache<ngemb::host_policy>(policy, 64, 64, 256, 1024, std::int64_t{1} << 20),
+                       doctest::Contains("lower max_sequences or max_positions"), ngemb::out_of_memory);
+}

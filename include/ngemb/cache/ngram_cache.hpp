@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "ngemb/cache/detail/slot_ops.hpp"
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/input_checks.hpp"
@@ -27,39 +29,40 @@ class ngram_cache {
  public:
   using slot_id = std::int32_t;
 
+  /// At most this many slots and draft tokens per slot: far above any serving batch or draft length, low enough
+  /// that the cache's size cannot overflow.
+  static constexpr std::size_t slot_limit = std::size_t{1} << 24;
+  static constexpr int draft_limit = 1 << 12;
+
   /// Room for `max_slots` concurrent sequences of a model with this config, each with up to `max_draft`
-  /// pending draft tokens.
+  /// pending draft tokens. Everything is validated before anything is allocated.
   ngram_cache(const Policy& policy, const ngram_config& config, std::size_t max_slots, int max_draft)
       : policy_(policy),
-        vocab_size_(config.vocab_size),
+        vocab_size_(validated(config, max_slots, max_draft).vocab_size),
         lookback_(config.lookback()),
         max_draft_(max_draft),
         capacity_(static_cast<std::int64_t>(config.lookback()) + max_draft),
-        tokens_(policy, max_slots * static_cast<std::size_t>(config.lookback() + std::max(max_draft, 0))),
+        tokens_(policy, checked_product("ngram_cache: slots x (N-1 + max_draft) tokens", max_slots, capacity_)),
         states_(policy, max_slots),
         staged_slots_(policy, max_slots),
         staged_accepted_(policy, max_slots),
         staged_bounds_(policy, 2),
         mirror_(max_slots),
         allocated_(max_slots, false) {
-    config.validate();
-    if (max_draft < 0) {
-      throw invalid_argument("ngram_cache: max_draft must be >= 0, got " + std::to_string(max_draft));
-    }
-    if (max_slots > static_cast<std::size_t>(INT32_MAX)) {
-      throw invalid_argument("ngram_cache: at most 2^31-1 slots, got " + std::to_string(max_slots));
-    }
     copy_to(policy_, view<const detail::slot_state>(mirror_), states_.as_view());
-    for (std::size_t slot = max_slots; slot > 0; --slot) {
-      free_slots_.push_back(static_cast<slot_id>(slot - 1));
+    // Ascending order is already a valid min-heap: allocate() pops the lowest free slot.
+    free_slots_.reserve(max_slots);
+    for (std::size_t slot = 0; slot < max_slots; ++slot) {
+      free_slots_.push_back(static_cast<slot_id>(slot));
     }
   }
 
-  /// Takes a free slot (lowest first), empty. Throws invalid_argument when all are in use.
+  /// Takes the lowest free slot, empty. Throws invalid_argument when all are in use.
   slot_id allocate() {
     if (free_slots_.empty()) {
       throw invalid_argument("ngram_cache: all " + std::to_string(max_slots()) + " slots are in use");
     }
+    std::pop_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
     const slot_id slot = free_slots_.back();
     free_slots_.pop_back();
     allocated_[static_cast<std::size_t>(slot)] = true;
@@ -72,6 +75,7 @@ class ngram_cache {
     require_allocated(slot, "free");
     allocated_[static_cast<std::size_t>(slot)] = false;
     free_slots_.push_back(slot);
+    std::push_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
   }
 
   /// Forgets every token of a slot (a new sequence starts in it).
@@ -170,6 +174,18 @@ class ngram_cache {
   }
 
  private:
+  static const ngram_config& validated(const ngram_config& config, std::size_t max_slots, int max_draft) {
+    config.validate();
+    if (max_draft < 0 || max_draft > draft_limit) {
+      throw invalid_argument("ngram_cache: max_draft must be in [0, " + std::to_string(draft_limit) + "], got " +
+                             std::to_string(max_draft));
+    }
+    if (max_slots > slot_limit) {
+      throw invalid_argument("ngram_cache: max_slots must be at most 2^24, got " + std::to_string(max_slots));
+    }
+    return config;
+  }
+
   detail::slot_storage<Token> storage() { return {tokens_.data(), states_.data(), capacity_, lookback_}; }
 
   const detail::slot_state& state_of(slot_id slot) const {
@@ -239,7 +255,7 @@ class ngram_cache {
   typename Policy::template buffer<std::int64_t> staged_bounds_;
   std::vector<detail::slot_state> mirror_;
   std::vector<bool> allocated_;
-  std::vector<slot_id> free_slots_;
+  std::vector<slot_id> free_slots_;  // a min-heap
 };
 
 /// Ids of each slot's next tokens, with the slot's cached tokens as look-back: sequence b of `tokens` continues

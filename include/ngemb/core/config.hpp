@@ -21,6 +21,11 @@ struct ngram_config {
   std::optional<std::int64_t> eos_token;   ///< `eos_token_id`: ends a segment (SPEC §2); none disables the rule
   std::vector<std::int64_t> ignored_tokens;  ///< optional: cut the look-back and hash to id 0 (SGLang feature)
 
+  /// Sane upper bounds: far above any released model, low enough that sizes derived from them cannot overflow.
+  static constexpr std::int64_t max_hidden_size = std::int64_t{1} << 20;
+  static constexpr int max_max_order = 64;
+  static constexpr std::int64_t max_tables = std::int64_t{1} << 12;
+
   /// LongCat-Flash-Lite: V=131072, H=3072, N=4, K=4, r=78, eos=2.
   static ngram_config longcat_flash_lite() {
     ngram_config config;
@@ -67,14 +72,18 @@ struct ngram_config {
     if (vocab_size < 1 || vocab_size > (std::int64_t{1} << 31)) {
       fail("vocab_size must be in [1, 2^31], got " + std::to_string(vocab_size));
     }
-    if (max_order < 2) {
-      fail("emb_neighbor_num (N) must be >= 2, got " + std::to_string(max_order));
+    if (max_order < 2 || max_order > max_max_order) {
+      fail("emb_neighbor_num (N) must be in [2, " + std::to_string(max_max_order) + "], got " +
+           std::to_string(max_order));
     }
-    if (splits < 1) {
-      fail("emb_split_num (K) must be >= 1, got " + std::to_string(splits));
+    if (splits < 1 || splits > max_tables) {
+      fail("emb_split_num (K) must be in [1, " + std::to_string(max_tables) + "], got " + std::to_string(splits));
     }
-    if (static_cast<std::int64_t>(splits) * (max_order - 1) > (1 << 20)) {
-      fail("K*(N-1) = " + std::to_string(static_cast<std::int64_t>(splits) * (max_order - 1)) + " sub-tables is absurd");
+    if (const std::int64_t tables = static_cast<std::int64_t>(splits) * (max_order - 1); tables > max_tables) {
+      fail("K*(N-1) = " + std::to_string(tables) + " sub-tables is more than " + std::to_string(max_tables));
+    }
+    if (hidden_size > max_hidden_size) {
+      fail("hidden_size (H) " + std::to_string(hidden_size) + " is larger than 2^20");
     }
     if (hidden_size < num_tables()) {
       fail("hidden_size (H) must be >= K*(N-1) = " + std::to_string(num_tables()) +
@@ -86,8 +95,9 @@ struct ngram_config {
     if (ratio && (!std::isfinite(*ratio) || *ratio <= 0.0)) {
       fail("ngram_vocab_size_ratio must be finite and > 0, got " + std::to_string(*ratio));
     }
-    if (m_base && *m_base < 0) {
-      fail("m_base must be >= 0, got " + std::to_string(*m_base));
+    // Checked before modulus() adds to it: every m_i = m_base + 2i + 1 must stay below 2^32.
+    if (m_base && (*m_base < 0 || *m_base >= (std::int64_t{1} << 32))) {
+      fail("m_base must be in [0, 2^32), got " + std::to_string(*m_base));
     }
     if (ratio && *ratio * static_cast<double>(vocab_size) >= 4294967296.0) {
       fail("ngram_vocab_size_ratio * vocab_size = " + std::to_string(*ratio * static_cast<double>(vocab_size)) +

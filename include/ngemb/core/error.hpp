@@ -53,6 +53,12 @@ class format_error : public error {
   using error::error;
 };
 
+/// Memory for a size that passed every check could not be allocated; the message names what and how many bytes.
+class out_of_memory : public error {
+ public:
+  using error::error;
+};
+
 /// A CUDA runtime call failed; holds the call text and the runtime's message. Declared here, without CUDA
 /// headers, so host-only code can catch it.
 class cuda_error : public error {

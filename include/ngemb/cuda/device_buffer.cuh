@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <utility>
 
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/cuda/error.cuh"
 
@@ -20,7 +21,7 @@ class device_buffer {
   /// Plain cudaMalloc memory, usable from any stream.
   explicit device_buffer(std::size_t size) : size_(size) {
     if (size_ != 0) {
-      NGEMB_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), size_ * sizeof(T)));
+      NGEMB_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), checked_bytes<T>(size_, "device_buffer")));
     }
   }
 
@@ -30,7 +31,7 @@ class device_buffer {
     requires requires(const Policy& policy) { cudaStream_t{policy.stream}; }
   device_buffer(const Policy& policy, std::size_t size) : size_(size), stream_(policy.stream), stream_ordered_(true) {
     if (size_ != 0) {
-      NGEMB_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&data_), size_ * sizeof(T), stream_));
+      NGEMB_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&data_), checked_bytes<T>(size_, "device_buffer"), stream_));
     }
   }
 

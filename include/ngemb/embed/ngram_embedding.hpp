@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <system_error>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -82,7 +83,8 @@ void check_embedding_parts(const char* who, const Hasher& hasher, const Store& s
 /// Opens a checkpoint folder as every loader wants it: the config and shared ownership of the mapped files.
 inline std::pair<ngram_config, std::shared_ptr<const safetensors_checkpoint>> open_checkpoint(
     const std::filesystem::path& path) {
-  const std::filesystem::path folder = std::filesystem::is_directory(path) ? path : path.parent_path();
+  std::error_code unreadable;  // a failed probe reads as "not a folder"; reading the config then says why
+  const std::filesystem::path folder = std::filesystem::is_directory(path, unreadable) ? path : path.parent_path();
   return {read_ngram_config(folder), std::make_shared<const safetensors_checkpoint>(path)};
 }
 

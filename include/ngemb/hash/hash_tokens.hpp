@@ -54,17 +54,18 @@ struct hash_token_op {
   bool concatenated;
 
   NGEMB_HD void operator()(std::size_t index) const {
-    const std::size_t sequence = tokens.sequence_of(static_cast<std::int64_t>(index));
-    const std::int64_t begin = tokens.begin_of(sequence);
-    const std::int64_t position = static_cast<std::int64_t>(index) - begin;
+    const auto flat = static_cast<std::int64_t>(index);
+    const std::size_t sequence = tokens.sequence_of(flat);
+    // Offsets whose check is deferred may hold anything (INT64_MIN included): a start outside [0, index] reads as
+    // a sequence starting here, so no difference below can overflow and no read leaves the values.
+    const std::int64_t offset = tokens.begin_of(sequence);
+    const std::int64_t begin = 0 <= offset && offset <= flat ? offset : flat;
+    const std::int64_t position = flat - begin;
     std::uint32_t history[HashRef::max_lookback] = {};
     for (int back = 1; back <= hash.lookback(); ++back) {
       const std::int64_t source = position - back;
       std::uint32_t token = 0;
       if (source >= 0) {
-        if (begin + source < 0) {
-          break;  // offsets whose check is deferred may point anywhere: never read outside the values
-        }
         token = static_cast<std::uint32_t>(tokens.values()[static_cast<std::size_t>(begin + source)]);
       } else {
         const std::int64_t in_context = context.size(sequence) + source;

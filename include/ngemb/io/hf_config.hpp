@@ -1,16 +1,19 @@
 #pragma once
 // Reads the n-gram fields of a Hugging Face `config.json` (SPEC §1) into an ngram_config.
+#include <concepts>
 #include <cstdint>
+#include <limits>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include <nlohmann/json.hpp>
 
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/error.hpp"
+#include "ngemb/io/detail/json_input.hpp"
+#include "ngemb/io/detail/mapped_file.hpp"
 
 namespace ngemb {
 
@@ -24,19 +27,12 @@ inline const nlohmann::json& require_field(const nlohmann::json& root, const cha
   return *found;
 }
 
-inline std::int64_t integer_field(const nlohmann::json& value, const char* field, const std::string& source) {
-  if (!value.is_number_integer()) {
-    throw format_error(source + ": field \"" + field + "\" must be an integer, got " + value.dump());
-  }
-  return value.get<std::int64_t>();
-}
-
-inline int small_integer_field(const nlohmann::json& value, const char* field, const std::string& source) {
-  const std::int64_t number = integer_field(value, field, source);
-  if (number < -(std::int64_t{1} << 30) || number > (std::int64_t{1} << 30)) {
-    throw format_error(source + ": field \"" + field + "\" = " + std::to_string(number) + " is out of range");
-  }
-  return static_cast<int>(number);
+/// An integer field as T: format_error for a non-integer, invalid_argument naming the field for a value T cannot
+/// hold (never a silent truncation). Sane bounds on the value are the config's validate().
+template <std::integral T>
+T integer_field(const nlohmann::json& value, const char* field, const std::string& source) {
+  return static_cast<T>(bounded_integer(value, field, std::numeric_limits<T>::min(), std::numeric_limits<T>::max(),
+                                        source));
 }
 
 }  // namespace detail
@@ -44,23 +40,17 @@ inline int small_integer_field(const nlohmann::json& value, const char* field, c
 /// Parses config.json text. `source` names the file in error messages. Throws format_error for malformed JSON,
 /// missing fields or wrong types, and invalid_argument (from validate) for values out of range.
 inline ngram_config parse_ngram_config(std::string_view json_text, const std::string& source = "config.json") {
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& parse_failure) {
-    throw format_error(source + ": not valid JSON: " + parse_failure.what());
-  }
+  const nlohmann::json root = detail::parse_json(json_text, source);
   if (!root.is_object()) {
     throw format_error(source + ": the top level must be a JSON object");
   }
   using detail::integer_field;
   using detail::require_field;
-  using detail::small_integer_field;
   ngram_config config;
-  config.vocab_size = integer_field(require_field(root, "vocab_size", source), "vocab_size", source);
-  config.hidden_size = integer_field(require_field(root, "hidden_size", source), "hidden_size", source);
-  config.max_order = small_integer_field(require_field(root, "emb_neighbor_num", source), "emb_neighbor_num", source);
-  config.splits = small_integer_field(require_field(root, "emb_split_num", source), "emb_split_num", source);
+  config.vocab_size = integer_field<std::int64_t>(require_field(root, "vocab_size", source), "vocab_size", source);
+  config.hidden_size = integer_field<std::int64_t>(require_field(root, "hidden_size", source), "hidden_size", source);
+  config.max_order = integer_field<int>(require_field(root, "emb_neighbor_num", source), "emb_neighbor_num", source);
+  config.splits = integer_field<int>(require_field(root, "emb_split_num", source), "emb_split_num", source);
   // The official config gives the ratio; some engines give m_base = r*V directly (SPEC §1). Exactly one.
   const auto ratio = root.find("ngram_vocab_size_ratio");
   const auto m_base = root.find("m_base");
@@ -72,11 +62,12 @@ inline ngram_config parse_ngram_config(std::string_view json_text, const std::st
   }
   if (has_ratio) {
     if (!ratio->is_number()) {
-      throw format_error(source + ": field \"ngram_vocab_size_ratio\" must be a number, got " + ratio->dump());
+      throw format_error(source + ": field \"ngram_vocab_size_ratio\" must be a number, got " +
+                         detail::describe_json(*ratio));
     }
     config.ratio = ratio->get<double>();
   } else {
-    config.m_base = integer_field(*m_base, "m_base", source);
+    config.m_base = integer_field<std::int64_t>(*m_base, "m_base", source);
   }
   if (const auto eos = root.find("eos_token_id"); eos != root.end() && !eos->is_null()) {
     if (eos->is_array()) {  // some HF configs list several EOS ids; the hash has one segment token
@@ -84,9 +75,9 @@ inline ngram_config parse_ngram_config(std::string_view json_text, const std::st
         throw format_error(source + ": eos_token_id lists " + std::to_string(eos->size()) +
                            " ids; the n-gram hash needs exactly one");
       }
-      config.eos_token = integer_field((*eos)[0], "eos_token_id", source);
+      config.eos_token = integer_field<std::int64_t>((*eos)[0], "eos_token_id", source);
     } else {
-      config.eos_token = integer_field(*eos, "eos_token_id", source);
+      config.eos_token = integer_field<std::int64_t>(*eos, "eos_token_id", source);
     }
   }
   config.validate();
@@ -100,19 +91,15 @@ struct config_file {
   std::string text;
 };
 
-/// The text of `path` (a config.json file, or a checkpoint folder holding one); io_error when it cannot be read.
+/// config.json holds a few hundred bytes; more than this is not a config.
+inline constexpr std::size_t max_config_bytes = std::size_t{16} << 20;
+
+/// The text of `path` (a config.json file, or a checkpoint folder holding one); io_error naming the file and the
+/// reason when it cannot be read or is not a regular file.
 inline config_file read_config_file(const std::filesystem::path& path) {
-  const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "config.json" : path;
-  std::ifstream stream(file, std::ios::binary);
-  if (!stream) {
-    throw io_error("cannot open " + file.string());
-  }
-  std::ostringstream text;
-  text << stream.rdbuf();
-  if (stream.bad()) {
-    throw io_error("cannot read " + file.string());
-  }
-  return {file, text.str()};
+  std::error_code unreadable;  // a failed probe reads as "not a folder"; opening the file then says why
+  const std::filesystem::path file = std::filesystem::is_directory(path, unreadable) ? path / "config.json" : path;
+  return {file, read_text_file(file, max_config_bytes)};
 }
 
 }  // namespace detail

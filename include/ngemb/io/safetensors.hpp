@@ -29,6 +29,7 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/detail/json_input.hpp"
 #include "ngemb/io/detail/mapped_file.hpp"
 #include "ngemb/io/detail/safetensors_format.hpp"
 
@@ -54,7 +55,7 @@ struct tensor_info {
 namespace detail {
 
 inline std::string quoted_tensor(const std::string& source, std::string_view name) {
-  return source + ": tensor \"" + std::string(name) + "\"";
+  return source + ": tensor \"" + clipped_text(name) + "\"";
 }
 
 inline const nlohmann::json& require_entry_field(const nlohmann::json& entry, const char* field,
@@ -71,14 +72,14 @@ inline tensor_info parse_tensor_entry(const std::string& name, const nlohmann::j
                                       const std::string& source) {
   const std::string where = quoted_tensor(source, name);
   if (!entry.is_object()) {
-    throw format_error(where + ": entry must be a JSON object, got " + entry.dump());
+    throw format_error(where + ": entry must be a JSON object, got " + describe_json(entry));
   }
   tensor_info info;
   info.name = name;
 
   const nlohmann::json& dtype = require_entry_field(entry, "dtype", where);
   if (!dtype.is_string()) {
-    throw format_error(where + ": field \"dtype\" must be a string, got " + dtype.dump());
+    throw format_error(where + ": field \"dtype\" must be a string, got " + describe_json(dtype));
   }
   info.dtype = dtype.get<std::string>();
   const auto bits = safetensors_dtype_bits(info.dtype);
@@ -91,7 +92,7 @@ inline tensor_info parse_tensor_entry(const std::string& name, const nlohmann::j
     return dim.is_number_integer() && (!dim.is_number_unsigned() || dim.get<std::uint64_t>() <= INT64_MAX);
   });
   if (!shape_ok) {
-    throw format_error(where + ": field \"shape\" must be an array of integers, got " + shape.dump());
+    throw format_error(where + ": field \"shape\" must be an array of integers, got " + describe_json(shape));
   }
   info.shape = shape.get<std::vector<std::int64_t>>();
   const auto elements = checked_element_count(info.shape);
@@ -104,7 +105,7 @@ inline tensor_info parse_tensor_entry(const std::string& name, const nlohmann::j
   if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
       !offsets[1].is_number_unsigned() || offsets[0].get<std::uint64_t>() > offsets[1].get<std::uint64_t>()) {
     throw format_error(where + ": field \"data_offsets\" must be [begin, end] with 0 <= begin <= end, got " +
-                       offsets.dump());
+                       describe_json(offsets));
   }
   info.begin = offsets[0].get<std::size_t>();
   info.end = offsets[1].get<std::size_t>();
@@ -128,13 +129,14 @@ inline tensor_info parse_tensor_entry(const std::string& name, const nlohmann::j
 
 inline std::map<std::string, std::string> parse_metadata(const nlohmann::json& value, const std::string& source) {
   if (!value.is_object()) {
-    throw format_error(source + ": \"__metadata__\" must be an object of strings, got " + value.dump());
+    throw format_error(source + ": \"__metadata__\" must be an object of strings, got " +
+                       describe_json(value));
   }
   std::map<std::string, std::string> metadata;
   for (const auto& [key, text] : value.items()) {
     if (!text.is_string()) {
       throw format_error(source + ": \"__metadata__\" must map strings to strings; \"" + key + "\" is " +
-                         text.dump());
+                         describe_json(text));
     }
     metadata.emplace(key, text.get<std::string>());
   }
@@ -164,19 +166,6 @@ inline void require_disjoint(const std::map<std::string, tensor_info, std::less<
       furthest = region;
     }
   }
-}
-
-inline std::string read_text_file(const std::filesystem::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  if (!stream) {
-    throw io_error("cannot open " + path.string() + ": " + std::generic_category().message(errno));
-  }
-  std::ostringstream text;
-  text << stream.rdbuf();
-  if (stream.bad()) {
-    throw io_error("cannot read " + path.string());
-  }
-  return text.str();
 }
 
 }  // namespace detail
@@ -274,12 +263,7 @@ class safetensors_file {
     }
     data_offset_ = 8 + static_cast<std::size_t>(header_size);
     const auto* text = reinterpret_cast<const char*>(file.data() + 8);
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(text, text + header_size);
-    } catch (const nlohmann::json::parse_error& parse_failure) {
-      throw format_error(source + ": header is not valid JSON: " + parse_failure.what());
-    }
+    const nlohmann::json header = detail::parse_json(std::string_view(text, header_size), source + ": header");
     if (!header.is_object()) {
       throw format_error(source + ": header must be a JSON object, got " + std::string(header.type_name()));
     }
@@ -399,12 +383,8 @@ class safetensors_checkpoint {
   /// as the Hugging Face loaders do.
   void load_index(const std::filesystem::path& index_path) {
     source_ = index_path.string();
-    nlohmann::json index;
-    try {
-      index = nlohmann::json::parse(detail::read_text_file(index_path));
-    } catch (const nlohmann::json::parse_error& parse_failure) {
-      throw format_error(source_ + ": not valid JSON: " + parse_failure.what());
-    }
+    const nlohmann::json index =
+        detail::parse_json(detail::read_text_file(index_path, detail::max_safetensors_header_bytes), source_);
     const auto weight_map = index.is_object() ? index.find("weight_map") : index.end();
     if (!index.is_object() || weight_map == index.end() || !weight_map->is_object()) {
       throw format_error(source_ + ": missing object \"weight_map\"");
@@ -413,7 +393,7 @@ class safetensors_checkpoint {
     for (const auto& [name, shard] : weight_map->items()) {
       if (!shard.is_string()) {
         throw format_error(detail::quoted_tensor(source_, name) + ": the shard must be a file name string, got " +
-                           shard.dump());
+                           detail::describe_json(shard));
       }
       const std::string shard_name = shard.get<std::string>();
       auto found = opened.find(shard_name);
@@ -484,7 +464,12 @@ inline std::vector<std::size_t> check_tensors_to_write(const char* operation,
   std::vector<std::size_t> sizes;
   sizes.reserve(tensors.size());
   for (const tensor_to_write& tensor : tensors) {
-    const std::string where = std::string(operation) + ": tensor \"" + tensor.name + "\"";
+    const std::string where = std::string(operation) + ": tensor \"" + clipped_text(tensor.name) + "\"";
+    try {
+      (void)nlohmann::json(tensor.name).dump();  // the header's own rule: JSON strings must be valid UTF-8
+    } catch (const nlohmann::json::exception&) {
+      throw invalid_argument(where + ": the name is not valid UTF-8");
+    }
     if (tensor.name == "__metadata__") {
       throw invalid_argument(where + ": the name is reserved for the metadata");
     }
@@ -565,7 +550,12 @@ inline void write_safetensors(const std::filesystem::path& path, std::span<const
                                {"data_offsets", nlohmann::ordered_json::array({offset, offset + sizes[i]})}};
     offset += sizes[i];
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::exception&) {  // names were checked: only metadata can be left
+    throw invalid_argument("write_safetensors: metadata holds text that is not valid UTF-8");
+  }
   text.append((8 - text.size() % 8) % 8, ' ');
 
   detail::write_file_atomically(path, [&](std::ostream& stream) {

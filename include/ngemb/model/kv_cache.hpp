@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/model/detail/kv_layout.hpp"
@@ -54,20 +56,22 @@ class kv_cache {
     if (max_slots > static_cast<std::size_t>(std::numeric_limits<slot_id>::max())) {
       throw invalid_argument("kv_cache: at most 2^31-1 slots, got " + std::to_string(max_slots));
     }
-    // layers * slots * positions * kv_heads * head_dim floats, twice: refuse sizes that overflow size_t.
-    std::size_t elements = 1;
-    for (const std::size_t factor : {static_cast<std::size_t>(attention_layers), max_slots,
-                                     static_cast<std::size_t>(max_positions), static_cast<std::size_t>(kv_heads),
-                                     static_cast<std::size_t>(head_dim)}) {
-      if (elements > std::numeric_limits<std::size_t>::max() / sizeof(float) / 2 / factor) {
-        throw invalid_argument("kv_cache: layers x slots x max_positions x kv_heads x head_dim overflows memory sizes");
-      }
-      elements *= factor;
+    const std::size_t elements =
+        checked_product("kv_cache: layers x slots x max_positions x kv_heads x head_dim", attention_layers, max_slots,
+                        max_positions, kv_heads, head_dim);
+    try {
+      keys_ = typename Policy::template buffer<float>(policy, elements);
+      values_ = typename Policy::template buffer<float>(policy, elements);
+    } catch (const out_of_memory& failure) {
+      throw out_of_memory("kv_cache: K and V for " + std::to_string(attention_layers) + " attention layers x " +
+                          std::to_string(max_slots) + " sequences x " + std::to_string(max_positions) +
+                          " positions x " + std::to_string(kv_heads) + " kv heads x " + std::to_string(head_dim) +
+                          " do not fit in memory; lower max_sequences or max_positions (" + failure.what() + ")");
     }
-    keys_ = typename Policy::template buffer<float>(policy, elements);
-    values_ = typename Policy::template buffer<float>(policy, elements);
-    for (std::size_t slot = max_slots; slot > 0; --slot) {
-      free_slots_.push_back(static_cast<slot_id>(slot - 1));
+    // Ascending order is already a valid min-heap: allocate() pops the lowest free slot.
+    free_slots_.reserve(max_slots);
+    for (std::size_t slot = 0; slot < max_slots; ++slot) {
+      free_slots_.push_back(static_cast<slot_id>(slot));
     }
   }
 
@@ -76,6 +80,7 @@ class kv_cache {
     if (free_slots_.empty()) {
       throw invalid_argument("kv_cache: all " + std::to_string(max_slots()) + " slots are in use");
     }
+    std::pop_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
     const slot_id slot = free_slots_.back();
     free_slots_.pop_back();
     allocated_[static_cast<std::size_t>(slot)] = true;
@@ -88,6 +93,7 @@ class kv_cache {
     require_allocated(slot, "free");
     allocated_[static_cast<std::size_t>(slot)] = false;
     free_slots_.push_back(slot);
+    std::push_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
     discard_step();
   }
 
@@ -222,7 +228,7 @@ class kv_cache {
   std::vector<detail::token_place> plan_host_;
   std::vector<std::int64_t> lengths_;
   std::vector<bool> allocated_;
-  std::vector<slot_id> free_slots_;
+  std::vector<slot_id> free_slots_;  // a min-heap
   std::vector<slot_id> step_slots_;
   std::vector<std::int64_t> step_sizes_;
   std::size_t step_tokens_ = 0;

@@ -5,7 +5,10 @@
 // `routed_scaling_factor`, `norm_topk_prob`, `rms_norm_eps`, `rope_theta`, `max_position_embeddings`. LongCat's
 // attention is MLA; ngemb's is GQA, described by the Llama fields `num_attention_heads`, `num_key_value_heads`
 // and `head_dim`.
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -14,6 +17,7 @@
 
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/error.hpp"
+#include "ngemb/io/detail/json_input.hpp"
 #include "ngemb/io/hf_config.hpp"
 #include "ngemb/moe/router.hpp"
 
@@ -49,22 +53,36 @@ struct model_config {
     return options;
   }
 
+  /// Sane upper bounds: far above any released model, low enough that the sizes derived from them (weights, the
+  /// KV cache) cannot overflow 64 bits, so a crafted config.json fails here, naming the field.
+  static constexpr std::int64_t max_layers = 1 << 12;
+  static constexpr std::int64_t max_heads = 1 << 12;
+  static constexpr std::int64_t max_head_dim = 1 << 14;
+  static constexpr std::int64_t max_ffn_width = std::int64_t{1} << 20;
+  static constexpr std::int64_t max_experts = 1 << 16;
+  static constexpr std::int64_t max_positions = std::int64_t{1} << 24;
+
   /// Throws invalid_argument naming the first field out of range. The MoE fields are checked by the router when
   /// a model has one (a dense model may leave them 0).
   void validate() const {
     ngram.validate();
     const auto fail = [](const std::string& message) { throw invalid_argument("model_config: " + message); };
-    const auto positive = [&](std::int64_t value, const char* field) {
-      if (value < 1) {
-        fail(std::string(field) + " must be >= 1, got " + std::to_string(value));
+    const auto in_range = [&](std::int64_t value, const char* field, std::int64_t minimum, std::int64_t maximum) {
+      if (value < minimum || value > maximum) {
+        fail(std::string(field) + " must be in [" + std::to_string(minimum) + ", " + std::to_string(maximum) +
+             "], got " + std::to_string(value));
       }
     };
-    positive(num_layers, "num_layers");
-    positive(num_attention_heads, "num_attention_heads");
-    positive(num_key_value_heads, "num_key_value_heads");
-    positive(head_dim, "head_dim");
-    positive(ffn_hidden_size, "ffn_hidden_size");
-    positive(max_position_embeddings, "max_position_embeddings");
+    in_range(num_layers, "num_layers", 1, max_layers);
+    in_range(num_attention_heads, "num_attention_heads", 1, max_heads);
+    in_range(num_key_value_heads, "num_key_value_heads", 1, max_heads);
+    in_range(head_dim, "head_dim", 1, max_head_dim);
+    in_range(ffn_hidden_size, "ffn_hidden_size", 1, max_ffn_width);
+    in_range(expert_ffn_hidden_size, "expert_ffn_hidden_size", 0, max_ffn_width);
+    in_range(n_routed_experts, "n_routed_experts", 0, max_experts);
+    in_range(zero_expert_num, "zero_expert_num", 0, max_experts);
+    in_range(moe_topk, "moe_topk", 0, max_experts);
+    in_range(max_position_embeddings, "max_position_embeddings", 1, max_positions);
     if (num_attention_heads % num_key_value_heads != 0) {
       fail("num_attention_heads = " + std::to_string(num_attention_heads) +
            " must be a multiple of num_key_value_heads = " + std::to_string(num_key_value_heads));
@@ -72,9 +90,13 @@ struct model_config {
     if (head_dim % 2 != 0) {
       fail("head_dim must be even (rotary pairs), got " + std::to_string(head_dim));
     }
-    if (!(rms_norm_eps > 0.0) || !(rope_theta > 0.0)) {
-      fail("rms_norm_eps and rope_theta must be > 0, got " + std::to_string(rms_norm_eps) + " and " +
+    if (!(rms_norm_eps > 0.0) || !(rope_theta > 0.0) || !std::isfinite(rms_norm_eps) || !std::isfinite(rope_theta)) {
+      fail("rms_norm_eps and rope_theta must be finite and > 0, got " + std::to_string(rms_norm_eps) + " and " +
            std::to_string(rope_theta));
+    }
+    // The router computes in float: a factor that float cannot hold would turn every routed output into inf.
+    if (!(std::abs(routed_scaling_factor) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+      fail("routed_scaling_factor must be a finite float, got " + std::to_string(routed_scaling_factor));
     }
   }
 };
@@ -84,7 +106,8 @@ namespace detail {
 inline double number_field(const nlohmann::json& root, const char* field, const std::string& source) {
   const nlohmann::json& value = require_field(root, field, source);
   if (!value.is_number()) {
-    throw format_error(source + ": field \"" + field + "\" must be a number, got " + value.dump());
+    throw format_error(source + ": field \"" + field + "\" must be a number, got " +
+                       describe_json(value));
   }
   return value.get<double>();
 }
@@ -96,39 +119,43 @@ inline double number_field(const nlohmann::json& root, const char* field, const 
 inline model_config parse_model_config(std::string_view json_text, const std::string& source = "config.json") {
   model_config config;
   config.ngram = parse_ngram_config(json_text, source);
-  const nlohmann::json root = nlohmann::json::parse(json_text);  // parse_ngram_config proved it parses
+  const nlohmann::json root = detail::parse_json(json_text, source);  // parse_ngram_config proved it parses
   using detail::integer_field;
   using detail::require_field;
-  using detail::small_integer_field;
-  const auto required_int = [&](const char* field) {
-    return small_integer_field(require_field(root, field, source), field, source);
+  const auto required_int = [&]<class T>(const char* field, std::type_identity<T> /*type*/) {
+    return integer_field<T>(require_field(root, field, source), field, source);
   };
-  const auto optional_int = [&](const char* field, std::int64_t fallback) {
+  const auto optional_int = [&](const char* field, int fallback) {
     const auto found = root.find(field);
-    return found == root.end() || found->is_null() ? fallback : integer_field(*found, field, source);
+    return found == root.end() || found->is_null() ? fallback : integer_field<int>(*found, field, source);
   };
-  config.num_layers = required_int("num_layers");
-  config.num_attention_heads = required_int("num_attention_heads");
-  config.num_key_value_heads = static_cast<int>(optional_int("num_key_value_heads", config.num_attention_heads));
-  config.head_dim = static_cast<int>(optional_int("head_dim", config.hidden_size() / config.num_attention_heads));
-  config.ffn_hidden_size = integer_field(require_field(root, "ffn_hidden_size", source), "ffn_hidden_size", source);
-  config.expert_ffn_hidden_size = optional_int("expert_ffn_hidden_size", 0);
-  config.n_routed_experts = static_cast<int>(optional_int("n_routed_experts", 0));
-  config.zero_expert_num = static_cast<int>(optional_int("zero_expert_num", 0));
-  config.moe_topk = static_cast<int>(optional_int("moe_topk", 0));
+  config.num_layers = required_int("num_layers", std::type_identity<int>{});
+  config.num_attention_heads = required_int("num_attention_heads", std::type_identity<int>{});
+  config.num_key_value_heads = optional_int("num_key_value_heads", config.num_attention_heads);
+  // The default head_dim divides by the head count, which validate() has not checked yet.
+  const int default_head_dim =
+      config.num_attention_heads > 0 ? static_cast<int>(config.hidden_size() / config.num_attention_heads) : 0;
+  config.head_dim = optional_int("head_dim", default_head_dim);
+  config.ffn_hidden_size = required_int("ffn_hidden_size", std::type_identity<std::int64_t>{});
+  if (const auto width = root.find("expert_ffn_hidden_size"); width != root.end() && !width->is_null()) {
+    config.expert_ffn_hidden_size = integer_field<std::int64_t>(*width, "expert_ffn_hidden_size", source);
+  }
+  config.n_routed_experts = optional_int("n_routed_experts", 0);
+  config.zero_expert_num = optional_int("zero_expert_num", 0);
+  config.moe_topk = optional_int("moe_topk", 0);
   if (root.contains("routed_scaling_factor")) {
     config.routed_scaling_factor = detail::number_field(root, "routed_scaling_factor", source);
   }
   if (const auto normalize = root.find("norm_topk_prob"); normalize != root.end() && !normalize->is_null()) {
     if (!normalize->is_boolean()) {
-      throw format_error(source + ": field \"norm_topk_prob\" must be true or false, got " + normalize->dump());
+      throw format_error(source + ": field \"norm_topk_prob\" must be true or false, got " +
+                         detail::describe_json(*normalize));
     }
     config.norm_topk_prob = normalize->get<bool>();
   }
   config.rms_norm_eps = detail::number_field(root, "rms_norm_eps", source);
   config.rope_theta = detail::number_field(root, "rope_theta", source);
-  config.max_position_embeddings = integer_field(require_field(root, "max_position_embeddings", source),
-                                                 "max_position_embeddings", source);
+  config.max_position_embeddings = required_int("max_position_embeddings", std::type_identity<std::int64_t>{});
   config.validate();
   return config;
 }

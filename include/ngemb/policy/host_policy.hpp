@@ -10,7 +10,7 @@
 #include <exception>
 #include <limits>
 #include <memory>
-#include <new>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/policy/detail/host_pool.hpp"
@@ -55,10 +56,10 @@ inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
 
 inline void* allocate_host_bytes(std::size_t bytes) {
   const std::size_t alignment = bytes >= huge_page_bytes ? huge_page_bytes : 64;
-  const std::size_t rounded = (bytes + alignment - 1) / alignment * alignment;
+  const std::size_t rounded = checked_add(bytes, alignment - 1, "host_buffer") / alignment * alignment;
   void* memory = std::aligned_alloc(alignment, rounded);
   if (memory == nullptr) {
-    throw std::bad_alloc();
+    throw out_of_memory("host_buffer: cannot allocate " + std::to_string(bytes) + " bytes");
   }
 #if defined(__linux__)
   if (alignment == huge_page_bytes) {
@@ -80,7 +81,7 @@ class host_buffer {
   host_buffer() = default;
   host_buffer(const host_policy& /*policy*/, std::size_t size) : size_(size) {
     if (size_ != 0) {
-      values_.reset(static_cast<T*>(detail::allocate_host_bytes(size_ * sizeof(T))));
+      values_.reset(static_cast<T*>(detail::allocate_host_bytes(checked_bytes<T>(size_, "host_buffer"))));
       std::uninitialized_value_construct_n(values_.get(), size_);
     }
   }

@@ -20,9 +20,12 @@ namespace ngemb::detail {
 
 class mapped_file {
  public:
-  /// Maps `path` with PROT_READ, MAP_PRIVATE. Throws io_error naming the path and the OS reason.
+  /// Maps `path` with PROT_READ, MAP_PRIVATE. Throws io_error naming the path and the OS reason, and for anything
+  /// but a regular file (a FIFO or a device would block or never end; a folder has no bytes).
   explicit mapped_file(const std::filesystem::path& path) {
-    const int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer forever. It has no effect on the reads
+    // of a regular file, the only kind mapped.
+    const int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (descriptor < 0) {
       fail("cannot open", path);
     }
@@ -31,6 +34,10 @@ class mapped_file {
       const int reason = errno;
       ::close(descriptor);
       fail("cannot stat", path, reason);
+    }
+    if (!S_ISREG(status.st_mode)) {
+      ::close(descriptor);
+      throw io_error("cannot read " + path.string() + ": not a regular file (" + kind_of(status.st_mode) + ")");
     }
     size_ = static_cast<std::size_t>(status.st_size);
     if (size_ > 0) {  // mmap rejects a zero length; an empty file simply has no bytes
@@ -70,6 +77,22 @@ class mapped_file {
     throw io_error(std::string(what) + " " + path.string() + ": " + std::generic_category().message(reason));
   }
 
+  static std::string kind_of(mode_t mode) {
+    if (S_ISDIR(mode)) {
+      return "a folder";
+    }
+    if (S_ISFIFO(mode)) {
+      return "a FIFO";
+    }
+    if (S_ISSOCK(mode)) {
+      return "a socket";
+    }
+    if (S_ISCHR(mode) || S_ISBLK(mode)) {
+      return "a device";
+    }
+    return "not a plain file";
+  }
+
   void unmap() noexcept {
     if (data_ != nullptr) {
       ::munmap(const_cast<std::byte*>(data_), size_);  // NOLINT: munmap takes void*, the pages stay read-only
@@ -79,5 +102,17 @@ class mapped_file {
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+/// The whole text of a regular file of at most `max_bytes` (config.json, a shard index): io_error naming the path
+/// otherwise, so a FIFO, a device or a multi-gigabyte file given as config.json fails at once.
+inline std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes) {
+  const mapped_file file(path);
+  const std::span<const std::byte> bytes = file.bytes();
+  if (bytes.size() > max_bytes) {
+    throw io_error(path.string() + ": " + std::to_string(bytes.size()) + " bytes is more than the " +
+                   std::to_string(max_bytes) + " a file of this kind may hold");
+  }
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
 
 }  // namespace ngemb::detail
