@@ -110,9 +110,42 @@ def shard_index_seeds():
     copy(h, "reference_bf16_sharded", "tests/reference/embedding/bf16_sharded/model.safetensors.index.json")
 
 
+TINY_MODEL = {
+    "vocab_size": 16, "hidden_size": 8, "emb_neighbor_num": 3, "emb_split_num": 2, "m_base": 5,
+    "eos_token_id": 2, "num_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+    "ffn_hidden_size": 8, "expert_ffn_hidden_size": 4, "n_routed_experts": 2, "zero_expert_num": 1, "moe_topk": 1,
+    "routed_scaling_factor": 1.5, "norm_topk_prob": False, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+    "max_position_embeddings": 16,
+}
+
+
+def config_seeds():
+    h = "config"
+    copy(h, "hf_ngram_only", "examples/testdata/config.json")
+    copy(h, "reference_shortcut", "tests/reference/model/shortcut/config.json")
+    copy(h, "reference_prenorm", "tests/reference/model/prenorm/config.json")
+    copy(h, "reference_plne", "tests/reference/embedding/plne/config.json")
+    copy(h, "reference_f32", "tests/reference/embedding/f32_single/config.json")
+    write(h, "tiny_model", json.dumps(TINY_MODEL, indent=2))
+    write(h, "ratio_eos_list", json.dumps({**{k: v for k, v in TINY_MODEL.items() if k != "m_base"},
+                                           "ngram_vocab_size_ratio": 2.5, "eos_token_id": [7]}))
+    write(h, "defaults_only", json.dumps({k: TINY_MODEL[k] for k in (
+        "vocab_size", "hidden_size", "emb_neighbor_num", "emb_split_num", "m_base", "num_layers",
+        "num_attention_heads", "ffn_hidden_size", "rms_norm_eps", "rope_theta", "max_position_embeddings")}))
+    write(h, "both_ratio_and_m_base", json.dumps({**TINY_MODEL, "ngram_vocab_size_ratio": 1.0}))
+    write(h, "nulls", json.dumps({**TINY_MODEL, "eos_token_id": None, "head_dim": None, "moe_topk": None}))
+    write(h, "lite", json.dumps({"vocab_size": 131072, "hidden_size": 3072, "emb_neighbor_num": 4,
+                                 "emb_split_num": 4, "ngram_vocab_size_ratio": 78, "eos_token_id": 2}))
+    write(h, "big_numbers", '{"vocab_size": 18446744073709551615, "hidden_size": 9223372036854775807, '
+                            '"emb_neighbor_num": 4294967298, "emb_split_num": -1, "m_base": 9223372036854775807}')
+    write(h, "float_where_int", json.dumps({**TINY_MODEL, "vocab_size": 16.0, "num_layers": 1e3}))
+    write(h, "not_an_object", "[1, 2, 3]")
+
+
 def main():
     safetensors_seeds()
     shard_index_seeds()
+    config_seeds()
 
 
 if __name__ == "__main__":
