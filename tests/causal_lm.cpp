@@ -1,6 +1,7 @@
 // Whole models (causal_lm over shortcut and pre-norm blocks) against the PyTorch float64 reference of
 // tests/reference/model_reference.py: logits of a ragged batch, the same logits through the caches (prefill in
-// chunks, then decode), greedy generation, save/load round trips, strict loading and bad input.
+// chunks, then decode), greedy generation, save/load round trips, strict loading and bad input; seeded sampling and
+// its streams (Philox4x32-10 known answers, independence across sequences and steps, batch-independent tokens).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -209,16 +210,78 @@ TEST_CASE("generation: seeded sampling is reproducible, non-finite logits are re
                        doctest::Contains("token 5"), ngemb::invalid_argument);
 }
 
+TEST_CASE("generation: batched sequences draw from independent streams (issue 9, defect 12)") {
+  // Prompts X and X + t0 in one batch, where t0 is X's first sampled token under the same seed. Both sequences
+  // then sample from the same distribution (after X + t0): sequence 0 at its step 1, sequence 1 at its step 0.
+  // Seeding sequence p with seed + 0x9E3779B97F4A7C15 * p under splitmix64 gave both the same uniform, so they
+  // agreed for every seed. With independent streams, seed s agrees with probability pi_s = sum_v p_s(v)^2 (p_s
+  // the sampling distribution after X + t0), independently across seeds: the count of agreements has mean
+  // sum pi_s and variance sum pi_s (1 - pi_s); it must fall within 5 standard deviations (+1 for the discrete
+  // count) of that mean. Deterministic (fixed seeds), so it cannot flake; the old streams agreed 200 times.
+  const model_golden expected("shortcut");
+  auto model = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
+  const auto vocab = static_cast<std::size_t>(model.config().vocab_size());
+  const std::vector<std::int32_t> x = expected.sequences[0];
+  constexpr float temperature = 1.0f;
+  std::map<std::int32_t, double> collision;  // t0 -> sum_v p(v)^2 after X + t0
+  const auto collision_of = [&](std::int32_t t0) {
+    if (const auto found = collision.find(t0); found != collision.end()) {
+      return found->second;
+    }
+    std::vector<std::int32_t> prompt = x;
+    prompt.push_back(t0);
+    const auto ids = start(model, 1);
+    const auto logits = ngemb_test::run_batch(model, host, {prompt}, ids, ngemb::logits_for::last_token);
+    model.end_sequence(ids[0]);
+    const double largest = *std::max_element(logits.begin(), logits.end());
+    double total = 0.0;
+    double squares = 0.0;
+    for (std::size_t id = 0; id < vocab; ++id) {
+      const double weight = std::exp((logits[id] - largest) / temperature);
+      total += weight;
+      squares += weight * weight;
+    }
+    return collision[t0] = squares / (total * total);
+  };
+  constexpr int seeds = 200;
+  int agreements = 0;
+  int first_tokens_kept = 0;
+  double mean = 0.0;
+  double variance = 0.0;
+  for (int seed = 0; seed < seeds; ++seed) {
+    ngemb::generation_options options;
+    options.sampling = {.temperature = temperature, .seed = static_cast<std::uint64_t>(seed)};
+    options.max_new_tokens = 1;
+    const std::int32_t t0 = model.generate(host, {x}, options).tokens[0][0];
+    std::vector<std::int32_t> extended = x;
+    extended.push_back(t0);
+    options.max_new_tokens = 2;
+    const auto batch = model.generate(host, {x, extended}, options).tokens;
+    first_tokens_kept += batch[0][0] == t0 ? 1 : 0;  // sequence 0's stream does not depend on the batch
+    agreements += batch[0][1] == batch[1][0] ? 1 : 0;
+    const double pi = collision_of(t0);
+    mean += pi;
+    variance += pi * (1.0 - pi);
+  }
+  MESSAGE("agreements " << agreements << " of " << seeds << "; independent streams expect " << mean << " +- "
+                        << std::sqrt(variance));
+  CHECK(first_tokens_kept == seeds);
+  CHECK(std::abs(agreements - mean) <= 5.0 * std::sqrt(variance) + 1.0);
+}
+
 TEST_CASE("sample_token: greedy ties, top-k, top-p and the sampled distribution") {
   const std::vector<float> logits{1.0f, 3.0f, 3.0f, 0.0f, 2.0f};
-  ngemb::token_rng rng(1);
-  CHECK(ngemb::sample_token(ngemb::view<const float>(logits), {}, rng) == 1);  // ties go to the lowest id
+  CHECK(ngemb::sample_token(ngemb::view<const float>(logits), {}, 0.99) == 1);  // ties go to the lowest id
 
+  std::uint64_t seed = 0;  // each call below draws from fresh streams
   const auto frequencies = [&](const ngemb::sampling_options& options) {
     std::vector<double> counts(logits.size());
     constexpr int draws = 20000;
+    ++seed;
     for (int i = 0; i < draws; ++i) {
-      counts[static_cast<std::size_t>(ngemb::sample_token(ngemb::view<const float>(logits), options, rng))] += 1.0 / draws;
+      const ngemb::token_stream stream{seed, static_cast<std::uint64_t>(i), 0};
+      counts[static_cast<std::size_t>(ngemb::sample_token(ngemb::view<const float>(logits), options, stream))] +=
+          1.0 / draws;
     }
     return counts;
   };
@@ -242,8 +305,163 @@ TEST_CASE("sample_token: greedy ties, top-k, top-p and the sampled distribution"
   const auto nucleus = frequencies({.temperature = 1.0f, .top_p = 0.5f});
   CHECK(nucleus[4] == 0.0);
   CHECK(nucleus[1] + nucleus[2] == doctest::Approx(1.0));
-  CHECK_THROWS_AS(ngemb::sample_token(ngemb::view<const float>(logits), {.temperature = -1.0f}, rng),
+  CHECK_THROWS_AS(ngemb::sample_token(ngemb::view<const float>(logits), {.temperature = -1.0f}, 0.5),
                   ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(ngemb::sample_token(ngemb::view<const float>(logits), {.temperature = 1.0f}, 1.0),
+                       doctest::Contains("[0, 1)"), ngemb::invalid_argument);
+  // The inverse CDF over the kept ids, most likely first (1, 2, 4, 0, 3 at temperature 1).
+  CHECK(ngemb::sample_token(ngemb::view<const float>(logits), {.temperature = 1.0f}, 0.0) == 1);
+  CHECK(ngemb::sample_token(ngemb::view<const float>(logits), {.temperature = 1.0f}, 0.5) == 2);
+  CHECK(ngemb::sample_token(ngemb::view<const float>(logits), {.temperature = 1.0f}, 1.0 - 0x1.0p-53) == 3);
+}
+
+namespace {
+
+using block = ngemb::philox4x32_block;
+using key = ngemb::philox4x32_key;
+
+// Random123's tests/kat_vectors, the three "philox4x32 10" lines (counter[4] key[2] -> output[4]).
+struct philox_known_answer {
+  block counter;
+  key k;
+  block expected;
+};
+constexpr philox_known_answer philox_kat[] = {
+    {{{0x00000000, 0x00000000, 0x00000000, 0x00000000}}, {{0x00000000, 0x00000000}},
+     {{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}}},
+    {{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}}, {{0xffffffff, 0xffffffff}},
+     {{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}}},
+    {{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}}, {{0xa4093822, 0x299f31d0}},
+     {{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}}},
+};
+// constexpr: the same function a kernel runs gives the published answers at compile time.
+static_assert(ngemb::philox4x32_10(philox_kat[0].counter, philox_kat[0].k) == philox_kat[0].expected);
+static_assert(ngemb::philox4x32_10(philox_kat[2].counter, philox_kat[2].k) == philox_kat[2].expected);
+
+/// Pearson correlation of n pairs (first(i), second(i)).
+template <class First, class Second>
+double correlation(int n, First first, Second second) {
+  double sum_x = 0.0, sum_y = 0.0, sum_xx = 0.0, sum_yy = 0.0, sum_xy = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double x = first(i);
+    const double y = second(i);
+    sum_x += x;
+    sum_y += y;
+    sum_xx += x * x;
+    sum_yy += y * y;
+    sum_xy += x * y;
+  }
+  const double cov = sum_xy / n - (sum_x / n) * (sum_y / n);
+  return cov / std::sqrt((sum_xx / n - (sum_x / n) * (sum_x / n)) * (sum_yy / n - (sum_y / n) * (sum_y / n)));
+}
+
+}  // namespace
+
+TEST_CASE("philox4x32-10: Random123 known answers and the 53-bit uniform") {
+  for (const auto& kat : philox_kat) {
+    const block actual = ngemb::philox4x32_10(kat.counter, kat.k);
+    for (int w = 0; w < 4; ++w) {
+      CHECK(actual.word[w] == kat.expected.word[w]);
+    }
+  }
+  CHECK(ngemb::uniform_from_bits(0, 0) == 0.0);
+  CHECK(ngemb::uniform_from_bits(0, 0x7ff) == 0.0);  // the low 11 bits are dropped
+  CHECK(ngemb::uniform_from_bits(0, 0x800) == 0x1.0p-53);
+  CHECK(ngemb::uniform_from_bits(0x80000000u, 0) == 0.5);
+  CHECK(ngemb::uniform_from_bits(0xffffffffu, 0xffffffffu) == 1.0 - 0x1.0p-53);
+  // token_stream's layout: key = seed (low word first), counter = {sequence low, sequence high, step, draw}.
+  const ngemb::token_stream stream{0x299f31d0a4093822ull, 0x85a308d3243f6a88ull, 0x13198a2e};
+  CHECK(stream.bits(0x03707344) == philox_kat[2].expected);
+  CHECK(stream.uniform(0x03707344) == ngemb::uniform_from_bits(0xd16cfe09, 0x94fdcceb));
+  CHECK(ngemb::token_stream{}.uniform() == ngemb::uniform_from_bits(0x6627e8d5, 0xe169c58d));
+}
+
+TEST_CASE("token_stream: neighbouring streams are uncorrelated and the uniforms are uniform") {
+  // n pairs of independent uniforms have a sample correlation with mean 0 and standard deviation 1/sqrt(n) (CLT;
+  // n = 100000), so |r| <= 5/sqrt(n) = 0.0158: a 5-sigma bound. Fixed seeds make the test deterministic; it
+  // cannot flake. The pairs are the neighbours a counter or seeding scheme could tie together.
+  constexpr int n = 100000;
+  const double bound = 5.0 / std::sqrt(static_cast<double>(n));
+  const auto u = [](std::uint64_t seed, std::uint64_t sequence, int step, std::uint32_t draw = 0) {
+    return ngemb::token_stream{seed, sequence, static_cast<std::uint32_t>(step)}.uniform(draw);
+  };
+  const auto check_pairs = [&](const char* pairs, auto first, auto second) {
+    const double r = correlation(n, first, second);
+    int equal = 0;
+    for (int i = 0; i < n; ++i) {
+      equal += first(i) == second(i) ? 1 : 0;  // 53-bit values: any repeat is a shared stream
+    }
+    INFO(std::string(pairs) << ": r = " << r << ", equal = " << equal);
+    CHECK(std::abs(r) <= bound);
+    CHECK(equal == 0);
+  };
+  const auto index = [](int i) { return static_cast<std::uint64_t>(i); };
+  check_pairs("adjacent sequences, same step", [&](int i) { return u(7, 2 * index(i), 3); },
+              [&](int i) { return u(7, 2 * index(i) + 1, 3); });
+  check_pairs("adjacent steps, same sequence", [&](int i) { return u(7, 5, 2 * i); },
+              [&](int i) { return u(7, 5, 2 * i + 1); });
+  check_pairs("sequence p step k+1 against sequence p+1 step k (the splitmix64 defect)",
+              [&](int i) { return u(11, index(i), 1); }, [&](int i) { return u(11, index(i) + 1, 0); });
+  check_pairs("adjacent seeds", [&](int i) { return u(2 * index(i), 0, 0); },
+              [&](int i) { return u(2 * index(i) + 1, 0, 0); });
+  check_pairs("seed s + 0x9E3779B97F4A7C15 against seed s",
+              [&](int i) { return u(index(i), 0, 0); },
+              [&](int i) { return u(index(i) + 0x9E3779B97F4A7C15ull, 0, 0); });
+  check_pairs("adjacent draws", [&](int i) { return u(3, index(i), 0, 0); }, [&](int i) { return u(3, index(i), 0, 1); });
+
+  // Chi-square of n uniforms in 100 equal buckets: 99 degrees of freedom, mean 99, standard deviation
+  // sqrt(2 * 99) = 14.07; within 5 of them, [28.6, 169.4], or the uniforms are not uniform.
+  const auto chi_square = [&](auto draw) {
+    constexpr int buckets = 100;
+    std::vector<int> counts(buckets);
+    for (int i = 0; i < n; ++i) {
+      const double value = draw(i);
+      if (!(value >= 0.0 && value < 1.0)) {
+        FAIL("uniform " << i << " is " << value << ", outside [0, 1)");
+      }
+      counts[static_cast<std::size_t>(value * buckets)] += 1;
+    }
+    const double expected_count = static_cast<double>(n) / buckets;
+    double statistic = 0.0;
+    for (const int count : counts) {
+      statistic += (count - expected_count) * (count - expected_count) / expected_count;
+    }
+    return statistic;
+  };
+  const double mean = 99.0;
+  const double spread = 5.0 * std::sqrt(2.0 * 99.0);
+  for (const double statistic : {chi_square([&](int i) { return u(1, index(i), 0); }),
+                                 chi_square([&](int i) { return u(1, 0, i); }),
+                                 chi_square([&](int i) { return u(index(i), 0, 0); })}) {
+    INFO("chi-square = " << statistic);
+    CHECK(statistic >= mean - spread);
+    CHECK(statistic <= mean + spread);
+  }
+}
+
+TEST_CASE("generation: a sequence's tokens depend on its seed and index only, not on the rest of the batch") {
+  const model_golden expected("shortcut");
+  auto model = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
+  ngemb::generation_options options;
+  options.max_new_tokens = 8;
+  options.sampling = {.temperature = 1.0f, .seed = 2024};
+  const auto& a = expected.sequences[0];
+  const auto& b = expected.sequences[1];
+  const auto& c = expected.sequences[2];
+  const auto alone = model.generate(host, {a}, options).tokens;
+  CHECK(model.generate(host, {a}, options).tokens == alone);  // the same seed, the same tokens
+  CHECK(model.generate(host, {a, b}, options).tokens[0] == alone[0]);
+  CHECK(model.generate(host, {a, c, b}, options).tokens[0] == alone[0]);
+  // A sequence that stops early (its first token is the stop token) leaves the others' streams alone.
+  const auto b_alone = model.generate(host, {b}, options).tokens[0];
+  options.stop_token = model.generate(host, {a, c}, options).tokens[1][0];
+  REQUIRE(std::find(alone[0].begin(), alone[0].end(), *options.stop_token) == alone[0].end());
+  const auto stopped = model.generate(host, {a, c}, options).tokens;
+  CHECK(stopped[0] == alone[0]);
+  CHECK(stopped[1].size() == 1);
+  // Each token is the Philox draw (seed, prompt index, token index): sequence 1 of {a, b} is not b alone.
+  options.stop_token.reset();
+  CHECK(model.generate(host, {a, b}, options).tokens[1] != b_alone);
 }
 
 TEST_CASE("model_config: config.json round trip and field errors") {

@@ -300,10 +300,6 @@ class causal_lm {
     }
     const auto vocab = static_cast<std::size_t>(config_.vocab_size());
     sequence_guard guard(*this, prompts.size());
-    std::vector<token_rng> rngs;
-    for (std::size_t p = 0; p < prompts.size(); ++p) {
-      rngs.emplace_back(options.sampling.seed + 0x9E3779B97F4A7C15ull * p);
-    }
     typename policy_type::template buffer<float> logits(policy, prompts.size() * vocab);
     std::vector<float> host_logits(prompts.size() * vocab);
     std::vector<std::size_t> active(prompts.size());
@@ -334,8 +330,11 @@ class causal_lm {
       std::vector<std::size_t> still_active;
       for (std::size_t b = 0; b < active.size(); ++b) {
         const std::size_t p = active[b];
-        const token_type next = sample_token(view<const float>(host_logits.data() + b * vocab, vocab),
-                                             options.sampling, rngs[p]);
+        // Sequence p's token i has its own Philox block (seed, p, i): independent of every other sequence and
+        // step, and of which prompts share the batch.
+        const token_stream stream{options.sampling.seed, p, static_cast<std::uint32_t>(result.tokens[p].size())};
+        const token_type next =
+            sample_token(view<const float>(host_logits.data() + b * vocab, vocab), options.sampling, stream);
         result.tokens[p].push_back(next);
         const bool stopped = options.stop_token && next == *options.stop_token;
         if (!stopped && static_cast<int>(result.tokens[p].size()) < options.max_new_tokens) {

@@ -1,8 +1,9 @@
 #pragma once
 // Next-token choice from one row of logits: greedy (temperature 0) or seeded sampling with temperature, top-k and
-// top-p (nucleus), as Hugging Face's generate applies them (temperature, then top-k, then top-p). The random
-// stream is the library's own (splitmix64 seeding, 53-bit uniforms), so a seed gives the same tokens on every
-// platform and standard library.
+// top-p (nucleus), as Hugging Face's generate applies them (temperature, then top-k, then top-p). The one uniform
+// a sampled token needs comes from the caller: generate takes it from token_stream{seed, sequence, step}
+// (Philox4x32-10, core/philox.hpp), so a seed gives the same tokens on every platform, standard library and
+// device, and each (sequence, step) draws independently of the others and of what else is in the batch.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "ngemb/core/error.hpp"
+#include "ngemb/core/philox.hpp"
 #include "ngemb/core/views.hpp"
 
 namespace ngemb {
@@ -35,28 +37,14 @@ struct sampling_options {
   }
 };
 
-/// A small, fully specified generator: splitmix64 (Steele, Lea, Flood 2014).
-class token_rng {
- public:
-  explicit token_rng(std::uint64_t seed) : state_(seed) {}
-
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-
- private:
-  std::uint64_t state_;
-};
-
-/// The next token from `logits` [V] (host memory). Throws invalid_argument naming the id when a logit is NaN or
-/// infinite: a model that produced it is broken, and sampling from it would hide that.
-inline std::int32_t sample_token(view<const float> logits, const sampling_options& options, token_rng& rng) {
+/// The next token from `logits` [V] (host memory), with `uniform` in [0, 1) choosing among the kept ids by
+/// inverse CDF (greedy ignores it). Throws invalid_argument naming the id when a logit is NaN or infinite: a model
+/// that produced it is broken, and sampling from it would hide that.
+inline std::int32_t sample_token(view<const float> logits, const sampling_options& options, double uniform) {
   options.validate();
+  if (!(uniform >= 0.0 && uniform < 1.0)) {
+    throw invalid_argument("sample_token: the uniform draw must be in [0, 1), got " + std::to_string(uniform));
+  }
   for (std::size_t id = 0; id < logits.size(); ++id) {
     if (!std::isfinite(logits[id])) {
       throw invalid_argument("sample_token: logit of token " + std::to_string(id) + " is " +
@@ -93,7 +81,7 @@ inline std::int32_t sample_token(view<const float> logits, const sampling_option
     kept = std::max<std::size_t>(nucleus, 1);
     total = cumulative > 0.0 ? cumulative : weights[0];
   }
-  double draw = rng.uniform() * total;
+  double draw = uniform * total;
   for (std::size_t i = 0; i < kept; ++i) {
     draw -= weights[i];
     if (draw < 0.0) {
@@ -101,6 +89,12 @@ inline std::int32_t sample_token(view<const float> logits, const sampling_option
     }
   }
   return order[kept - 1];  // rounding left a sliver of the total
+}
+
+/// The next token from `logits` with the uniform of `stream` (draw 0 of its seed, sequence and step).
+inline std::int32_t sample_token(view<const float> logits, const sampling_options& options,
+                                 const token_stream& stream) {
+  return sample_token(logits, options, stream.uniform());
 }
 
 }  // namespace ngemb
