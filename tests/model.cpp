@@ -325,7 +325,7 @@ void check_field_error(const char* field, const nlohmann::json& value, const std
   nlohmann::json config = reference_config();
   config[field] = value;
   CHECK_THROWS_WITH_AS((void)ngemb::parse_model_config(config.dump(), "crafted/config.json"),
-                       doctest::Contains(needle), Error);
+                       doctest::Contains(needle.c_str()), Error);
 }
 
 }  // namespace

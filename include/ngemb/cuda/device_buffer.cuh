@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <string>
 #include <utility>
 
 #include "ngemb/core/checked.hpp"
@@ -21,7 +22,8 @@ class device_buffer {
   /// Plain cudaMalloc memory, usable from any stream.
   explicit device_buffer(std::size_t size) : size_(size) {
     if (size_ != 0) {
-      NGEMB_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), checked_bytes<T>(size_, "device_buffer")));
+      const std::size_t bytes = checked_bytes<T>(size_, "device_buffer");
+      check_allocation(cudaMalloc(reinterpret_cast<void**>(&data_), bytes), bytes, "cudaMalloc");
     }
   }
 
@@ -31,7 +33,8 @@ class device_buffer {
     requires requires(const Policy& policy) { cudaStream_t{policy.stream}; }
   device_buffer(const Policy& policy, std::size_t size) : size_(size), stream_(policy.stream), stream_ordered_(true) {
     if (size_ != 0) {
-      NGEMB_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&data_), checked_bytes<T>(size_, "device_buffer"), stream_));
+      const std::size_t bytes = checked_bytes<T>(size_, "device_buffer");
+      check_allocation(cudaMallocAsync(reinterpret_cast<void**>(&data_), bytes, stream_), bytes, "cudaMallocAsync");
     }
   }
 
@@ -54,6 +57,17 @@ class device_buffer {
   [[nodiscard]] view<const T> as_view() const { return {data_, size_}; }
 
  private:
+  /// Running out of device memory is out_of_memory, as on the host, so callers that can name the sizes to lower
+  /// catch one type; any other failure is a cuda_error.
+  static void check_allocation(cudaError_t status, std::size_t bytes, const char* call) {
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // not a sticky error: clear it so the next call does not report it again
+      throw out_of_memory(std::string("device_buffer: ") + call + " cannot allocate " + std::to_string(bytes) +
+                          " bytes");
+    }
+    cuda::check(status, call, __FILE__, __LINE__);
+  }
+
   void take(device_buffer& other) noexcept {
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
