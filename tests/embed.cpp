@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "embedding_golden.hpp"
+#include "temp_folder.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
@@ -230,4 +233,26 @@ TEST_CASE("embedding errors name what is wrong") {
     CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, golden.config, names),
                          doctest::Contains("model.ngram_embedding.embedders.0.weight"), ngemb::format_error);
   }
+}
+
+TEST_CASE("a crafted config.json beside real tables is refused before anything is allocated (issue 9)") {
+  const auto golden = ngemb_test::load_embedding_golden("f32_single");
+  using embedding_type = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>;
+  const ngemb_test::temp_folder folder;
+  for (const auto& entry : std::filesystem::directory_iterator(golden.folder)) {
+    std::filesystem::copy(entry.path(), folder / entry.path().filename().string());
+  }
+  const auto load_with = [&](const std::string& config_json) {
+    std::ofstream(folder / "config.json", std::ios::trunc) << config_json;
+    (void)embedding_type::load(policy, folder.path());
+  };
+  // hidden_size * sizeof(float) wrapped, the buffer was tiny and the table load wrote past it.
+  CHECK_THROWS_WITH_AS(load_with(R"({"vocab_size": 1, "hidden_size": 1317624576693539401, "m_base": 6,
+                                     "emb_neighbor_num": 2, "emb_split_num": 1})"),
+                       doctest::Contains("hidden_size (H) 1317624576693539401 is larger than 2^20"),
+                       ngemb::invalid_argument);
+  // Valid but far larger than the checkpoint: the tensors' shapes are checked before tables of that size are made.
+  CHECK_THROWS_AS(load_with(R"({"vocab_size": 2147483647, "hidden_size": 1048576, "ngram_vocab_size_ratio": 1.5,
+                                "emb_neighbor_num": 2, "emb_split_num": 1})"),
+                  ngemb::format_error);
 }

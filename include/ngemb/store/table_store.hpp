@@ -69,6 +69,14 @@ class table_store {
   /// tensor or a wrong shape or dtype raises format_error naming the file and tensor.
   static table_store load(const Policy& policy, const safetensors_checkpoint& checkpoint, const ngram_config& config,
                           const ngram_tensor_names& names = {}) {
+    config.validate();
+    if (!names.base.empty()) {
+      check_float_tensor(checkpoint, names.base, std::vector<std::int64_t>{config.vocab_size, config.hidden_size});
+    }
+    for (int table = 0; table < config.num_tables(); ++table) {
+      check_float_tensor(checkpoint, names.embedder(table),
+                         std::vector<std::int64_t>{config.modulus(table), config.row_width()});
+    }
     table_store store(policy, config, !names.base.empty());
     std::vector<T> staging;
     const auto read = [&](const std::string& name, std::vector<std::int64_t> shape, view<T> destination) {
