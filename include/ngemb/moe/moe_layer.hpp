@@ -75,12 +75,18 @@ class moe {
                   const router_options& options, std::int64_t hidden, std::int64_t expert_width) {
     Router router = Router::load(policy, checkpoint, prefix + ".router", options, hidden);
     const auto experts = static_cast<std::size_t>(options.routed_experts);
+    const std::int64_t in_shape[] = {expert_width, hidden};
+    const std::int64_t out_shape[] = {hidden, expert_width};
+    for (std::size_t e = 0; e < experts; ++e) {  // every shape before allocating what the shapes ask for
+      const std::string name = prefix + ".experts." + std::to_string(e);
+      check_float_tensor(checkpoint, name + ".gate_proj.weight", in_shape);
+      check_float_tensor(checkpoint, name + ".up_proj.weight", in_shape);
+      check_float_tensor(checkpoint, name + ".down_proj.weight", out_shape);
+    }
     const auto matrix = static_cast<std::size_t>(hidden * expert_width);
     std::vector<Weight> gate(experts * matrix);
     std::vector<Weight> up(experts * matrix);
     std::vector<Weight> down(experts * matrix);
-    const std::int64_t in_shape[] = {expert_width, hidden};
-    const std::int64_t out_shape[] = {hidden, expert_width};
     for (std::size_t e = 0; e < experts; ++e) {
       const std::string name = prefix + ".experts." + std::to_string(e);
       read_tensor_into<Weight>(checkpoint, name + ".gate_proj.weight", in_shape, std::span(gate).subspan(e * matrix, matrix));
