@@ -142,10 +142,70 @@ def config_seeds():
     write(h, "not_an_object", "[1, 2, 3]")
 
 
+def read_safetensors(content):
+    """(header without __metadata__, in data order) -> list of (name, dtype, shape, bytes)."""
+    length = struct.unpack("<Q", content[:8])[0]
+    header = json.loads(content[8:8 + length])
+    header.pop("__metadata__", None)
+    data = content[8 + length:]
+    entries = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+    return [(name, e["dtype"], e["shape"], data[e["data_offsets"][0]:e["data_offsets"][1]]) for name, e in entries]
+
+
+def checkpoint(config, tensors):
+    text = config if isinstance(config, str) else json.dumps(config, indent=2)
+    return text.encode() + b"\0" + safetensors(tensors)
+
+
+def checkpoint_seeds():
+    # tiny_shortcut_model is written by make_checkpoint_seed.cpp (the library's own writer); the rest derive from it.
+    h = "checkpoint"
+    with open(os.path.join(CORPUS, h, "tiny_shortcut_model"), "rb") as seed:
+        content = seed.read()
+    cut = content.index(b"\0")
+    config = json.loads(content[:cut])
+    tensors = read_safetensors(content[cut + 1:])
+
+    prenorm = []
+    for name, dtype, shape, payload in tensors:
+        if any(piece in name for piece in ("layernorm.1.", "self_attn.1.", ".mlps.")):
+            continue
+        for piece in ("input_layernorm", "post_attention_layernorm", "self_attn"):
+            name = name.replace(piece + ".0.", piece + ".")
+        prenorm.append((name, dtype, shape, payload))
+    write(h, "tiny_prenorm_model", checkpoint(config, prenorm))
+
+    ngram_fields = ("vocab_size", "hidden_size", "emb_neighbor_num", "emb_split_num", "m_base", "eos_token_id")
+    embedding = [t for t in tensors if t[0].startswith(("model.embed_tokens", "model.ngram_embeddings"))]
+    write(h, "embedding_only", checkpoint({k: config[k] for k in ngram_fields}, embedding))
+    f32_embedding = [(n, "F32", s, p if d == "F32" else struct.pack("<%df" % (len(p) // 2), *[
+        struct.unpack("<f", b"\0\0" + p[i:i + 2])[0] for i in range(0, len(p), 2)]))
+        for n, d, s, p in embedding]
+    write(h, "embedding_only_f32", checkpoint({k: config[k] for k in ngram_fields}, f32_embedding))
+    with open(os.path.join(ROOT, "tests/reference/embedding/f16_bigram/config.json"), "rb") as text, \
+            open(os.path.join(ROOT, "tests/reference/embedding/f16_bigram/model.safetensors"), "rb") as tensors_file:
+        write(h, "reference_f16_bigram", text.read() + b"\0" + tensors_file.read())
+    write(h, "config_only", json.dumps(config))
+    # Near-valid: sizes the file does not back (a loader must refuse them before allocating), bad values.
+    for name, change in (("hidden_size_2_20", {"hidden_size": 1 << 20}),
+                         ("vocab_2_31", {"vocab_size": 1 << 31}),
+                         ("many_layers", {"num_layers": 1 << 30}),
+                         ("long_positions", {"max_position_embeddings": 1 << 40}),
+                         ("many_experts", {"n_routed_experts": 1 << 30, "moe_topk": 1 << 29}),
+                         ("zero_heads", {"num_attention_heads": 0}),
+                         ("odd_head_dim", {"head_dim": 3}),
+                         ("wide_ffn", {"ffn_hidden_size": 1 << 40, "expert_ffn_hidden_size": 1 << 40})):
+        write(h, name, checkpoint({**config, **change}, tensors))
+    write(h, "truncated_tensors", checkpoint(config, tensors)[:-40])
+    write(h, "integer_norm", checkpoint(config, [(n, "I32" if n == "model.norm.weight" else d, s, p)
+                                                 for n, d, s, p in tensors]))
+
+
 def main():
     safetensors_seeds()
     shard_index_seeds()
     config_seeds()
+    checkpoint_seeds()
 
 
 if __name__ == "__main__":
