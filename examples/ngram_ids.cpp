@@ -5,13 +5,16 @@
 // Tokens left of an optional `|` are earlier context (look-back only, no ids); each token right of it gets one
 // line of K*(N-1) per-table row ids in sub-table order, and every sequence ends with a blank line.
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -19,6 +22,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "ngemb/ngemb.hpp"
 #include "token_lines.hpp"
@@ -36,7 +41,8 @@ earlier context (left: look-back only) and current tokens (right). For each curr
 the K*(N-1) LongCat n-gram ids (row indices into each sub-table, in sub-table order i = (n-2)*K + k), and a
 blank line after each sequence. An empty line is a sequence without tokens.
 
-  --config PATH  a Hugging Face config.json, or a checkpoint folder holding one
+  --config PATH  a Hugging Face config.json, or a checkpoint folder holding one; only vocab_size,
+                 ngram_vocab_size_ratio (or m_base), emb_neighbor_num, emb_split_num and eos_token_id are used
   --vocab V      base vocabulary size (vocab_size)
   --ratio R      ngram_vocab_size_ratio: sub-table i has trunc(R*V + 2i + 1) rows
   --n N          largest n-gram order (emb_neighbor_num); orders 2..N are used
@@ -64,7 +70,7 @@ void set_number(std::optional<Number>& field, std::string_view option, std::stri
   }
   field = parse_number<Number>(value);
   if (!field) {
-    throw bad_input(std::string(option) + ": \"" + std::string(value) + "\" is not " +
+    throw bad_input(std::string(option) + ": " + quoted(value) + " is not " +
                     (std::is_integral_v<Number> ? "an integer" : "a number"));
   }
 }
@@ -93,6 +99,45 @@ options parse_options(int argc, char** argv) {
   return parsed;
 }
 
+/// The n-gram config of --config PATH (a config.json, or a folder holding one). Ids do not depend on hidden_size, so
+/// a file with only the n-gram fields is enough: a missing hidden_size is taken as K*(N-1), the smallest valid one.
+ngemb::ngram_config read_config(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code failure;
+  const fs::path file = fs::is_directory(path, failure) ? path / "config.json" : path;
+  const fs::file_status status = fs::status(file, failure);
+  if (status.type() == fs::file_type::not_found) {
+    throw bad_input("--config " + file.string() + ": no such file or directory");
+  }
+  if (failure || fs::is_directory(status)) {
+    throw bad_input("--config " + file.string() + ": " + (failure ? failure.message() : "is a folder"));
+  }
+  std::ifstream stream(file, std::ios::binary);
+  if (!stream) {
+    throw bad_input("--config " + file.string() + ": cannot be opened: " +
+                    std::generic_category().message(errno));
+  }
+  std::ostringstream content;
+  content << stream.rdbuf();
+  if (stream.bad()) {
+    throw bad_input("--config " + file.string() + ": cannot be read");
+  }
+  std::string text = content.str();
+  nlohmann::json root = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_object() && (!root.contains("hidden_size") || root["hidden_size"].is_null())) {
+    const auto small_integer = [&](const char* field) -> std::int64_t {  // 1 when absent or odd: parse reports it
+      const auto found = root.find(field);
+      return found != root.end() && found->is_number_integer() && *found >= 1 && *found <= (1 << 20)
+                 ? found->get<std::int64_t>()
+                 : 1;
+    };
+    root["hidden_size"] = std::max<std::int64_t>(1, small_integer("emb_split_num") *
+                                                        (small_integer("emb_neighbor_num") - 1));
+    text = root.dump();
+  }
+  return ngemb::parse_ngram_config(text, file.string());  // malformed JSON and bad fields reported as read
+}
+
 /// The config from --config, or from the five size options. Throws bad_input or the library's errors.
 ngemb::ngram_config config_from(const options& parsed) {
   const bool any_size_option = parsed.vocab || parsed.ratio || parsed.max_order || parsed.splits || parsed.eos;
@@ -100,7 +145,7 @@ ngemb::ngram_config config_from(const options& parsed) {
     if (any_size_option) {
       throw bad_input("--config cannot be combined with --vocab, --ratio, --n, --k or --eos");
     }
-    return ngemb::read_ngram_config(*parsed.config_path);
+    return read_config(*parsed.config_path);
   }
   if (!any_size_option) {
     throw bad_input("give either --config PATH or --vocab V --ratio R --n N --k K [--eos E]");

@@ -27,6 +27,31 @@ class bad_input : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// `text` in double quotes, safe to print: printable ASCII as is, `"` and `\` escaped, every other byte (NUL, control
+/// characters, other encodings) as \xHH, and at most `limit` bytes of the text (then "..." and its full length).
+inline std::string quoted(std::string_view text, std::size_t limit = 64) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string shown = "\"";
+  for (const char character : text.substr(0, limit)) {
+    const auto byte = static_cast<unsigned char>(character);
+    if (byte == '"' || byte == '\\') {
+      shown += '\\';
+      shown += character;
+    } else if (byte >= 0x20 && byte < 0x7f) {
+      shown += character;
+    } else {
+      shown += "\\x";
+      shown += hex[byte >> 4];
+      shown += hex[byte & 0xf];
+    }
+  }
+  shown += text.size() > limit ? "...\"" : "\"";
+  if (text.size() > limit) {
+    shown += " (" + std::to_string(text.size()) + " bytes)";
+  }
+  return shown;
+}
+
 template <class Number>
 std::optional<Number> parse_number(std::string_view text) {
   Number value{};
@@ -48,8 +73,7 @@ void parse_arguments(int argc, char** argv, std::initializer_list<std::string_vi
       continue;
     }
     if (std::find(known.begin(), known.end(), option) == known.end()) {
-      throw bad_input((option.starts_with("-") ? "unknown option \"" : "unexpected argument \"") +
-                      std::string(option) + "\"");
+      throw bad_input((option.starts_with("-") ? "unknown option " : "unexpected argument ") + quoted(option));
     }
     if (i + 1 == argc) {
       throw bad_input(std::string(option) + " needs a value");
@@ -218,10 +242,10 @@ void parse_line(std::string_view line, std::int64_t line_number, line_batch& bat
     std::int64_t token = 0;
     const auto [word_end, status] = std::from_chars(word.data(), word.data() + word.size(), token);
     if (status == std::errc::result_out_of_range) {
-      fail("token id " + std::string(word) + " is far outside any vocabulary");
+      fail("token id " + quoted(word) + " is far outside any vocabulary");
     }
     if (status != std::errc{} || word_end != word.data() + word.size()) {
-      fail("\"" + std::string(word) + "\" is not an integer token id");
+      fail(quoted(word) + " is not an integer token id");
     }
     batch.tokens.push_back(token);
     at = end;
