@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -110,6 +111,76 @@ TEST_CASE("save then load gives the same tensors and bit-identical logits") {
   const auto every = ngemb::logits_for::every_token;
   CHECK(ngemb_test::run_batch(original, host, expected.sequences, start(original, 3), every) ==
         ngemb_test::run_batch(reloaded, host, expected.sequences, start(reloaded, 3), every));
+}
+
+namespace {
+
+/// The names in `folder` (hidden ones included), sorted.
+std::vector<std::string> folder_entries(const std::filesystem::path& folder) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string file_text(const std::filesystem::path& path) {
+  std::ifstream stream(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(stream), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE("save: another model's folder is refused, and replaced as a whole only when asked (issue 9, defect 9)") {
+  const auto shortcut = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
+  const auto prenorm = prenorm_lm::load(ngemb::host_policy{}, model_dir / "prenorm");
+  const temp_folder root;
+  const auto folder = root / "model";
+  shortcut.save(host, folder, std::size_t{64} << 10);  // several shards and an index
+  const auto shortcut_files = folder_entries(folder);
+  const std::string shortcut_config = file_text(folder / "config.json");
+  CHECK(shortcut_files.size() > 3);
+  CHECK_THROWS_WITH_AS(prenorm.save(host, folder), doctest::Contains((folder.string() + ": the folder is not empty").c_str()),
+                       ngemb::io_error);
+  CHECK(folder_entries(folder) == shortcut_files);
+  CHECK(file_text(folder / "config.json") == shortcut_config);
+  CHECK_NOTHROW(shortcut_lm::load(ngemb::host_policy{}, folder));
+
+  prenorm.save(host, folder, {.overwrite = true});  // one file: the shards and the index must go
+  CHECK(folder_entries(folder) == std::vector<std::string>{"config.json", "model.safetensors"});
+  CHECK(folder_entries(root.path()) == std::vector<std::string>{"model"});
+  const auto reloaded = prenorm_lm::load(ngemb::host_policy{}, folder);
+  CHECK(reloaded.config().num_layers == prenorm.config().num_layers);
+}
+
+TEST_CASE("save: a failure leaves no partial checkpoint (issue 9, defect 9)") {
+  const auto model = shortcut_lm::load(ngemb::host_policy{}, model_dir / "shortcut");
+  const temp_folder root;
+  SUBCASE("config.json cannot be written where the folder has a folder of that name") {
+    // The old save wrote the shards and the index, then failed on config.json, leaving them behind.
+    const auto folder = root / "model";
+    std::filesystem::create_directories(folder / "config.json");
+    CHECK_THROWS_AS(model.save(host, folder), ngemb::io_error);
+    CHECK(folder_entries(folder) == std::vector<std::string>{"config.json"});
+    CHECK(folder_entries(root.path()) == std::vector<std::string>{"model"});
+  }
+  SUBCASE("a folder name longer than the file system allows") {
+    const auto folder = root / std::string(300, 'm');
+    CHECK_THROWS_WITH_AS(model.save(host, folder), doctest::Contains("File name too long"), ngemb::io_error);
+    CHECK(folder_entries(root.path()).empty());
+  }
+  SUBCASE("a parent that is a file") {
+    std::ofstream(root / "file") << "keep";
+    CHECK_THROWS_WITH_AS(model.save(host, root / "file" / "model"), doctest::Contains((root / "file").string().c_str()),
+                         ngemb::io_error);
+    CHECK(folder_entries(root.path()) == std::vector<std::string>{"file"});
+  }
+  SUBCASE("max_shard_bytes = 0") {
+    CHECK_THROWS_AS(model.save(host, root / "model", ngemb::save_options{.max_shard_bytes = 0}),
+                    ngemb::invalid_argument);
+    CHECK(folder_entries(root.path()).empty());
+  }
 }
 
 TEST_CASE("strict loading names what does not fit") {

@@ -687,3 +687,147 @@ TEST_CASE("hardening: the writer refuses tensor names and metadata that are not 
       [&] { ngemb::write_safetensors(folder / "out.safetensors", good, {{"format", "\xc3"}}); }, {"not valid UTF-8"});
   CHECK_FALSE(fs::exists(folder / "out.safetensors"));
 }
+
+// ---- Checkpoint folders written whole (io/checkpoint_folder.hpp; issue 9, defect 9) ----
+
+#include <algorithm>
+#include <unistd.h>
+
+#include "ngemb/io/checkpoint_folder.hpp"
+
+namespace {
+
+using names = std::vector<std::string>;
+
+/// The names in `folder` (hidden ones included), sorted.
+names entries(const fs::path& folder) {
+  names found;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    found.push_back(entry.path().filename().string());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+/// A writer that puts `files` (name, content) into the staging folder, which must lie beside `target`.
+auto writes(const fs::path& target, std::map<std::string, std::string> files) {
+  return [target, files = std::move(files)](const fs::path& staging) {
+    CHECK(staging.parent_path() == fs::absolute(target).parent_path());
+    CHECK(entries(staging).empty());
+    for (const auto& [name, content] : files) {
+      write_bytes(staging / name, content);
+    }
+  };
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint folder: written whole into a new or empty folder; another checkpoint's folder is refused") {
+  const temp_folder root;
+  const fs::path target = root / "models" / "new";  // the parent is created too
+  ngemb::write_checkpoint_folder(target, {}, writes(target, {{"config.json", "{}"}, {"model.safetensors", "x"}}));
+  CHECK(entries(target) == names{"config.json", "model.safetensors"});
+  CHECK(entries(root / "models") == names{"new"});  // no staging folder left beside it
+
+  fs::create_directory(root / "empty");
+  ngemb::write_checkpoint_folder(root / "empty/", {}, writes(root / "empty", {{"config.json", "[]"}}));
+  CHECK(entries(root / "empty") == names{"config.json"});
+
+  // A folder that holds files (another model's checkpoint) stays as it was, whatever the writer would write.
+  expect_failure<ngemb::io_error>(
+      [&] { ngemb::write_checkpoint_folder(target, {}, writes(target, {{"config.json", "other"}})); },
+      {target.string(), "not empty", "overwrite = true"});
+  CHECK(read_bytes(target / "config.json") == "{}");
+  CHECK(entries(target) == names{"config.json", "model.safetensors"});
+  CHECK(entries(root / "models") == names{"new"});
+}
+
+TEST_CASE("checkpoint folder: overwrite replaces the old folder as a whole") {
+  for (const bool exchange : {true, false}) {
+    CAPTURE(exchange);
+    const temp_folder root;
+    const fs::path target = root / "model";
+    ngemb::write_checkpoint_folder(target, {}, writes(target, {{"config.json", "old"},
+                                                               {"model-00001-of-00002.safetensors", "1"},
+                                                               {"model-00002-of-00002.safetensors", "2"},
+                                                               {"model.safetensors.index.json", "index"}}));
+    if (exchange) {
+      ngemb::write_checkpoint_folder(target, {.overwrite = true},
+                                     writes(target, {{"config.json", "new"}, {"model.safetensors", "x"}}));
+    } else {  // the fallback where the file system cannot exchange two folders: aside, in, remove
+      const fs::path staging = root / ".model.saving-test";
+      fs::create_directory(staging);
+      write_bytes(staging / "config.json", "new");
+      write_bytes(staging / "model.safetensors", "x");
+      const fs::path old = ngemb::detail::replace_folder(staging, target, root.path(), "model", false);
+      CHECK(old != staging);
+      CHECK(read_bytes(old / "config.json") == "old");
+      fs::remove_all(old);
+    }
+    CHECK(entries(target) == names{"config.json", "model.safetensors"});  // no stale shard or index
+    CHECK(read_bytes(target / "config.json") == "new");
+    CHECK(entries(root.path()) == names{"model"});
+  }
+}
+
+TEST_CASE("checkpoint folder: a failure leaves the target as it was and nothing beside it") {
+  const temp_folder root;
+  const fs::path target = root / "model";
+  const auto failing = [&](const fs::path& staging) {
+    write_bytes(staging / "model.safetensors", "x");
+    throw ngemb::io_error("disk full");
+  };
+  SUBCASE("the writer fails: a new folder is not created") {
+    expect_failure<ngemb::io_error>([&] { ngemb::write_checkpoint_folder(target, {}, failing); }, {"disk full"});
+    CHECK(entries(root.path()).empty());
+  }
+  SUBCASE("the writer fails: the folder it would replace keeps its files") {
+    fs::create_directory(target);
+    write_bytes(target / "config.json", "old");
+    expect_failure<ngemb::io_error>([&] { ngemb::write_checkpoint_folder(target, {.overwrite = true}, failing); },
+                                    {"disk full"});
+    CHECK(entries(target) == names{"config.json"});
+    CHECK(entries(root.path()) == names{"model"});
+  }
+  SUBCASE("the empty target is filled by someone else while writing") {
+    fs::create_directory(target);
+    expect_failure<ngemb::io_error>(
+        [&] {
+          ngemb::write_checkpoint_folder(target, {}, [&](const fs::path& staging) {
+            write_bytes(staging / "config.json", "mine");
+            write_bytes(target / "config.json", "theirs");
+          });
+        },
+        {target.string(), "not empty"});
+    CHECK(read_bytes(target / "config.json") == "theirs");
+    CHECK(entries(root.path()) == names{"model"});
+  }
+  SUBCASE("the target is a file or a symbolic link") {
+    write_bytes(root / "file", "keep");
+    expect_failure<ngemb::io_error>(
+        [&] { ngemb::write_checkpoint_folder(root / "file", {.overwrite = true}, writes(root / "file", {})); },
+        {(root / "file").string(), "not a folder"});
+    CHECK(read_bytes(root / "file") == "keep");
+    fs::create_directory(root / "elsewhere");
+    fs::create_directory_symlink(root / "elsewhere", root / "link");
+    expect_failure<ngemb::io_error>(
+        [&] { ngemb::write_checkpoint_folder(root / "link", {}, writes(root / "link", {{"config.json", "{}"}})); },
+        {(root / "link").string(), "symbolic link"});
+    CHECK(entries(root / "elsewhere").empty());
+    CHECK(entries(root.path()) == names{"elsewhere", "file", "link"});
+  }
+  SUBCASE("the parent is a file") {
+    write_bytes(root / "file", "keep");
+    expect_failure<ngemb::io_error>(
+        [&] { ngemb::write_checkpoint_folder(root / "file" / "model", {}, writes(root / "file" / "model", {})); },
+        {(root / "file").string()});
+    CHECK(entries(root.path()) == names{"file"});
+  }
+  SUBCASE("the name is longer than the file system allows") {
+    const fs::path long_name = root / std::string(300, 'n');
+    expect_failure<ngemb::io_error>(
+        [&] { ngemb::write_checkpoint_folder(long_name, {}, writes(long_name, {{"config.json", "{}"}})); },
+        {long_name.string(), "File name too long"});
+    CHECK(entries(root.path()).empty());
+  }
+}

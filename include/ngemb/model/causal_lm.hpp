@@ -16,7 +16,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -29,6 +28,7 @@
 #include "ngemb/cache/ngram_cache.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint_folder.hpp"
 #include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/blocks.hpp"
@@ -178,19 +178,24 @@ class causal_lm {
     return model;
   }
 
-  /// Writes config.json and the tensors (sharded above `max_shard_bytes`) into `folder`, which load() reads back.
-  void save(const policy_type& policy, const std::filesystem::path& folder,
-            std::size_t max_shard_bytes = std::size_t{4} << 30) const {
-    tensor_collection tensors;
-    collect(policy, tensors);
-    std::filesystem::create_directories(folder);
-    write_safetensors_checkpoint(folder, tensors.tensors(), max_shard_bytes);
-    const std::filesystem::path config_file = folder / "config.json";
-    std::ofstream stream(config_file, std::ios::binary | std::ios::trunc);
-    stream << to_json(config_);
-    if (!stream.flush()) {
-      throw io_error("causal_lm::save: cannot write " + config_file.string());
+  /// Writes config.json and the tensors (sharded above `options.max_shard_bytes`) as the folder `folder`, which
+  /// load() reads back. The folder is written whole (io/checkpoint_folder.hpp): into a staging folder beside it that
+  /// is then renamed into place, so a failure leaves no partial checkpoint. A folder that already holds files (another
+  /// model's checkpoint) is refused with io_error unless `options.overwrite`; then it is replaced as a whole.
+  void save(const policy_type& policy, const std::filesystem::path& folder, const save_options& options = {}) const {
+    if (options.max_shard_bytes == 0) {
+      throw invalid_argument("causal_lm::save: max_shard_bytes must be > 0");
     }
+    write_checkpoint_folder(folder, options, [&](const std::filesystem::path& staging) {
+      tensor_collection tensors;
+      collect(policy, tensors);
+      write_safetensors_checkpoint(staging, tensors.tensors(), options.max_shard_bytes);
+      detail::write_new_file(staging / "config.json", to_json(config_));
+    });
+  }
+  /// save() with the given shard size and the other options at their defaults.
+  void save(const policy_type& policy, const std::filesystem::path& folder, std::size_t max_shard_bytes) const {
+    save(policy, folder, save_options{.max_shard_bytes = max_shard_bytes});
   }
 
   /// Every parameter under its checkpoint name.
