@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds of tests/fuzz/corpus/ (small valid and near-valid inputs).
+"""Writes the hand-made seeds of tests/fuzz/corpus/ (small valid and near-valid inputs) and the hand-made inputs of
+tests/fuzz/regressions/.
 
     python3 tests/fuzz/make_seeds.py            # from the repository root; rewrites the files it owns
 
@@ -201,11 +202,29 @@ def checkpoint_seeds():
                                                  for n, d, s, p in tensors]))
 
 
+def regression_seeds():
+    # Hand-made regressions (tests/fuzz/regressions/, replayed once per run, never mutated): JSON nested 20000 deep,
+    # which overflowed the stack when an error message printed the value with nlohmann's recursive dump().
+    deep = "[" * 20000 + "]" * 20000
+    folder = os.path.join(ROOT, "tests", "fuzz", "regressions")
+    outputs = {
+        "config/deep_nesting_dump": '{"vocab_size": ' + deep + "}",
+        "safetensors/deep_nesting_dump": safetensors([], raw_header=(
+            '{"w":{"dtype":"F32","shape":' + deep + ',"data_offsets":[0,0]}}').encode()),
+        "shard_index/deep_nesting_dump": '{"weight_map": {"a": ' + deep + "}}",
+    }
+    for name, content in outputs.items():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as out:
+            out.write(content if isinstance(content, bytes) else content.encode())
+
+
 def main():
     safetensors_seeds()
     shard_index_seeds()
     config_seeds()
     checkpoint_seeds()
+    regression_seeds()
 
 
 if __name__ == "__main__":
