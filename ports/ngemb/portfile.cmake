@@ -52,6 +52,7 @@ vcpkg_cmake_configure(
 )
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(PACKAGE_NAME ngemb CONFIG_PATH share/ngemb)
+vcpkg_fixup_pkgconfig()  # share/pkgconfig/ngemb.pc: vcpkg's own prefix and its Requires: eigen3
 
 # Header-only: nothing configuration-specific, and the license goes to share/ngemb/copyright instead.
 file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/debug" "${CURRENT_PACKAGES_DIR}/share/doc")
