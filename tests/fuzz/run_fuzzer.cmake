@@ -1,7 +1,8 @@
 # Runs one libFuzzer harness for ctest (cmake -P). Variables: FUZZER (the program), CORPUS (committed seeds),
 # REGRESSIONS (committed crash inputs), DICTIONARY, WORK (a folder in the build tree), LIMITS (libFuzzer flags),
-# MODE: "fuzz" fuzzes for SECONDS on a fresh copy of the seeds and the regressions in WORK/corpus (the source
-# tree is never written); "replay" runs each committed seed and regression input once, without mutation.
+# MODE: "fuzz" fuzzes for SECONDS on a fresh copy of the seeds in WORK/corpus (the source tree is never written;
+# the regression inputs stay out, as some are large and libFuzzer's -max_len follows the largest input);
+# "replay" runs each committed seed and regression input once, without mutation.
 cmake_minimum_required(VERSION 3.25)
 file(MAKE_DIRECTORY "${WORK}/artifacts")
 separate_arguments(limits UNIX_COMMAND "${LIMITS}")
@@ -17,8 +18,8 @@ list(FILTER regressions EXCLUDE REGEX "/(README[^/]*|\\.gitkeep)$")
 if(MODE STREQUAL "fuzz")
   file(REMOVE_RECURSE "${WORK}/corpus")
   file(MAKE_DIRECTORY "${WORK}/corpus")
-  if(seeds OR regressions)
-    file(COPY ${seeds} ${regressions} DESTINATION "${WORK}/corpus")
+  if(seeds)
+    file(COPY ${seeds} DESTINATION "${WORK}/corpus")
   endif()
   execute_process(COMMAND "${FUZZER}" ${flags} -max_total_time=${SECONDS} -print_final_stats=1 "${WORK}/corpus"
                   RESULT_VARIABLE result)
