@@ -3,10 +3,12 @@
 // This umbrella header holds everything that compiles with a plain C++20 compiler. Device code additionally
 // includes "ngemb/policy/device_policy.cuh" from nvcc-compiled sources.
 #include "ngemb/cache/ngram_cache.hpp"
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/input_checks.hpp"
+#include "ngemb/core/philox.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/embed/amplification.hpp"
 #include "ngemb/embed/fused_projection.hpp"
@@ -15,6 +17,7 @@
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/hasher.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
+#include "ngemb/io/checkpoint_folder.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/hf_config.hpp"
 #include "ngemb/io/read_tensor.hpp"
