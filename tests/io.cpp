@@ -831,3 +831,14 @@ TEST_CASE("checkpoint folder: a failure leaves the target as it was and nothing 
     CHECK(entries(root.path()).empty());
   }
 }
+
+TEST_CASE("hardening: a shard name with a NUL byte is refused, not cut short into another file's name") {
+  const temp_folder folder;
+  write_bytes(folder / "w.safetensors", safetensors_bytes(f32_entry, sixteen_bytes));
+  write_bytes(folder / "model.safetensors.index.json",
+              std::string(R"({"weight_map": {"w": "w.safetensors\u0000.other"}})"));
+  expect_failure<ngemb::format_error>([&] { ngemb::safetensors_checkpoint checkpoint(folder.path()); },
+                                      {"w.safetensors\\x00.other", "contains a NUL byte"});
+  expect_failure<ngemb::io_error>(
+      [&] { ngemb::safetensors_file file(fs::path(std::string("w.safetensors\0x", 15))); }, {"NUL byte"});
+}

@@ -413,6 +413,10 @@ class safetensors_checkpoint {
   void open_shard(const std::string& shard_name) {
     const std::filesystem::path relative(shard_name);
     // An index is data, possibly downloaded: it must not reach files outside the checkpoint folder.
+    // A NUL byte would end the name the OS sees early, so "a.safetensors\0x" would open another file.
+    if (shard_name.find('\0') != std::string::npos) {
+      throw format_error(source_ + ": shard \"" + detail::clipped_text(shard_name) + "\" contains a NUL byte");
+    }
     const bool escapes = relative.empty() || relative.has_root_path() ||
                          std::any_of(relative.begin(), relative.end(),
                                      [](const std::filesystem::path& part) { return part == ".."; });

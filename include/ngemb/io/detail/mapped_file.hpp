@@ -23,6 +23,10 @@ class mapped_file {
   /// Maps `path` with PROT_READ, MAP_PRIVATE. Throws io_error naming the path and the OS reason, and for anything
   /// but a regular file (a FIFO or a device would block or never end; a folder has no bytes).
   explicit mapped_file(const std::filesystem::path& path) {
+    if (path.native().find('\0') != std::string::npos) {  // the OS would open the name cut at the NUL
+      throw io_error("cannot open a path that contains a NUL byte: " +
+                     path.string().substr(0, path.native().find('\0')));
+    }
     // O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer forever. It has no effect on the reads
     // of a regular file, the only kind mapped.
     const int descriptor = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
