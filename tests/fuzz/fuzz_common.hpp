@@ -2,7 +2,6 @@
 // Shared by the libFuzzer harnesses: the outcome rule (an ngemb::error is an accepted answer to bad input; any
 // other exception escapes, std::terminate aborts, and libFuzzer saves the input), a checked expectation that
 // aborts with a message, and a private scratch folder for harnesses that must hand the library a file.
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +14,7 @@
 #include <system_error>
 
 #include "ngemb/core/error.hpp"
+#include "temp_folder.hpp"
 
 namespace ngemb_fuzz {
 
@@ -42,28 +42,11 @@ inline void expect(bool condition, const std::string& message) {
   }
 }
 
-/// A folder of its own under the temporary directory (one per process, so -fork/-jobs workers never share one),
-/// removed when the process exits normally.
-class scratch_folder {
+/// A folder of its own under the temporary directory (mkdtemp: unique per process, so -fork/-jobs workers never
+/// share one, and never a name planted in advance), removed when the process exits normally.
+class scratch_folder : public ngemb_test::temp_folder {
  public:
-  explicit scratch_folder(const std::string& harness)
-      : path_(std::filesystem::temp_directory_path() /
-              ("ngemb_fuzz_" + harness + "_" + std::to_string(::getpid()))) {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-    std::filesystem::create_directories(path_);
-  }
-  scratch_folder(const scratch_folder&) = delete;
-  scratch_folder& operator=(const scratch_folder&) = delete;
-  ~scratch_folder() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-  [[nodiscard]] std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
+  explicit scratch_folder(const std::string& /*harness*/) {}
 };
 
 /// Replaces `path` with exactly these bytes.

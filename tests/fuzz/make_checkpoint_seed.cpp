@@ -10,9 +10,9 @@
 #include <fstream>
 #include <iterator>
 #include <string>
-#include <unistd.h>
 
 #include "demo_model.hpp"
+#include "temp_folder.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
   config.max_position_embeddings = 16;
 
   const ngemb::host_policy policy{1};
-  const auto folder = std::filesystem::temp_directory_path() / ("ngemb_seed_" + std::to_string(::getpid()));
+  const ngemb_test::temp_folder scratch;
+  const auto folder = scratch / "model";
   ngemb_examples::random_model(policy, config, 2026).save(policy, folder);
   const auto read = [](const std::filesystem::path& path) {
     std::ifstream stream(path, std::ios::binary);
@@ -47,6 +48,5 @@ int main(int argc, char** argv) {
   };
   std::ofstream out(argv[1], std::ios::binary | std::ios::trunc);
   out << read(folder / "config.json") << '\0' << read(folder / "model.safetensors");
-  std::filesystem::remove_all(folder);
   return out ? 0 : 1;
 }
