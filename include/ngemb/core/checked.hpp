@@ -15,23 +15,14 @@
 
 namespace ngemb {
 
-namespace detail {
-
-template <std::integral T>
-std::string integer_text(T value) {
-  return std::to_string(value);
-}
-
-}  // namespace detail
-
 /// `value` as To, or invalid_argument naming `what` when it does not fit (a negative size, a 64-bit count that a
 /// 32-bit field would truncate).
 template <std::integral To, std::integral From>
 [[nodiscard]] To checked_cast(From value, std::string_view what) {
   if (!std::in_range<To>(value)) {
-    throw invalid_argument(std::string(what) + " = " + detail::integer_text(value) + " is outside [" +
-                           detail::integer_text(std::numeric_limits<To>::min()) + ", " +
-                           detail::integer_text(std::numeric_limits<To>::max()) + "]");
+    throw invalid_argument(std::string(what) + " = " + std::to_string(value) + " is outside [" +
+                           std::to_string(std::numeric_limits<To>::min()) + ", " +
+                           std::to_string(std::numeric_limits<To>::max()) + "]");
   }
   return static_cast<To>(value);
 }
@@ -41,7 +32,7 @@ template <std::integral T>
 [[nodiscard]] T checked_mul(T a, T b, std::string_view what) {
   T product{};
   if (__builtin_mul_overflow(a, b, &product)) {
-    throw invalid_argument(std::string(what) + ": " + detail::integer_text(a) + " * " + detail::integer_text(b) +
+    throw invalid_argument(std::string(what) + ": " + std::to_string(a) + " * " + std::to_string(b) +
                            " overflows a " + std::to_string(sizeof(T) * 8) + "-bit integer");
   }
   return product;
@@ -52,7 +43,7 @@ template <std::integral T>
 [[nodiscard]] T checked_add(T a, T b, std::string_view what) {
   T sum{};
   if (__builtin_add_overflow(a, b, &sum)) {
-    throw invalid_argument(std::string(what) + ": " + detail::integer_text(a) + " + " + detail::integer_text(b) +
+    throw invalid_argument(std::string(what) + ": " + std::to_string(a) + " + " + std::to_string(b) +
                            " overflows a " + std::to_string(sizeof(T) * 8) + "-bit integer");
   }
   return sum;

@@ -2,7 +2,6 @@
 // Reads the n-gram fields of a Hugging Face `config.json` (SPEC §1) into an ngram_config.
 #include <concepts>
 #include <cstdint>
-#include <limits>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -10,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/io/detail/json_input.hpp"
@@ -27,12 +27,17 @@ inline const nlohmann::json& require_field(const nlohmann::json& root, const cha
   return *found;
 }
 
-/// An integer field as T: format_error for a non-integer, invalid_argument naming the field for a value T cannot
-/// hold (never a silent truncation). Sane bounds on the value are the config's validate().
+/// An integer field as T: format_error for a non-integer (a float such as 3.0 included: a size written as a float
+/// is a broken writer), invalid_argument naming the field for a value T cannot hold (never a silent truncation;
+/// unsigned values above INT64_MAX are read as unsigned, not wrapped). Sane bounds are the config's validate().
 template <std::integral T>
 T integer_field(const nlohmann::json& value, const char* field, const std::string& source) {
-  return static_cast<T>(bounded_integer(value, field, std::numeric_limits<T>::min(), std::numeric_limits<T>::max(),
-                                        source));
+  if (!value.is_number_integer()) {
+    throw format_error(source + ": field \"" + field + "\" must be an integer, got " + describe_json(value));
+  }
+  const std::string what = source + ": " + field;
+  return value.is_number_unsigned() ? checked_cast<T>(value.get<std::uint64_t>(), what)
+                                    : checked_cast<T>(value.get<std::int64_t>(), what);
 }
 
 }  // namespace detail

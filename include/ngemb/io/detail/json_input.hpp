@@ -4,8 +4,6 @@
 // values that never print a container whole (a recursive dump of a 100k-deep array overflows the stack).
 #include <algorithm>
 #include <cstddef>
-#include <cstdint>
-#include <limits>
 #include <string>
 #include <string_view>
 
@@ -74,26 +72,6 @@ inline nlohmann::json parse_json(std::string_view text, const std::string& sourc
   } catch (const nlohmann::json::exception& failure) {
     throw format_error(source + ": not valid JSON: " + clipped_text(failure.what()));
   }
-}
-
-/// An integer field's value in [minimum, maximum]; format_error naming the field for a non-integer (a float such
-/// as 3.0 included: a size written as a float is a broken writer), invalid_argument for a value out of range
-/// (unsigned values above INT64_MAX included, which a plain get<int64_t>() would wrap).
-inline std::int64_t bounded_integer(const nlohmann::json& value, std::string_view field, std::int64_t minimum,
-                                    std::int64_t maximum, const std::string& source) {
-  if (!value.is_number_integer()) {
-    throw format_error(source + ": field \"" + std::string(field) + "\" must be an integer, got " +
-                       describe_json(value));
-  }
-  const bool too_large_unsigned =
-      value.is_number_unsigned() &&
-      value.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  const std::int64_t number = too_large_unsigned ? 0 : value.get<std::int64_t>();
-  if (too_large_unsigned || number < minimum || number > maximum) {
-    throw invalid_argument(source + ": " + std::string(field) + " = " + clipped_text(value.dump()) +
-                           " is outside [" + std::to_string(minimum) + ", " + std::to_string(maximum) + "]");
-  }
-  return number;
 }
 
 }  // namespace ngemb::detail
