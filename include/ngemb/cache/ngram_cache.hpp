@@ -10,13 +10,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "ngemb/cache/detail/slot_ops.hpp"
 #include "ngemb/core/checked.hpp"
 #include "ngemb/core/config.hpp"
+#include "ngemb/core/detail/free_slots.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/views.hpp"
@@ -48,13 +48,9 @@ class ngram_cache {
         staged_accepted_(policy, max_slots),
         staged_bounds_(policy, 2),
         mirror_(max_slots),
-        allocated_(max_slots, false) {
+        allocated_(max_slots, false),
+        free_slots_(max_slots) {
     copy_to(policy_, view<const detail::slot_state>(mirror_), states_.as_view());
-    // Ascending order is already a valid min-heap: allocate() pops the lowest free slot.
-    free_slots_.reserve(max_slots);
-    for (std::size_t slot = 0; slot < max_slots; ++slot) {
-      free_slots_.push_back(static_cast<slot_id>(slot));
-    }
   }
 
   /// Takes the lowest free slot, empty. Throws invalid_argument when all are in use.
@@ -62,9 +58,7 @@ class ngram_cache {
     if (free_slots_.empty()) {
       throw invalid_argument("ngram_cache: all " + std::to_string(max_slots()) + " slots are in use");
     }
-    std::pop_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
-    const slot_id slot = free_slots_.back();
-    free_slots_.pop_back();
+    const slot_id slot = free_slots_.take_lowest();
     allocated_[static_cast<std::size_t>(slot)] = true;
     reset(slot);
     return slot;
@@ -74,8 +68,7 @@ class ngram_cache {
   void free(slot_id slot) {
     require_allocated(slot, "free");
     allocated_[static_cast<std::size_t>(slot)] = false;
-    free_slots_.push_back(slot);
-    std::push_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
+    free_slots_.give_back(slot);
   }
 
   /// Forgets every token of a slot (a new sequence starts in it).
@@ -255,7 +248,7 @@ class ngram_cache {
   typename Policy::template buffer<std::int64_t> staged_bounds_;
   std::vector<detail::slot_state> mirror_;
   std::vector<bool> allocated_;
-  std::vector<slot_id> free_slots_;  // a min-heap
+  detail::free_slots free_slots_;
 };
 
 /// Ids of each slot's next tokens, with the slot's cached tokens as look-back: sequence b of `tokens` continues

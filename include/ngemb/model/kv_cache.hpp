@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "ngemb/core/checked.hpp"
+#include "ngemb/core/detail/free_slots.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/model/detail/kv_layout.hpp"
@@ -68,11 +68,7 @@ class kv_cache {
                           " positions x " + std::to_string(kv_heads) + " kv heads x " + std::to_string(head_dim) +
                           " do not fit in memory; lower max_sequences or max_positions (" + failure.what() + ")");
     }
-    // Ascending order is already a valid min-heap: allocate() pops the lowest free slot.
-    free_slots_.reserve(max_slots);
-    for (std::size_t slot = 0; slot < max_slots; ++slot) {
-      free_slots_.push_back(static_cast<slot_id>(slot));
-    }
+    free_slots_ = detail::free_slots(max_slots);
   }
 
   /// Takes a free slot (lowest first), empty. Throws invalid_argument when all are in use.
@@ -80,9 +76,7 @@ class kv_cache {
     if (free_slots_.empty()) {
       throw invalid_argument("kv_cache: all " + std::to_string(max_slots()) + " slots are in use");
     }
-    std::pop_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
-    const slot_id slot = free_slots_.back();
-    free_slots_.pop_back();
+    const slot_id slot = free_slots_.take_lowest();
     allocated_[static_cast<std::size_t>(slot)] = true;
     lengths_[static_cast<std::size_t>(slot)] = 0;
     return slot;
@@ -92,8 +86,7 @@ class kv_cache {
   void free(slot_id slot) {
     require_allocated(slot, "free");
     allocated_[static_cast<std::size_t>(slot)] = false;
-    free_slots_.push_back(slot);
-    std::push_heap(free_slots_.begin(), free_slots_.end(), std::greater<>{});
+    free_slots_.give_back(slot);
     discard_step();
   }
 
@@ -228,7 +221,7 @@ class kv_cache {
   std::vector<detail::token_place> plan_host_;
   std::vector<std::int64_t> lengths_;
   std::vector<bool> allocated_;
-  std::vector<slot_id> free_slots_;  // a min-heap
+  detail::free_slots free_slots_;
   std::vector<slot_id> step_slots_;
   std::vector<std::int64_t> step_sizes_;
   std::size_t step_tokens_ = 0;
