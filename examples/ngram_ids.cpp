@@ -5,16 +5,13 @@
 // Tokens left of an optional `|` are earlier context (look-back only, no ids); each token right of it gets one
 // line of K*(N-1) per-table row ids in sub-table order, and every sequence ends with a blank line.
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -102,28 +99,11 @@ options parse_options(int argc, char** argv) {
 /// The n-gram config of --config PATH (a config.json, or a folder holding one). Ids do not depend on hidden_size, so
 /// a file with only the n-gram fields is enough: a missing hidden_size is taken as K*(N-1), the smallest valid one.
 ngemb::ngram_config read_config(const std::filesystem::path& path) {
-  namespace fs = std::filesystem;
-  std::error_code failure;
-  const fs::path file = fs::is_directory(path, failure) ? path / "config.json" : path;
-  const fs::file_status status = fs::status(file, failure);
-  if (status.type() == fs::file_type::not_found) {
-    throw bad_input("--config " + file.string() + ": no such file or directory");
-  }
-  if (failure || fs::is_directory(status)) {
-    throw bad_input("--config " + file.string() + ": " + (failure ? failure.message() : "is a folder"));
-  }
-  std::ifstream stream(file, std::ios::binary);
-  if (!stream) {
-    throw bad_input("--config " + file.string() + ": cannot be opened: " +
-                    std::generic_category().message(errno));
-  }
-  std::ostringstream content;
-  content << stream.rdbuf();
-  if (stream.bad()) {
-    throw bad_input("--config " + file.string() + ": cannot be read");
-  }
-  std::string text = content.str();
-  nlohmann::json root = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // The library's reader and parser: regular files only, nesting capped, every failure an ngemb::error naming the
+  // file (a missing file says so). The nesting cap also keeps the dump below shallow.
+  const auto config = ngemb::detail::read_config_file(path);
+  const std::string source = config.file.string();
+  nlohmann::json root = ngemb::detail::parse_json(config.text, source);
   if (root.is_object() && (!root.contains("hidden_size") || root["hidden_size"].is_null())) {
     const auto small_integer = [&](const char* field) -> std::int64_t {  // 1 when absent or odd: parse reports it
       const auto found = root.find(field);
@@ -133,9 +113,9 @@ ngemb::ngram_config read_config(const std::filesystem::path& path) {
     };
     root["hidden_size"] = std::max<std::int64_t>(1, small_integer("emb_split_num") *
                                                         (small_integer("emb_neighbor_num") - 1));
-    text = root.dump();
+    return ngemb::parse_ngram_config(root.dump(), source);
   }
-  return ngemb::parse_ngram_config(text, file.string());  // malformed JSON and bad fields reported as read
+  return ngemb::parse_ngram_config(config.text, source);  // bad fields reported as read
 }
 
 /// The config from --config, or from the five size options. Throws bad_input or the library's errors.
