@@ -13,7 +13,7 @@
 
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/checkpoint.hpp"
 
 namespace ngemb {
 
@@ -37,32 +37,28 @@ void convert_bytes(std::span<const std::byte> bytes, std::span<T> values) {
 /// Checks that tensor `name` exists with shape `expected_shape` and a float dtype (F32, BF16 or F16), without
 /// reading it; format_error naming the file and tensor otherwise. Loaders call it for every tensor before they
 /// allocate, so a config that disagrees with the checkpoint never makes them allocate what the file does not hold.
-inline void check_float_tensor(const safetensors_checkpoint& checkpoint, std::string_view name,
+inline void check_float_tensor(const checkpoint& source, std::string_view name,
                                std::span<const std::int64_t> expected_shape) {
-  const tensor_info& info = checkpoint.info(name);
-  const std::string where = checkpoint.file_of(name).path().string() + ": tensor \"" + std::string(name) + "\"";
-  if (!std::equal(info.shape.begin(), info.shape.end(), expected_shape.begin(), expected_shape.end())) {
-    throw format_error(where + " has shape " + detail::format_shape(info.shape) + ", expected " +
-                       detail::format_shape(expected_shape));
-  }
+  source.require_shape(name, expected_shape);
+  const tensor_info& info = source.info(name);
   if (info.dtype != name_of(dtype::f32) && info.dtype != name_of(dtype::bf16) && info.dtype != name_of(dtype::f16)) {
-    throw format_error(where + " has dtype " + info.dtype + ", expected F32, BF16 or F16");
+    throw format_error(source.describe(name) + " has dtype " + info.dtype + ", expected F32, BF16 or F16");
   }
 }
 
 /// Converts tensor `name` into `destination`, which must hold its elements. The tensor must have shape
 /// `expected_shape` and a float dtype (F32, BF16 or F16); otherwise format_error names the file and tensor.
 template <readable_element T>
-void read_tensor_into(const safetensors_checkpoint& checkpoint, std::string_view name,
+void read_tensor_into(const checkpoint& source, std::string_view name,
                       std::span<const std::int64_t> expected_shape, std::span<T> destination) {
-  check_float_tensor(checkpoint, name, expected_shape);
-  const tensor_info& info = checkpoint.info(name);
+  check_float_tensor(source, name, expected_shape);
+  const tensor_info& info = source.info(name);
   if (destination.size() != static_cast<std::size_t>(info.num_elements())) {
-    throw shape_mismatch(checkpoint.file_of(name).path().string() + ": tensor \"" + std::string(name) + "\" has " +
+    throw shape_mismatch(source.describe(name) + " has " +
                          std::to_string(info.num_elements()) + " elements, destination " +
                          std::to_string(destination.size()));
   }
-  const std::span<const std::byte> bytes = checkpoint.file_of(name).bytes(name);
+  const std::span<const std::byte> bytes = source.bytes(name);
   if (info.dtype == name_of(dtype::f32)) {
     detail::convert_bytes<float>(bytes, destination);
   } else if (info.dtype == name_of(dtype::bf16)) {
@@ -74,11 +70,11 @@ void read_tensor_into(const safetensors_checkpoint& checkpoint, std::string_view
 
 /// As read_tensor_into, into a new vector.
 template <readable_element T>
-std::vector<T> read_tensor_as(const safetensors_checkpoint& checkpoint, std::string_view name,
+std::vector<T> read_tensor_as(const checkpoint& source, std::string_view name,
                               std::span<const std::int64_t> expected_shape) {
-  check_float_tensor(checkpoint, name, expected_shape);  // before allocating what the shape asks for
-  std::vector<T> values(static_cast<std::size_t>(checkpoint.info(name).num_elements()));
-  read_tensor_into<T>(checkpoint, name, expected_shape, std::span<T>(values));
+  check_float_tensor(source, name, expected_shape);  // before allocating what the shape asks for
+  std::vector<T> values(static_cast<std::size_t>(source.info(name).num_elements()));
+  read_tensor_into<T>(source, name, expected_shape, std::span<T>(values));
   return values;
 }
 

@@ -29,28 +29,12 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/detail/json_input.hpp"
 #include "ngemb/io/detail/mapped_file.hpp"
 #include "ngemb/io/detail/safetensors_format.hpp"
 
 namespace ngemb {
-
-/// One tensor's entry in a safetensors header.
-struct tensor_info {
-  std::string name;
-  std::string dtype;  // as spelled in the file: "F32", "BF16", "I64", ...
-  std::vector<std::int64_t> shape;
-  std::size_t begin = 0;  // byte offsets inside the data buffer
-  std::size_t end = 0;
-
-  [[nodiscard]] std::int64_t num_elements() const {
-    std::int64_t count = 1;
-    for (const std::int64_t dimension : shape) {
-      count *= dimension;
-    }
-    return count;
-  }
-};
 
 namespace detail {
 
@@ -290,7 +274,7 @@ class safetensors_file {
 };
 
 /// A checkpoint: one or more safetensors files seen as one set of tensors. Each file is mapped once.
-class safetensors_checkpoint {
+class safetensors_checkpoint final : public checkpoint {
  public:
   /// `path` is a folder (its model.safetensors.index.json if present, else its model.safetensors, else every
   /// *.safetensors in it), an index .json file, or one .safetensors file. Every file is opened and validated now.
@@ -330,7 +314,7 @@ class safetensors_checkpoint {
   }
 
   [[nodiscard]] const std::filesystem::path& folder() const { return folder_; }
-  [[nodiscard]] bool contains(std::string_view name) const { return owner_.find(name) != owner_.end(); }
+  [[nodiscard]] bool contains(std::string_view name) const override { return owner_.find(name) != owner_.end(); }
 
   /// The file holding `name`; format_error naming the checkpoint (its index, folder or file) when absent.
   [[nodiscard]] const safetensors_file& file_of(std::string_view name) const {
@@ -341,26 +325,22 @@ class safetensors_checkpoint {
     return files_[found->second];
   }
 
-  [[nodiscard]] const tensor_info& info(std::string_view name) const { return file_of(name).info(name); }
+  [[nodiscard]] const tensor_info& info(std::string_view name) const override { return file_of(name).info(name); }
+  [[nodiscard]] std::span<const std::byte> bytes(std::string_view name) const override {
+    return file_of(name).bytes(name);
+  }
+  [[nodiscard]] std::string location_of(std::string_view name) const override {
+    return file_of(name).path().string();
+  }
 
   /// Tensor names over all files, sorted.
-  [[nodiscard]] std::vector<std::string> names() const {
+  [[nodiscard]] std::vector<std::string> names() const override {
     std::vector<std::string> result;
     result.reserve(owner_.size());
     for (const auto& entry : owner_) {
       result.push_back(entry.first);
     }
     return result;
-  }
-
-  template <storage_type T>
-  [[nodiscard]] view<const T> tensor(std::string_view name) const {
-    return file_of(name).template tensor<T>(name);
-  }
-
-  template <storage_type T>
-  [[nodiscard]] view<const T> tensor(std::string_view name, std::span<const std::int64_t> expected_shape) const {
-    return file_of(name).template tensor<T>(name, expected_shape);
   }
 
  private:

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <utility>
 
+#include "ngemb/io/checkpoint.hpp"
+
 namespace ngemb::detail {
 
 /// The reference implementation refuses headers above this size; so do we, before allocating for one.
@@ -53,15 +55,6 @@ inline std::optional<std::size_t> checked_byte_count(std::int64_t elements, std:
     return std::nullopt;
   }
   return count * bits / 8;
-}
-
-/// "[2, 3]", as error messages print shapes.
-inline std::string format_shape(std::span<const std::int64_t> shape) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    text += (i == 0 ? "" : ", ") + std::to_string(shape[i]);
-  }
-  return text + "]";
 }
 
 inline std::uint64_t load_u64_le(const std::byte* bytes) {
