@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "embedding_golden.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/model/attention.hpp"
 #include "ngemb/model/kv_cache.hpp"
 #include "ngemb/model/lm_head.hpp"

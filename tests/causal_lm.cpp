@@ -18,6 +18,8 @@
 
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/model/causal_lm.hpp"
 #include "ngemb/moe/moe_layer.hpp"
 #include "ngemb/moe/swiglu.hpp"

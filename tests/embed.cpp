@@ -23,6 +23,7 @@
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 

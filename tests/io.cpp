@@ -108,7 +108,8 @@ TEST_CASE("config.json from a file or a checkpoint folder") {
 
 #include <nlohmann/json.hpp>
 
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -841,4 +842,101 @@ TEST_CASE("hardening: a shard name with a NUL byte is refused, not cut short int
                                       {"w.safetensors\\x00.other", "contains a NUL byte"});
   expect_failure<ngemb::io_error>(
       [&] { ngemb::safetensors_file file(fs::path(std::string("w.safetensors\0x", 15))); }, {"NUL byte"});
+}
+
+// ---- The checkpoint interface over a user's own storage ----------------------------------------------------------
+
+#include <functional>
+#include <string_view>
+
+#include "ngemb/io/checkpoint.hpp"
+#include "ngemb/io/read_tensor.hpp"
+#include "ngemb/io/tensor_collection.hpp"
+#include "ngemb/model/rms_norm.hpp"
+#include "ngemb/policy/host_policy.hpp"
+
+namespace {
+
+/// An engine's own storage behind ngemb::checkpoint: tensors held in memory (a blob store or a network cache
+/// looks the same). Only the five virtual members are written here; typed views, shape checks and every loader
+/// come with the interface.
+class memory_checkpoint final : public ngemb::checkpoint {
+ public:
+  /// Copies what parts saved, as an engine copies tensors into its own storage.
+  explicit memory_checkpoint(const ngemb::tensor_collection& saved) {
+    for (const ngemb::tensor_to_write& tensor : saved.tensors()) {
+      stored& entry = tensors_[tensor.name];
+      entry.info = {tensor.name, tensor.dtype, tensor.shape, 0, tensor.data.size()};
+      entry.bytes.assign(tensor.data.begin(), tensor.data.end());
+    }
+  }
+
+  [[nodiscard]] bool contains(std::string_view name) const override { return tensors_.contains(name); }
+  [[nodiscard]] const ngemb::tensor_info& info(std::string_view name) const override { return find(name).info; }
+  [[nodiscard]] std::span<const std::byte> bytes(std::string_view name) const override { return find(name).bytes; }
+  [[nodiscard]] std::vector<std::string> names() const override {
+    std::vector<std::string> result;
+    for (const auto& entry : tensors_) {
+      result.push_back(entry.first);
+    }
+    return result;
+  }
+  [[nodiscard]] std::string location_of(std::string_view name) const override {
+    (void)find(name);
+    return "memory";
+  }
+
+ private:
+  struct stored {
+    ngemb::tensor_info info;
+    std::vector<std::byte> bytes;  // operator new aligns it for every storage type
+  };
+
+  [[nodiscard]] const stored& find(std::string_view name) const {
+    const auto found = tensors_.find(name);
+    if (found == tensors_.end()) {
+      throw ngemb::format_error("memory: no tensor \"" + std::string(name) + "\"");
+    }
+    return found->second;
+  }
+
+  std::map<std::string, stored, std::less<>> tensors_;
+};
+
+}  // namespace
+
+TEST_CASE("checkpoint: a user's own storage behind the interface loads parts, with the same checks") {
+  const ngemb::host_policy policy{1};
+  const std::vector<float> weight = {0.5f, 1.0f, 1.5f, 2.0f};
+  const ngemb::rms_norm<ngemb::host_policy> norm(policy, ngemb::view<const float>(weight), 1e-5f);
+  const std::vector<ngemb::bf16> halves = {ngemb::bf16(0.25f), ngemb::bf16(-3.0f)};
+  ngemb::tensor_collection saved;
+  norm.save(policy, "model.norm.weight", saved);
+  saved.add<ngemb::bf16>(policy, "halves", {2}, ngemb::view<const ngemb::bf16>(halves));
+  const memory_checkpoint storage(saved);
+
+  CHECK(storage.names() == std::vector<std::string>{"halves", "model.norm.weight"});
+  const std::array<std::int64_t, 1> four{4};
+  const std::array<std::int64_t, 1> two{2};
+  CHECK(ngemb::read_tensor_as<float>(storage, "model.norm.weight", four) == weight);
+  CHECK(ngemb::read_tensor_as<double>(storage, "halves", two) == std::vector<double>{0.25, -3.0});
+  CHECK(storage.tensor<ngemb::bf16>("halves", two)[1] == ngemb::bf16(-3.0f));
+
+  // A part loads through it and computes what the saved part does.
+  const auto loaded = ngemb::rms_norm<ngemb::host_policy>::load(policy, storage, "model.norm.weight", 4, 1e-5f);
+  const std::vector<float> x = {1.0f, -2.0f, 3.0f, 0.5f};
+  std::vector<float> expected(4);
+  std::vector<float> actual(4);
+  norm.forward(policy, 1, ngemb::view<const float>(x), ngemb::view<float>(expected));
+  loaded.forward(policy, 1, ngemb::view<const float>(x), ngemb::view<float>(actual));
+  CHECK(actual == expected);
+
+  // The interface's checks name the storage's own location.
+  expect_failure<ngemb::format_error>(
+      [&] { (void)ngemb::rms_norm<ngemb::host_policy>::load(policy, storage, "model.norm.weight", 8, 1e-5f); },
+      {"memory: tensor \"model.norm.weight\" has shape [4], expected [8]"});
+  expect_failure<ngemb::format_error>([&] { (void)storage.tensor<float>("halves"); },
+                                      {"memory: tensor \"halves\" has dtype BF16, expected F32"});
+  expect_failure<ngemb::format_error>([&] { (void)ngemb::read_tensor_as<float>(storage, "absent", four); },
+                                      {"memory: no tensor \"absent\""});
 }

@@ -10,7 +10,8 @@
 #include <vector>
 
 #include "attention_golden.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/attention.hpp"
 #include "ngemb/model/kv_cache.hpp"

@@ -12,7 +12,8 @@
 #include <vector>
 
 #include "moe_golden.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/moe/moe_layer.hpp"
 #include "ngemb/moe/router.hpp"

@@ -9,7 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 

@@ -11,6 +11,7 @@
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/policy/device_policy.cuh"
 #include "ngemb/store/table_store.hpp"
 

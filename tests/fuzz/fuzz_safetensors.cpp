@@ -1,4 +1,4 @@
-// libFuzzer harness: the safetensors file reader (io/safetensors.hpp) and the typed readers (io/read_tensor.hpp).
+// libFuzzer harness: the safetensors file reader (io/safetensors_reader.hpp) and the typed readers (io/read_tensor.hpp).
 // The input is a whole .safetensors file. Every tensor the reader accepts is read in every way the library
 // offers (raw bytes, zero-copy typed views, conversion into float/double/bf16/fp16), and checked against the
 // input bytes: an accepted tensor must lie inside the file and read back the bytes the header points at.
@@ -13,7 +13,7 @@
 #include "fuzz_common.hpp"
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// libFuzzer harness: the shard index of a checkpoint (model.safetensors.index.json, io/safetensors.hpp). The input
+// libFuzzer harness: the shard index of a checkpoint (model.safetensors.index.json, io/safetensors_reader.hpp). The input
 // is the index text; the checkpoint folder around it is fixed and valid: two shards, a shard in a subfolder, and a
 // decoy shard outside the folder. An accepted index must map exactly its weight_map's names, each to the shard it
 // names, inside the folder, with the bytes written there.
@@ -15,7 +15,8 @@
 
 #include "fuzz_common.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 
 namespace {
 

@@ -18,8 +18,8 @@
 #include "ngemb/core/macros.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/upload.hpp"
@@ -45,7 +45,7 @@ struct no_amplification {
   [[nodiscard]] ref_type ref(std::int64_t /*width*/) const { return {}; }
 
   template <class Policy>
-  static no_amplification load(const Policy& /*policy*/, const safetensors_checkpoint& /*checkpoint*/,
+  static no_amplification load(const Policy& /*policy*/, const checkpoint& /*checkpoint*/,
                                std::int64_t /*width*/, const ngram_tensor_names& /*names*/ = {}) {
     return {};
   }
@@ -69,7 +69,7 @@ struct sqrt_hidden_amplification {
   [[nodiscard]] ref_type ref(std::int64_t width) const { return {std::sqrt(static_cast<double>(width))}; }
 
   template <class Policy>
-  static sqrt_hidden_amplification load(const Policy& /*policy*/, const safetensors_checkpoint& /*checkpoint*/,
+  static sqrt_hidden_amplification load(const Policy& /*policy*/, const checkpoint& /*checkpoint*/,
                                         std::int64_t /*width*/, const ngram_tensor_names& /*names*/ = {}) {
     return {};
   }
@@ -127,7 +127,7 @@ class layer_norm_amplification {
     }
   }
 
-  static layer_norm_amplification load(const Policy& policy, const safetensors_checkpoint& checkpoint,
+  static layer_norm_amplification load(const Policy& policy, const checkpoint& checkpoint,
                                        std::int64_t width, const ngram_tensor_names& names = {},
                                        double epsilon = 1e-5) {
     const std::int64_t shape[] = {width};

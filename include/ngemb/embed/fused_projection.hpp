@@ -12,8 +12,8 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
@@ -52,7 +52,7 @@ class fused_projection {
   }
 
   /// Reads `{prefix}.post_projs.{i}.weight` [output_width, row_width] for i < num_tables (any float dtype).
-  static fused_projection load(const Policy& policy, const safetensors_checkpoint& checkpoint, int num_tables,
+  static fused_projection load(const Policy& policy, const checkpoint& checkpoint, int num_tables,
                                std::int64_t row_width, std::int64_t output_width,
                                const ngram_tensor_names& names = {}) {
     std::vector<std::vector<double>> weights;

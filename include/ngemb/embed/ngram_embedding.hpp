@@ -29,7 +29,7 @@
 #include "ngemb/hash/hasher.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/hf_config.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/store/store.hpp"
 
 namespace ngemb {

@@ -20,6 +20,7 @@
 #include "ngemb/core/macros.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 
 namespace ngemb {
 

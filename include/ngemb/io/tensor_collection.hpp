@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "ngemb/core/dtype.hpp"
+#include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/tensor_to_write.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
 namespace ngemb {

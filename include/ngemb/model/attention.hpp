@@ -12,8 +12,8 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/detail/attention_ops.hpp"
 #include "ngemb/model/detail/row_checks.hpp"
@@ -66,7 +66,7 @@ class attention {
 
   /// {prefix}.q_proj.weight, .k_proj.weight, .v_proj.weight, .o_proj.weight (no biases), prefix e.g.
   /// "model.layers.{l}.self_attn.{i}".
-  static attention load(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+  static attention load(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
                         const shape& dimensions) {
     validate(dimensions);
     const std::int64_t query_rows = static_cast<std::int64_t>(dimensions.heads) * dimensions.head_dim;

@@ -16,7 +16,7 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/attention.hpp"
 #include "ngemb/model/detail/residual_ops.hpp"
@@ -68,7 +68,7 @@ struct block_workspace {
 namespace detail {
 
 template <class Attention, class Policy>
-Attention load_attention(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+Attention load_attention(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
                          const model_config& config) {
   const typename Attention::shape shape{config.hidden_size(), config.num_attention_heads, config.num_key_value_heads,
                                         config.head_dim, config.rope_theta};
@@ -77,7 +77,7 @@ Attention load_attention(const Policy& policy, const safetensors_checkpoint& che
 
 /// A MoE FFN takes the router options and the expert width, a dense one the dense width.
 template <class Ffn, class Policy>
-Ffn load_feed_forward(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+Ffn load_feed_forward(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
                       const model_config& config) {
   if constexpr (moe_feed_forward<Ffn>) {
     return Ffn::load(policy, checkpoint, prefix, config.router(), config.hidden_size(), config.expert_ffn_hidden_size);
@@ -94,7 +94,7 @@ constexpr model_stage stage_of() {
 inline std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer) + "."; }
 
 template <class Policy>
-rms_norm<Policy> load_norm(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& name,
+rms_norm<Policy> load_norm(const Policy& policy, const checkpoint& checkpoint, const std::string& name,
                            const model_config& config) {
   return rms_norm<Policy>::load(policy, checkpoint, name, config.hidden_size(), static_cast<float>(config.rms_norm_eps));
 }
@@ -145,7 +145,7 @@ class prenorm_block {
         post_norm_(std::move(post_norm)),
         ffn_(std::move(ffn)) {}
 
-  static prenorm_block load(const policy_type& policy, const safetensors_checkpoint& checkpoint, int layer,
+  static prenorm_block load(const policy_type& policy, const checkpoint& checkpoint, int layer,
                             const model_config& config) {
     // Named steps, not call arguments, so a missing tensor is reported in checkpoint order on every compiler.
     const std::string prefix = detail::layer_prefix(layer);
@@ -209,7 +209,7 @@ class shortcut_block {
         ffns_(std::move(ffns)),
         moe_(std::move(moe)) {}
 
-  static shortcut_block load(const policy_type& policy, const safetensors_checkpoint& checkpoint, int layer,
+  static shortcut_block load(const policy_type& policy, const checkpoint& checkpoint, int layer,
                              const model_config& config) {
     const std::string prefix = detail::layer_prefix(layer);
     const auto norm = [&](const char* kind, int index) {

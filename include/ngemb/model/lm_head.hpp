@@ -7,8 +7,8 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/detail/row_checks.hpp"
 #include "ngemb/model/detail/workspace.hpp"
@@ -36,7 +36,7 @@ class lm_head {
   }
 
   /// "model.norm.weight" [H] and "lm_head.weight" [V, H].
-  static lm_head load(const Policy& policy, const safetensors_checkpoint& checkpoint, std::int64_t hidden,
+  static lm_head load(const Policy& policy, const checkpoint& checkpoint, std::int64_t hidden,
                       std::int64_t vocab, float eps) {
     auto norm = rms_norm<Policy>::load(policy, checkpoint, "model.norm.weight", hidden, eps);
     const std::int64_t shape[] = {vocab, hidden};

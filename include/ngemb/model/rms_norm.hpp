@@ -8,8 +8,8 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/macros.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/detail/row_checks.hpp"
 #include "ngemb/policy/host_policy.hpp"
@@ -61,7 +61,7 @@ class rms_norm {
   }
 
   /// Tensor `name` (the full name, e.g. "model.norm.weight") of shape [hidden].
-  static rms_norm load(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& name,
+  static rms_norm load(const Policy& policy, const checkpoint& checkpoint, const std::string& name,
                        std::int64_t hidden, float eps) {
     const std::int64_t shape[] = {hidden};
     const auto weight = read_tensor_as<float>(checkpoint, name, shape);

@@ -18,8 +18,8 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/moe/detail/dispatch.hpp"
 #include "ngemb/moe/detail/ffn.hpp"
@@ -71,7 +71,7 @@ class moe {
 
   /// The router at `{prefix}.router` (Router::load) and the experts at
   /// `{prefix}.experts.{e}.{gate_proj,up_proj,down_proj}.weight`; the HF prefix is `model.layers.{l}.mlp`.
-  static moe load(const policy_type& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+  static moe load(const policy_type& policy, const checkpoint& checkpoint, const std::string& prefix,
                   const router_options& options, std::int64_t hidden, std::int64_t expert_width) {
     Router router = Router::load(policy, checkpoint, prefix + ".router", options, hidden);
     const auto experts = static_cast<std::size_t>(options.routed_experts);

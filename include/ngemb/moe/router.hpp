@@ -16,8 +16,8 @@
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/macros.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
@@ -167,7 +167,7 @@ class topk_router {
 
   /// `{prefix}.classifier.weight` [E+Z, H], and `{prefix}.classifier.bias` and `{prefix}.e_score_correction_bias`
   /// [E+Z] when the checkpoint has them; the HF prefix is `model.layers.{l}.mlp.router`.
-  static topk_router load(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+  static topk_router load(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
                           const router_options& options, std::int64_t hidden) {
     const std::int64_t experts = options.num_experts();
     const std::int64_t matrix_shape[] = {experts, hidden};

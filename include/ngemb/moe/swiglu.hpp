@@ -9,8 +9,8 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/moe/detail/ffn.hpp"
 #include "ngemb/policy/host_policy.hpp"
@@ -37,7 +37,7 @@ class swiglu {
 
   /// `{prefix}.gate_proj.weight`, `{prefix}.up_proj.weight` [I, H] and `{prefix}.down_proj.weight` [H, I], in any
   /// float dtype (converted to Weight).
-  static swiglu load(const Policy& policy, const safetensors_checkpoint& checkpoint, const std::string& prefix,
+  static swiglu load(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
                      std::int64_t hidden, std::int64_t intermediate) {
     const std::int64_t in_shape[] = {intermediate, hidden};
     const std::int64_t out_shape[] = {hidden, intermediate};

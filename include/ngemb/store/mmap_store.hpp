@@ -12,7 +12,7 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
-#include "ngemb/io/safetensors.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/store/store.hpp"

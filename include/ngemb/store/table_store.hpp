@@ -13,8 +13,8 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
-#include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/store/store.hpp"
@@ -67,7 +67,7 @@ class table_store {
 
   /// Reads the tables named by `names` (SPEC §4) from a checkpoint. Shapes must be [V, H] and [m_i, d]; a missing
   /// tensor or a wrong shape or dtype raises format_error naming the file and tensor.
-  static table_store load(const Policy& policy, const safetensors_checkpoint& checkpoint, const ngram_config& config,
+  static table_store load(const Policy& policy, const checkpoint& checkpoint, const ngram_config& config,
                           const ngram_tensor_names& names = {}) {
     config.validate();
     if (!names.base.empty()) {
