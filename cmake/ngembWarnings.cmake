@@ -28,10 +28,8 @@ function(ngemb_host_program target)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${NGEMB_HOST_WARNINGS}>)
 endfunction()
 
-# A device program: nvcc with the host compiler's warnings forwarded, the CUDA runtime and cuBLAS (the device GEMM).
+# A device program: what ngemb::cuda carries (as a user's target gets it), and the host compiler's warnings.
 function(ngemb_device_program target)
-  target_link_libraries(${target} PRIVATE ngemb::ngemb CUDA::cudart CUDA::cublas)
-  # CMake 3.25 does not know nvcc 13's language levels, so the standard is passed as a flag.
-  target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 ${NGEMB_DEVICE_WARNINGS} --expt-relaxed-constexpr>)
+  target_link_libraries(${target} PRIVATE ngemb::cuda)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${NGEMB_DEVICE_WARNINGS}>)
 endfunction()

@@ -11,6 +11,7 @@
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/version.hpp"
 
 namespace {
 
@@ -311,4 +312,12 @@ TEST_CASE("ngram_config: sizes are bounded before any arithmetic uses them") {
   config.splits = 4096;
   config.max_order = 64;
   CHECK_THROWS_WITH_AS(config.validate(), doctest::Contains("K*(N-1) = 258048 sub-tables"), ngemb::invalid_argument);
+}
+
+TEST_CASE("ngemb/version.hpp is generated from project(VERSION)") {
+  CHECK(std::string(NGEMB_VERSION_STRING) == NGEMB_PROJECT_VERSION);
+  CHECK(std::to_string(NGEMB_VERSION_MAJOR) + "." + std::to_string(NGEMB_VERSION_MINOR) + "." +
+            std::to_string(NGEMB_VERSION_PATCH) ==
+        NGEMB_PROJECT_VERSION);
+  CHECK(NGEMB_VERSION == NGEMB_VERSION_MAJOR * 10000 + NGEMB_VERSION_MINOR * 100 + NGEMB_VERSION_PATCH);
 }

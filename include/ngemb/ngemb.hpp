@@ -44,3 +44,4 @@
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "ngemb/version.hpp"

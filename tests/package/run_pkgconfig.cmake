@@ -71,6 +71,7 @@ separate_arguments(libs UNIX_COMMAND "${step_output}")
 file(MAKE_DIRECTORY "${scratch}/bin")
 set(executable "${scratch}/bin/consumer")
 run_step("Compile the pkg-config consumer" "${NGEMB_CXX_COMPILER}" -std=c++20 -O1 ${cflags}
-         "-DNGEMB_CONSUMER=\"pkg-config\"" "${CMAKE_CURRENT_LIST_DIR}/consumer.cpp" -o "${executable}" ${libs})
+         "-DNGEMB_CONSUMER=\"pkg-config\"" "-DNGEMB_EXPECTED_VERSION=\"${NGEMB_VERSION}\""
+         "${CMAKE_CURRENT_LIST_DIR}/consumer.cpp" -o "${executable}" ${libs})
 run_step("Run the pkg-config consumer" "${executable}")
 message(STATUS "${step_output}")
