@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <new>
 #include <string>
@@ -37,8 +38,10 @@ class host_buffer {
   host_buffer(const Policy& policy, std::size_t size) : resource_(get_memory_resource(policy)), size_(size) {
     if (size_ != 0) {
       const std::size_t bytes = checked_bytes<T>(size_, "host_buffer");
-      // Resources round up to the alignment: a size that cannot be rounded is refused here, as an argument.
-      (void)checked_add(bytes, alignment - 1, "host_buffer");
+      if (bytes > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
+        throw invalid_argument("host_buffer: " + std::to_string(bytes) + " bytes exceed the largest object, " +
+                               std::to_string(std::numeric_limits<std::ptrdiff_t>::max()) + " bytes");
+      }
       try {
         data_ = static_cast<T*>(resource_.allocate(bytes, alignment));
       } catch (const std::bad_alloc&) {
