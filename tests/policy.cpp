@@ -340,3 +340,14 @@ TEST_CASE("a host policy's buffers come from its memory resource, and none go ar
   { const ngemb::host_buffer<float> buffer(ngemb::host_policy{}, 3); }
   CHECK(ngemb::default_host_resource::allocation_count() == defaults_before + 1);
 }
+
+TEST_CASE("a resource out of memory (std::bad_alloc) is ngemb::out_of_memory naming the bytes") {
+  struct exhausted_resource {
+    void* allocate(std::size_t /*bytes*/, std::size_t /*alignment*/) { throw std::bad_alloc(); }
+    void deallocate(void* /*pointer*/, std::size_t /*bytes*/, std::size_t /*alignment*/) noexcept {}
+  } exhausted;
+  const ngemb::host_policy policy = ngemb::host_policy{}.with(exhausted);
+  CHECK_THROWS_WITH_AS(ngemb::host_buffer<float>(policy, 4), "host_buffer: cannot allocate 16 bytes",
+                       ngemb::out_of_memory);
+  CHECK(ngemb::host_buffer<float>(policy, 0).size() == 0);  // nothing to allocate: the resource is not asked
+}
