@@ -20,7 +20,9 @@ class device_memcpy_floor {
 
   /// The buffers are allocated, filled, copied and freed on `stream`.
   device_memcpy_floor(cudaStream_t stream, stream_timer& timer)
-      : stream_(stream), source_(ngemb::device_policy{}.on(stream), bytes), target_(ngemb::device_policy{}.on(stream), bytes) {
+      : stream_(stream),
+        source_(ngemb::device_policy{}.on(stream), bytes),
+        target_(ngemb::device_policy{}.on(stream), bytes) {
     NGEMB_CUDA_CHECK(cudaMemsetAsync(source_.data(), 1, bytes, stream_));
     NGEMB_CUDA_CHECK(cudaMemsetAsync(target_.data(), 0, bytes, stream_));
     NGEMB_CUDA_CHECK(cudaStreamSynchronize(stream_));

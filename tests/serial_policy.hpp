@@ -61,7 +61,8 @@ struct serial_policy {
 };
 
 template <class T>
-serial_buffer<T>::serial_buffer(const serial_policy& policy, std::size_t size) : resource_(policy.resource), size_(size) {
+serial_buffer<T>::serial_buffer(const serial_policy& policy, std::size_t size)
+    : resource_(policy.resource), size_(size) {
   if (size_ != 0) {
     data_ = static_cast<T*>(resource_.allocate(size_ * sizeof(T), alignof(T)));
     std::memset(static_cast<void*>(data_), 0xff, size_ * sizeof(T));

@@ -61,7 +61,9 @@ class default_device_resource {
   }
 
   /// Allocations every default_device_resource made since the process started (it only grows).
-  [[nodiscard]] static std::uint64_t allocation_count() noexcept { return allocations_.load(std::memory_order_relaxed); }
+  [[nodiscard]] static std::uint64_t allocation_count() noexcept {
+    return allocations_.load(std::memory_order_relaxed);
+  }
 
   friend bool operator==(const default_device_resource&, const default_device_resource&) = default;
 

@@ -132,13 +132,13 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
   const int columns = static_cast<int>(m);
   const int depth = static_cast<int>(k);
   if constexpr (std::is_same_v<T, float>) {
-    detail::check_cublas(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth, a.data(),
-                            depth, &zero, c.data(), rows),
-                "cublasSgemm", __FILE__, __LINE__);
+    detail::check_cublas(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth,
+                                     a.data(), depth, &zero, c.data(), rows),
+                         "cublasSgemm", __FILE__, __LINE__);
   } else {
-    detail::check_cublas(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth, a.data(),
-                            depth, &zero, c.data(), rows),
-                "cublasDgemm", __FILE__, __LINE__);
+    detail::check_cublas(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth,
+                                     a.data(), depth, &zero, c.data(), rows),
+                         "cublasDgemm", __FILE__, __LINE__);
   }
 }
 

@@ -59,7 +59,9 @@ class default_host_resource {
   void deallocate(void* pointer, std::size_t /*bytes*/, std::size_t /*alignment*/) noexcept { std::free(pointer); }
 
   /// Allocations every default_host_resource made since the process started (it only grows).
-  [[nodiscard]] static std::uint64_t allocation_count() noexcept { return allocations_.load(std::memory_order_relaxed); }
+  [[nodiscard]] static std::uint64_t allocation_count() noexcept {
+    return allocations_.load(std::memory_order_relaxed);
+  }
 
   friend bool operator==(const default_host_resource&, const default_host_resource&) = default;
 
