@@ -1,8 +1,9 @@
 #pragma once
 // The execution_policy concept: every expression ngemb's parts and kernels ask of a policy, and nothing more.
-// host_policy (below) and device_policy (device_policy.cuh) model it; tests/serial_policy.hpp is a third, minimal
-// policy that proves the list complete by running the library under it. A policy's free functions are found by
-// argument-dependent lookup, so a user policy declares them in its own namespace.
+// host_policy (asserted below) and device_policy (device_policy.cuh) model it; tests/serial_policy.hpp is a third,
+// minimal policy that proves the list complete by running the library under it. A policy's free functions are found
+// by argument-dependent lookup: a user policy declares them in its own namespace, and generic code calls them
+// unqualified (ngemb::copy_to(policy, ...) would see ngemb's overloads only).
 //
 // For a policy P, a `const P& p`, sizes n, m, k, elements, and any plain value type T:
 //   typename P::template buffer<T>      move-only, default-constructible, buffer(p, n) holds n values; size(),
