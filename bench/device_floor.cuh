@@ -5,8 +5,9 @@
 
 #include <cstddef>
 
-#include "ngemb/cuda/device_buffer.cuh"
 #include "ngemb/cuda/error.cuh"
+#include "ngemb/policy/device_buffer.cuh"
+#include "ngemb/policy/device_policy.cuh"
 
 #include "median.hpp"
 #include "stream_timer.cuh"
@@ -17,10 +18,14 @@ class device_memcpy_floor {
  public:
   static constexpr std::size_t bytes = std::size_t{1} << 30;
 
-  device_memcpy_floor(cudaStream_t stream, stream_timer& timer) : stream_(stream), source_(bytes), target_(bytes) {
-    NGEMB_CUDA_CHECK(cudaMemset(source_.data(), 1, bytes));
-    NGEMB_CUDA_CHECK(cudaMemset(target_.data(), 0, bytes));
-    NGEMB_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets ran on the legacy stream
+  /// The buffers are allocated, filled, copied and freed on `stream`.
+  device_memcpy_floor(cudaStream_t stream, stream_timer& timer)
+      : stream_(stream),
+        source_(ngemb::device_policy{}.on(stream), bytes),
+        target_(ngemb::device_policy{}.on(stream), bytes) {
+    NGEMB_CUDA_CHECK(cudaMemsetAsync(source_.data(), 1, bytes, stream_));
+    NGEMB_CUDA_CHECK(cudaMemsetAsync(target_.data(), 0, bytes, stream_));
+    NGEMB_CUDA_CHECK(cudaStreamSynchronize(stream_));
     auto run = [this] { copy(); };
     bandwidth_ = 2.0 * static_cast<double>(bytes) /
                  median_seconds([&](long calls) { return timer.seconds(stream_, run, calls); });

@@ -122,9 +122,13 @@ __global__ void naive_hash_kernel(naive_tables params, naive_input input, id_typ
   }
 }
 
+/// The workload's inputs and outputs are made on the legacy stream (before the benchmark's stream exists), which
+/// cudaDeviceSynchronize then orders before the benchmark's work; they are freed there after the last of it.
+const ngemb::device_policy legacy_stream{};
+
 template <class T>
 ngemb::device_buffer<T> upload(const std::vector<T>& values) {
-  ngemb::device_buffer<T> buffer(values.size());
+  ngemb::device_buffer<T> buffer(legacy_stream, values.size());
   NGEMB_CUDA_CHECK(cudaMemcpy(buffer.data(), values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice));
   return buffer;
 }
@@ -149,10 +153,10 @@ class device_workload {
         offsets_(upload(host_.offsets)),
         context_(upload(host_.context)),
         context_offsets_(upload(host_.context_offsets)),
-        ids_(host_.tokens.size() * static_cast<std::size_t>(hasher_.num_tables())),
-        naive_ids_(ids_.size()),
-        copy_source_(bytes_per_token() * host_.tokens.size() / 2),
-        copy_target_(copy_source_.size()) {
+        ids_(legacy_stream, host_.tokens.size() * static_cast<std::size_t>(hasher_.num_tables())),
+        naive_ids_(legacy_stream, ids_.size()),
+        copy_source_(legacy_stream, bytes_per_token() * host_.tokens.size() / 2),
+        copy_target_(legacy_stream, copy_source_.size()) {
     NGEMB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     policy_ = ngemb::device_policy{stream_};
     NGEMB_CUDA_CHECK(cudaMemset(copy_source_.data(), 1, copy_source_.size()));
@@ -177,6 +181,7 @@ class device_workload {
   device_workload& operator=(const device_workload&) = delete;
   ~device_workload() {
     cache_.reset();  // its buffers go before the stream they were used on
+    cudaStreamSynchronize(stream_);  // the legacy stream, where the other buffers are freed, does not wait for it
     cudaStreamDestroy(stream_);
   }
 

@@ -89,13 +89,14 @@ demo_model<Policy> random_model(const Policy& policy, const ngemb::model_config&
 
   ngemb::table_store<ngemb::bf16, Policy> tables(policy, ngram, true);
   const auto base = random.normal<ngemb::bf16>(tables.base().size(), 1.0);
-  ngemb::copy_to(policy, ngemb::view<const ngemb::bf16>(base), tables.base());
+  // Policy operations are called unqualified: argument-dependent lookup finds any policy's (policy/policy.hpp).
+  copy_to(policy, ngemb::view<const ngemb::bf16>(base), tables.base());
   std::vector<std::vector<float>> projections;
   std::vector<ngemb::view<const float>> projection_views;
   for (int table = 0; table < ngram.num_tables(); ++table) {
     const auto rows = random.normal<ngemb::bf16>(tables.table(table).size(), 1.0);
-    ngemb::copy_to(policy, ngemb::view<const ngemb::bf16>(rows), tables.table(table));
-    ngemb::synchronize(policy);  // the host rows go out of scope
+    copy_to(policy, ngemb::view<const ngemb::bf16>(rows), tables.table(table));
+    synchronize(policy);  // the host rows go out of scope
     projections.push_back(random.linear(hidden, ngram.row_width()));
     projection_views.emplace_back(projections.back());
   }

@@ -40,6 +40,7 @@
 #include "ngemb/moe/zero_experts.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/policy/policy.hpp"
 #include "ngemb/policy/upload.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"

@@ -9,16 +9,14 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/cuda/error.cuh"
 
-namespace ngemb::cuda {
+namespace ngemb::detail {
 
-inline void check(cublasStatus_t status, const char* call, const char* file, int line) {
+inline void check_cublas(cublasStatus_t status, const char* call, const char* file, int line) {
   if (status != CUBLAS_STATUS_SUCCESS) {
     throw cuda_error(static_cast<int>(status), std::string(call) + " at " + file + ":" + std::to_string(line),
                      cublasGetStatusString(status));
   }
 }
-
-namespace detail {
 
 inline constexpr int max_cublas_devices = 64;
 
@@ -46,11 +44,9 @@ inline cublasHandle_t cublas_handle() {
   }
   cublasHandle_t& handle = cache.by_device[device];
   if (handle == nullptr) {
-    check(cublasCreate(&handle), "cublasCreate", __FILE__, __LINE__);
+    check_cublas(cublasCreate(&handle), "cublasCreate", __FILE__, __LINE__);
   }
   return handle;
 }
 
-}  // namespace detail
-
-}  // namespace ngemb::cuda
+}  // namespace ngemb::detail

@@ -6,15 +6,15 @@
 
 #include "ngemb/core/error.hpp"
 
-namespace ngemb::cuda {
+namespace ngemb::detail {
 
-inline void check(cudaError_t status, const char* call, const char* file, int line) {
+inline void check_cuda(cudaError_t status, const char* call, const char* file, int line) {
   if (status != cudaSuccess) {
     throw cuda_error(static_cast<int>(status), std::string(call) + " at " + file + ":" + std::to_string(line),
                      cudaGetErrorString(status));
   }
 }
 
-}  // namespace ngemb::cuda
+}  // namespace ngemb::detail
 
-#define NGEMB_CUDA_CHECK(call) ::ngemb::cuda::check((call), #call, __FILE__, __LINE__)
+#define NGEMB_CUDA_CHECK(call) ::ngemb::detail::check_cuda((call), #call, __FILE__, __LINE__)

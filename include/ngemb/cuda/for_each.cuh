@@ -4,7 +4,7 @@
 
 #include <cstddef>
 
-namespace ngemb::cuda::detail {
+namespace ngemb::detail {
 
 template <class Op>
 __global__ void for_each_kernel(std::size_t n, Op op) {
@@ -14,4 +14,4 @@ __global__ void for_each_kernel(std::size_t n, Op op) {
   }
 }
 
-}  // namespace ngemb::cuda::detail
+}  // namespace ngemb::detail

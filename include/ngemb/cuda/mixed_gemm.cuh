@@ -9,7 +9,7 @@
 
 #include "ngemb/core/dtype.hpp"
 
-namespace ngemb::cuda::detail {
+namespace ngemb::detail {
 
 /// Rows of A the warp kernel accumulates in registers; larger batches take the cuBLAS path.
 inline constexpr int mixed_gemm_max_rows = 8;
@@ -62,4 +62,4 @@ __global__ void mixed_gemm_small_m_kernel(int m, std::size_t n, std::size_t k, c
   }
 }
 
-}  // namespace ngemb::cuda::detail
+}  // namespace ngemb::detail

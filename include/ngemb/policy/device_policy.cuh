@@ -19,20 +19,41 @@
 #include "ngemb/policy/detail/mixed_gemm_ops.hpp"
 #include "ngemb/policy/detail/sort_pairs.hpp"
 #include "ngemb/cuda/cublas.cuh"
-#include "ngemb/cuda/device_buffer.cuh"
 #include "ngemb/cuda/error.cuh"
 #include "ngemb/cuda/for_each.cuh"
 #include "ngemb/cuda/mixed_gemm.cuh"
+#include "ngemb/policy/device_buffer.cuh"
+#include "ngemb/policy/device_memory_resource.cuh"
+#include "ngemb/policy/policy.hpp"
 
 namespace ngemb {
 
+/// Aggregate (device_policy{stream}) or built as Thrust's par(alloc).on(stream):
+/// device_policy{}.on(stream).with(pool).
 struct device_policy {
   cudaStream_t stream = nullptr;
   int threads_per_block = 256;
+  /// Where the policy's buffers and scratch come from, on `stream` (default: default_device_resource).
+  device_resource_ref resource{};
 
   template <class T>
   using buffer = device_buffer<T>;
+
+  /// This policy issuing its work, and ordering its memory, on `queue`.
+  [[nodiscard]] device_policy on(cudaStream_t queue) const {
+    device_policy changed = *this;
+    changed.stream = queue;
+    return changed;
+  }
+  /// This policy drawing its buffers and scratch from `memory`.
+  [[nodiscard]] device_policy with(device_resource_ref memory) const {
+    device_policy changed = *this;
+    changed.resource = memory;
+    return changed;
+  }
 };
+
+inline device_resource_ref get_memory_resource(const device_policy& policy) { return policy.resource; }
 
 namespace detail {
 
@@ -62,7 +83,7 @@ void for_each_n(const device_policy& policy, std::size_t n, Op op) {
   const std::size_t wanted_blocks = (n + policy.threads_per_block - 1) / policy.threads_per_block;
   // A few resident blocks per SM saturate the machine; the grid-stride loop covers the rest.
   const std::size_t blocks = std::min<std::size_t>(wanted_blocks, static_cast<std::size_t>(multiprocessors) * 8);
-  cuda::detail::for_each_kernel<<<static_cast<unsigned>(blocks), policy.threads_per_block, 0, policy.stream>>>(n, op);
+  detail::for_each_kernel<<<static_cast<unsigned>(blocks), policy.threads_per_block, 0, policy.stream>>>(n, op);
   NGEMB_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -103,21 +124,21 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
     throw invalid_argument("gemm_nt: cuBLAS takes dimensions below 2^31, got " + std::to_string(m) + " x " +
                            std::to_string(n) + " x " + std::to_string(k));
   }
-  const cublasHandle_t handle = cuda::detail::cublas_handle();
-  cuda::check(cublasSetStream(handle, policy.stream), "cublasSetStream", __FILE__, __LINE__);
+  const cublasHandle_t handle = detail::cublas_handle();
+  detail::check_cublas(cublasSetStream(handle, policy.stream), "cublasSetStream", __FILE__, __LINE__);
   const T one = 1;
   const T zero = 0;
   const int rows = static_cast<int>(n);
   const int columns = static_cast<int>(m);
   const int depth = static_cast<int>(k);
   if constexpr (std::is_same_v<T, float>) {
-    cuda::check(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth, a.data(),
-                            depth, &zero, c.data(), rows),
-                "cublasSgemm", __FILE__, __LINE__);
+    detail::check_cublas(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth,
+                                     a.data(), depth, &zero, c.data(), rows),
+                         "cublasSgemm", __FILE__, __LINE__);
   } else {
-    cuda::check(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth, a.data(),
-                            depth, &zero, c.data(), rows),
-                "cublasDgemm", __FILE__, __LINE__);
+    detail::check_cublas(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth,
+                                     a.data(), depth, &zero, c.data(), rows),
+                         "cublasDgemm", __FILE__, __LINE__);
   }
 }
 
@@ -131,24 +152,24 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
   if (m == 0 || n == 0) {
     return;
   }
-  if (m > static_cast<std::size_t>(cuda::detail::mixed_gemm_max_rows) || k == 0) {
+  if (m > static_cast<std::size_t>(detail::mixed_gemm_max_rows) || k == 0) {
     device_buffer<float> widened(policy, n * k);
     for_each_n(policy, n * k, detail::widen_op<W>{b.data(), widened.data()});
     gemm_nt<float>(policy, m, n, k, a, view<const float>(widened.as_view()), c);
     return;
   }
-  const std::size_t blocks = (n + cuda::detail::mixed_gemm_warps_per_block - 1) / cuda::detail::mixed_gemm_warps_per_block;
+  const std::size_t blocks = (n + detail::mixed_gemm_warps_per_block - 1) / detail::mixed_gemm_warps_per_block;
   if (blocks > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     throw invalid_argument("gemm_nt: B has " + std::to_string(n) + " rows, more than the kernel's grid covers");
   }
-  constexpr int threads = cuda::detail::mixed_gemm_warps_per_block * 32;
-  const bool vectorised = k % cuda::detail::mixed_gemm_vector == 0 && reinterpret_cast<std::uintptr_t>(b.data()) % 16 == 0;
+  constexpr int threads = detail::mixed_gemm_warps_per_block * 32;
+  const bool vectorised = k % detail::mixed_gemm_vector == 0 && reinterpret_cast<std::uintptr_t>(b.data()) % 16 == 0;
   const auto rows = static_cast<int>(m);
   if (vectorised) {
-    cuda::detail::mixed_gemm_small_m_kernel<W, true>
+    detail::mixed_gemm_small_m_kernel<W, true>
         <<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a.data(), b.data(), c.data());
   } else {
-    cuda::detail::mixed_gemm_small_m_kernel<W, false>
+    detail::mixed_gemm_small_m_kernel<W, false>
         <<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a.data(), b.data(), c.data());
   }
   NGEMB_CUDA_CHECK(cudaGetLastError());
@@ -182,5 +203,7 @@ constexpr std::size_t row_chunk(const device_policy& /*policy*/) { return 8; }
 inline const device_policy& for_operations_of(const device_policy& policy, std::size_t /*elements*/) { return policy; }
 
 inline void synchronize(const device_policy& policy) { NGEMB_CUDA_CHECK(cudaStreamSynchronize(policy.stream)); }
+
+static_assert(detail::check_execution_policy<device_policy>());
 
 }  // namespace ngemb

@@ -2,41 +2,39 @@
 // The host execution policy: runs one element operation over [0, n) in a loop, split across the threads of a
 // shared pool (detail/host_pool.hpp) when the range is large enough to pay for waking them.
 #include <algorithm>
-#include <atomic>
 #include <concepts>
 #include <cstddef>
-#include <cstdint>
-#include <cstdlib>
 #include <exception>
 #include <limits>
-#include <memory>
-#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
-#include "ngemb/core/checked.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/policy/detail/host_pool.hpp"
+#include "ngemb/policy/host_buffer.hpp"
+#include "ngemb/policy/memory_resource.hpp"
 
 namespace ngemb {
-
-template <class T>
-class host_buffer;
 
 struct host_policy {
   /// Worker threads; 0 means std::thread::hardware_concurrency().
   unsigned threads = 1;
   /// Smallest number of elements worth giving to one thread (waking a pool thread costs microseconds).
   std::size_t min_elements_per_thread = 16384;
+  /// Where the policy's buffers come from (default: default_host_resource).
+  host_resource_ref resource{};
 
   template <class T>
   using buffer = host_buffer<T>;
+
+  /// This policy drawing its buffers from `memory` (as Thrust's par(alloc)): host_policy{4}.with(pool).
+  [[nodiscard]] host_policy with(host_resource_ref memory) const {
+    host_policy changed = *this;
+    changed.resource = memory;
+    return changed;
+  }
 
   [[nodiscard]] unsigned resolved_threads() const {
     if (threads != 0) {
@@ -48,57 +46,8 @@ struct host_policy {
   }
 };
 
-namespace detail {
-
-/// Buffers from this size on are aligned to 2 MiB and offered to transparent huge pages: a gather over gigabyte
-/// tables in 4 KiB pages misses the TLB on nearly every row, and the page walk costs as much as the row.
-inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
-
-inline void* allocate_host_bytes(std::size_t bytes) {
-  const std::size_t alignment = bytes >= huge_page_bytes ? huge_page_bytes : 64;
-  const std::size_t rounded = checked_add(bytes, alignment - 1, "host_buffer") / alignment * alignment;
-  void* memory = std::aligned_alloc(alignment, rounded);
-  if (memory == nullptr) {
-    throw out_of_memory("host_buffer: cannot allocate " + std::to_string(bytes) + " bytes");
-  }
-#if defined(__linux__)
-  if (alignment == huge_page_bytes) {
-    madvise(memory, rounded, MADV_HUGEPAGE);  // a hint: without THP the buffer simply keeps small pages
-  }
-#endif
-  return memory;
-}
-
-}  // namespace detail
-
-/// Memory owned for a host policy, with the interface of device_buffer: move-only, zero-initialised.
-template <class T>
-class host_buffer {
-  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
-                "host_buffer holds plain values (the same ones device_buffer can hold)");
-
- public:
-  host_buffer() = default;
-  host_buffer(const host_policy& /*policy*/, std::size_t size) : size_(size) {
-    if (size_ != 0) {
-      values_.reset(static_cast<T*>(detail::allocate_host_bytes(checked_bytes<T>(size_, "host_buffer"))));
-      std::uninitialized_value_construct_n(values_.get(), size_);
-    }
-  }
-
-  [[nodiscard]] std::size_t size() const { return size_; }
-  [[nodiscard]] T* data() { return values_.get(); }
-  [[nodiscard]] const T* data() const { return values_.get(); }
-  [[nodiscard]] view<T> as_view() { return {values_.get(), size_}; }
-  [[nodiscard]] view<const T> as_view() const { return {values_.get(), size_}; }
-
- private:
-  struct free_memory {
-    void operator()(T* memory) const noexcept { std::free(memory); }
-  };
-  std::unique_ptr<T, free_memory> values_;
-  std::size_t size_ = 0;
-};
+/// The resource the policy's buffers and scratch come from.
+inline host_resource_ref get_memory_resource(const host_policy& policy) { return policy.resource; }
 
 /// Runs `op(i)` for every i in [0, n). Exceptions from worker threads are rethrown on the caller.
 template <class Op>
