@@ -17,10 +17,10 @@
 #include <nlohmann/json.hpp>
 
 #include "ngemb/embed/ngram_embedding.hpp"
+#include "ngemb/ffn/swiglu.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/model/causal_lm.hpp"
-#include "ngemb/moe/moe_layer.hpp"
-#include "ngemb/moe/swiglu.hpp"
+#include "ngemb/moe/moe.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 #include "model_golden.hpp"
