@@ -73,8 +73,7 @@ constexpr bool check_model_parts() {
                 "causal_lm: Embedding must run over the n-gram cache: policy_type, forward(policy, ngram_cache&, "
                 "slots, tokens, out), save(policy, tensor_collection&), output_width() and "
                 "load(policy, shared checkpoint, ngram_config) (ngemb::ngram_embedding has them)");
-  static_assert(check_decoder_block<Block>(),
-                "causal_lm: Block must model ngemb::decoder_block (ngemb::prenorm_block, ngemb::shortcut_block)");
+  static_assert(check_decoder_block<Block>());  // its static_asserts name what the block lacks
   if constexpr (requires {
                   typename Embedding::policy_type;
                   typename Block::policy_type;

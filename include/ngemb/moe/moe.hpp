@@ -49,8 +49,7 @@ struct router_policy<Router> {
 
 template <class Router, class Weight = float, class ZeroExperts = zero_experts>
 class moe {
-  static_assert(detail::check_router<Router>(), "moe<Router, Weight, ZeroExperts>: Router must be a router (see "
-                                                "topk_router)");
+  static_assert(detail::check_router<Router>());  // its static_asserts name what the router lacks
   static_assert(storage_type<Weight>, "moe<Router, Weight, ZeroExperts>: Weight must be float, ngemb::bf16 or ngemb::fp16");
 
  public:
