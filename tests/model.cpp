@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attention_golden.hpp"
@@ -49,7 +50,54 @@ ngemb::attention<> load_case(const ngemb_test::attention_case& c) {
   return ngemb::attention<>::load(policy, ngemb_test::attention_checkpoint(), c.prefix, c.shape<ngemb::host_policy>());
 }
 
+// The part kinds' concepts hold for ngemb's own parts (their failures are tests/compile_fail/).
+static_assert(ngemb::attention_cache<ngemb::kv_cache<>> && ngemb::attention_layer<ngemb::attention<>>);
+static_assert(ngemb::decoder_block<ngemb::presets::longcat_shortcut<>::block> &&
+              ngemb::decoder_block<ngemb::presets::longcat_prenorm<>::block>);
+static_assert(ngemb::moe_feed_forward<ngemb::presets::longcat_shortcut<>::experts> &&
+              !ngemb::moe_feed_forward<ngemb::presets::longcat_shortcut<>::dense_ffn>);
+static_assert(!ngemb::attention_layer<ngemb::swiglu<>> && !ngemb::decoder_block<ngemb::attention<>>);
+
 }  // namespace
+
+/// A user FFN with its own shape struct: the sublayer_shape overload next to it (found by argument-dependent lookup)
+/// is all a block needs to load it.
+namespace user_parts {
+
+struct half_width_shape {
+  std::int64_t hidden;
+  std::int64_t intermediate;
+};
+
+inline half_width_shape sublayer_shape(const ngemb::model_config& config, std::type_identity<half_width_shape>) {
+  return {config.hidden_size(), config.ffn_hidden_size / 2};
+}
+
+struct half_width_ffn {
+  using policy_type = ngemb::host_policy;
+  using shape = half_width_shape;
+  half_width_shape dims;
+  static half_width_ffn load(const policy_type& /*policy*/, const ngemb::checkpoint& /*source*/,
+                             const std::string& /*prefix*/, const shape& loaded) {
+    return {loaded};
+  }
+  void save(const policy_type& /*policy*/, const std::string& /*prefix*/, ngemb::tensor_collection& /*out*/) const {}
+  void forward(const policy_type& /*policy*/, std::size_t /*tokens*/, view<const float> /*x*/, view<float> /*y*/) {}
+};
+
+}  // namespace user_parts
+
+TEST_CASE("sublayer_shape: a user shape's overload is found by argument-dependent lookup") {
+  static_assert(ngemb::decoder_block<ngemb::prenorm_block<ngemb::attention<>, user_parts::half_width_ffn>>);
+  ngemb::model_config config;
+  config.ngram.hidden_size = 32;
+  config.ffn_hidden_size = 64;
+  const auto dims = ngemb::detail::shape_from_config<user_parts::half_width_ffn>(config);
+  CHECK(dims.hidden == 32);
+  CHECK(dims.intermediate == 32);
+  const auto dense = ngemb::detail::shape_from_config<ngemb::swiglu<>>(config);
+  CHECK(dense.intermediate == 64);
+}
 
 TEST_CASE("rms_norm matches the reference, in place too") { ngemb_test::check_rms_norm(policy); }
 

@@ -243,6 +243,16 @@ TEST_CASE("moe errors") {
                                               .up = ngemb::view<const float>(c.up),
                                               .down = ngemb::view<const float>(c.down)})),
         doctest::Contains("moe: gate_proj must hold 6 x 8 x 16 = 768 values, got 767"), ngemb::shape_mismatch);
+    ngemb::moe_shape other_k = c.shape();
+    other_k.router.top_k = 2;
+    CHECK_THROWS_WITH_AS(
+        (ngemb::moe<ngemb::softmax_router<>>(policy, c.make_router<ngemb::softmax_router<>>(policy), other_k,
+                                             {.gate = ngemb::view<const float>(c.gate),
+                                              .up = ngemb::view<const float>(c.up),
+                                              .down = ngemb::view<const float>(c.down)})),
+        doctest::Contains("moe: the shape's router options (E = 6, Z = 3, k = 2) differ from the router's (E = 6, "
+                          "Z = 3, k = 3)"),
+        ngemb::invalid_argument);
     CHECK_THROWS_WITH_AS((ngemb::swiglu<>(policy, {.hidden = 16, .intermediate = 8},
                                           {.gate = ngemb::view<const float>(c.gate).subview(0, 128),
                                            .up = ngemb::view<const float>(c.up).subview(0, 128),

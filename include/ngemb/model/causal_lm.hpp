@@ -299,7 +299,7 @@ class causal_lm {
     }
   }
 
-  void reject_unknown_tensors(const policy_type& policy, const safetensors_checkpoint& checkpoint,
+  void reject_unknown_tensors(const policy_type& policy, const checkpoint& source,
                               const std::filesystem::path& folder) const {
     tensor_collection expected(tensor_collection::mode::names_only);
     collect(policy, expected);
@@ -307,7 +307,7 @@ class causal_lm {
     for (const tensor_to_write& tensor : expected.entries()) {
       known.insert(tensor.name);
     }
-    for (const std::string& name : checkpoint.names()) {
+    for (const std::string& name : source.names()) {
       if (!known.contains(name)) {
         throw format_error("causal_lm::load: " + folder.string() + " holds tensor \"" + name +
                            "\", which this model type has no parameter for (a different architecture, or a block "

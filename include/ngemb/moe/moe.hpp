@@ -56,7 +56,6 @@ class moe {
   using policy_type = typename detail::router_policy<Router>::type;
   using router_type = Router;
   using weight_type = Weight;
-
   using shape = moe_shape;
 
   /// Expert weights as host arrays in the PyTorch layout, expert after expert: gate and up [E x I x H], down
@@ -70,7 +69,7 @@ class moe {
   /// `dims.router` must be the router's options.
   moe(const policy_type& policy, Router router, const shape& dims, const expert_weights& experts)
       : router_(std::move(router)), hidden_(dims.hidden), expert_width_(dims.expert_width) {
-    if (!(router_.options() == dims.router)) {
+    if (router_.options() != dims.router) {
       throw invalid_argument("moe: the shape's router options (E = " + std::to_string(dims.router.routed_experts) +
                              ", Z = " + std::to_string(dims.router.zero_experts) + ", k = " +
                              std::to_string(dims.router.top_k) + ") differ from the router's (E = " +
