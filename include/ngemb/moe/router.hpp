@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "ngemb/core/error.hpp"
@@ -170,13 +169,14 @@ class topk_router {
       throw shape_mismatch("router: the classifier must hold (E+Z) x H = " + std::to_string(experts) + " x " +
                            std::to_string(hidden) + " values, got " + std::to_string(parameters.classifier.size()));
     }
-    for (const auto& [bias, name] : {std::pair{parameters.classifier_bias, "classifier bias"},
-                                     std::pair{parameters.selection_bias, "selection bias"}}) {
+    const auto check_bias = [experts](view<const float> bias, const char* name) {
       if (!bias.empty() && bias.size() != experts) {
         throw shape_mismatch(std::string("router: the ") + name + " must hold E+Z = " + std::to_string(experts) +
                              " values, got " + std::to_string(bias.size()));
       }
-    }
+    };
+    check_bias(parameters.classifier_bias, "classifier bias");
+    check_bias(parameters.selection_bias, "selection bias");
     classifier_ = upload(policy, parameters.classifier);
     classifier_bias_ = upload(policy, parameters.classifier_bias);
     selection_bias_ = upload(policy, parameters.selection_bias);
