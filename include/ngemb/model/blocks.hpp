@@ -84,22 +84,6 @@ void add_attention(const Policy& policy, const rms_norm<Policy>& norm, Attention
   clock.mark(policy, model_stage::attention);
 }
 
-/// A part whose shape the blocks can make from the config.
-template <class Part>
-concept shaped_by_config = requires(const model_config& config) {
-  { sublayer_shape(config, std::type_identity<typename Part::shape>{}) } -> std::same_as<typename Part::shape>;
-};
-
-template <class Part>
-constexpr bool check_shaped_by_config() {
-  if constexpr (requires { typename Part::shape; }) {
-    static_assert(shaped_by_config<Part>,
-                  "decoder block: a sublayer's shape needs sublayer_shape(const model_config&, "
-                  "std::type_identity<shape>) returning it, declared next to the shape struct");
-  }
-  return true;
-}
-
 template <class Attention, class Ffn>
 constexpr bool check_block_parts() {
   // The checks' own static_asserts name what is missing; the compiler's instantiation trace names the block.

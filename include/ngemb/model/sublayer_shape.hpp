@@ -3,6 +3,7 @@
 // the customization point `sublayer_shape(const model_config&, std::type_identity<Shape>)`, found by argument-
 // dependent lookup. ngemb provides it for its shared shapes; a user part reuses one of them or declares an overload
 // next to its own shape struct (in the struct's namespace), and the blocks load it unchanged.
+#include <concepts>
 #include <type_traits>
 
 #include "ngemb/ffn/feed_forward.hpp"
@@ -32,6 +33,22 @@ inline attention_shape sublayer_shape(const model_config& config, std::type_iden
 }
 
 namespace detail {
+
+/// A part whose shape can be made from the config.
+template <class Part>
+concept shaped_by_config = requires(const model_config& config) {
+  { sublayer_shape(config, std::type_identity<typename Part::shape>{}) } -> std::same_as<typename Part::shape>;
+};
+
+template <class Part>
+constexpr bool check_shaped_by_config() {
+  if constexpr (requires { typename Part::shape; }) {
+    static_assert(shaped_by_config<Part>,
+                  "decoder block: a sublayer's shape needs sublayer_shape(const model_config&, "
+                  "std::type_identity<shape>) returning it, declared next to the shape struct");
+  }
+  return true;
+}
 
 /// Part::shape from the config, through the customization point.
 template <class Part>
