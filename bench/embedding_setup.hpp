@@ -49,6 +49,7 @@
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/policy/host_policy.hpp"
+#include "ngemb/presets/longcat.hpp"
 #include "ngemb/store/table_store.hpp"
 
 #include "median.hpp"
@@ -57,8 +58,7 @@
 namespace ngemb_bench {
 
 template <class Policy>
-using embedding_type = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<ngemb::bf16, Policy>,
-                                              ngemb::fused_projection<float, Policy>>;
+using embedding_type = typename ngemb::presets::longcat_shortcut<Policy>::embedding;
 
 /// Lite with m_base = 2^20: moduli 1048577 + 2i.
 inline ngemb::ngram_config bench_config() {

@@ -108,7 +108,7 @@ struct batch_runner {
     model.forward(all_threads, ngemb::view<const std::int32_t>(ids),
                   ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
                                                          ngemb::view<const std::int64_t>(offsets)),
-                  ngemb::view<float>(logits), ngemb::logits_for::last_token);
+                  ngemb::view<float>(logits), {.logits = ngemb::logits_for::last_token});
     benchmark::DoNotOptimize(logits.data());
   }
 };
@@ -124,9 +124,10 @@ double decode_floor_bytes(std::size_t sequences, std::int64_t positions) {
       experts += routing.load[static_cast<std::size_t>(expert)] > 0 ? 1.0 : 0.0;
     }
   }
+  constexpr int sublayers = ngemb_examples::demo_parts<ngemb::host_policy>::block::attention_sublayers;
   const double kv = static_cast<double>(sequences) * static_cast<double>(positions) *
                     static_cast<double>(config.num_key_value_heads * config.head_dim) * 4.0 * 2.0 *
-                    static_cast<double>(config.num_layers * ngemb_examples::demo_block<ngemb::host_policy>::attention_sublayers);
+                    static_cast<double>(config.num_layers * sublayers);
   return built.dense_bytes + experts * built.expert_bytes + kv +
          static_cast<double>(sequences) * built.gathered_bytes_per_token;
 }

@@ -20,8 +20,8 @@
 
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/macros.hpp"
-#include "ngemb/moe/detail/ffn.hpp"
-#include "ngemb/moe/moe_layer.hpp"
+#include "ngemb/ffn/detail/swiglu_rows.hpp"
+#include "ngemb/moe/moe.hpp"
 #include "ngemb/moe/router.hpp"
 
 namespace ngemb_bench {
@@ -85,15 +85,17 @@ struct lite_weights {
 
   template <class Policy>
   [[nodiscard]] ngemb::softmax_router<Policy> router(const Policy& policy) const {
-    return ngemb::softmax_router<Policy>(policy, lite_router_options(), moe_hidden, ngemb::view<const float>(classifier),
-                                         {}, ngemb::view<const float>(selection_bias));
+    return ngemb::softmax_router<Policy>(policy, lite_router_options(), moe_hidden,
+                                         {.classifier = ngemb::view<const float>(classifier),
+                                          .selection_bias = ngemb::view<const float>(selection_bias)});
   }
 
   template <class Policy>
   [[nodiscard]] ngemb::moe<ngemb::softmax_router<Policy>, ngemb::bf16> layer(const Policy& policy) const {
     return ngemb::moe<ngemb::softmax_router<Policy>, ngemb::bf16>(
-        policy, router(policy), moe_hidden, moe_width, ngemb::view<const ngemb::bf16>(gate),
-        ngemb::view<const ngemb::bf16>(up), ngemb::view<const ngemb::bf16>(down));
+        policy, router(policy), {.hidden = moe_hidden, .expert_width = moe_width, .router = lite_router_options()},
+        {.gate = ngemb::view<const ngemb::bf16>(gate), .up = ngemb::view<const ngemb::bf16>(up),
+         .down = ngemb::view<const ngemb::bf16>(down)});
   }
 };
 

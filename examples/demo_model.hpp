@@ -14,15 +14,12 @@
 
 namespace ngemb_examples {
 
-// The model as a type: bf16 n-gram tables and expert weights (as LongCat-Flash-Lite ships them), fp32 elsewhere.
+// The model as a type: LongCat's shortcut layers with bf16 n-gram tables and expert weights (as LongCat-Flash-Lite
+// ships them), fp32 elsewhere.
 template <class Policy>
-using demo_embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<ngemb::bf16, Policy>>;
+using demo_parts = ngemb::presets::longcat_shortcut<Policy, ngemb::bf16>;
 template <class Policy>
-using demo_experts = ngemb::moe<ngemb::softmax_router<Policy>, ngemb::bf16>;
-template <class Policy>
-using demo_block = ngemb::shortcut_block<ngemb::attention<Policy>, ngemb::swiglu<float, Policy>, demo_experts<Policy>>;
-template <class Policy>
-using demo_model = ngemb::causal_lm<demo_embedding<Policy>, demo_block<Policy>>;
+using demo_model = typename demo_parts<Policy>::model;
 
 /// LongCat-Flash-Lite's structure (N=4, K=4 n-gram embedding; k of E routed + Z zero experts; shortcut layers)
 /// at a size a laptop runs in seconds.
@@ -87,7 +84,8 @@ demo_model<Policy> random_model(const Policy& policy, const ngemb::model_config&
   const std::int64_t hidden = config.hidden_size();
   const ngemb::ngram_config& ngram = config.ngram;
 
-  ngemb::table_store<ngemb::bf16, Policy> tables(policy, ngram, true);
+  using parts = demo_parts<Policy>;
+  typename parts::store tables(policy, ngram, true);
   const auto base = random.normal<ngemb::bf16>(tables.base().size(), 1.0);
   // Policy operations are called unqualified: argument-dependent lookup finds any policy's (policy/policy.hpp).
   copy_to(policy, ngemb::view<const ngemb::bf16>(base), tables.base());
@@ -100,38 +98,47 @@ demo_model<Policy> random_model(const Policy& policy, const ngemb::model_config&
     projections.push_back(random.linear(hidden, ngram.row_width()));
     projection_views.emplace_back(projections.back());
   }
-  demo_embedding<Policy> ngram_embedding(
+  typename parts::embedding ngram_embedding(
       ngram, std::move(tables),
       ngemb::fused_projection<float, Policy>(policy, hidden, ngram.row_width(),
                                              std::span<const ngemb::view<const float>>(projection_views)));
 
-  const typename ngemb::attention<Policy>::shape attention_shape{hidden, config.num_attention_heads, config.num_key_value_heads,
-                                                  config.head_dim, config.rope_theta};
+  const ngemb::attention_shape attention_shape{hidden, config.num_attention_heads, config.num_key_value_heads,
+                                               config.head_dim, config.rope_theta};
   const std::int64_t heads_width = std::int64_t{config.num_attention_heads} * config.head_dim;
   const std::int64_t kv_width = std::int64_t{config.num_key_value_heads} * config.head_dim;
   const auto attention = [&] {
-    return ngemb::attention<Policy>(policy, attention_shape, random.linear(heads_width, hidden),
-                              random.linear(kv_width, hidden), random.linear(kv_width, hidden),
-                              random.linear(hidden, heads_width));
+    return typename parts::attention(policy, attention_shape,
+                                     {.q = random.linear(heads_width, hidden),
+                                      .k = random.linear(kv_width, hidden),
+                                      .v = random.linear(kv_width, hidden),
+                                      .o = random.linear(hidden, heads_width)});
   };
   const auto dense = [&] {
     const std::int64_t width = config.ffn_hidden_size;
-    return ngemb::swiglu<float, Policy>(policy, hidden, width, random.linear(width, hidden), random.linear(width, hidden),
-                           random.linear(hidden, width));
+    return typename parts::dense_ffn(policy, {.hidden = hidden, .intermediate = width},
+                                     {.gate = random.linear(width, hidden),
+                                      .up = random.linear(width, hidden),
+                                      .down = random.linear(hidden, width)});
   };
   const auto moe = [&] {
     const ngemb::router_options options = config.router();
     const std::int64_t width = config.expert_ffn_hidden_size;
-    ngemb::softmax_router<Policy> router(policy, options, hidden, random.linear(options.num_experts(), hidden), {},
-                                   random.normal(static_cast<std::size_t>(options.num_experts()), 0.01));
+    typename parts::router router(
+        policy, options, hidden,
+        {.classifier = random.linear(options.num_experts(), hidden),
+         .selection_bias = random.normal(static_cast<std::size_t>(options.num_experts()), 0.01)});
     const auto experts_times = [&](std::int64_t rows, std::int64_t columns) {
       return random.normal<ngemb::bf16>(static_cast<std::size_t>(options.routed_experts * rows * columns),
                                         1.0 / std::sqrt(double(columns)));
     };
-    return demo_experts<Policy>(policy, std::move(router), hidden, width, experts_times(width, hidden),
-                   experts_times(width, hidden), experts_times(hidden, width));
+    return typename parts::experts(policy, std::move(router),
+                                   {.hidden = hidden, .expert_width = width, .router = options},
+                                   {.gate = experts_times(width, hidden),
+                                    .up = experts_times(width, hidden),
+                                    .down = experts_times(hidden, width)});
   };
-  std::vector<demo_block<Policy>> blocks;
+  std::vector<typename parts::block> blocks;
   for (int layer = 0; layer < config.num_layers; ++layer) {
     blocks.emplace_back(std::array{random.norm(policy, hidden, config.rms_norm_eps),
                                    random.norm(policy, hidden, config.rms_norm_eps)},

@@ -302,7 +302,7 @@ int run(const arguments& args) {
   ngemb::generation_options options = args.generation;
   options.profile = true;
   const bool terminal = ::isatty(STDERR_FILENO) != 0;
-  const auto result = lm.generate(policy, prompts, options, [&](const ngemb::generation_progress& progress) {
+  const auto result = ngemb::generate(policy, lm, prompts, options, [&](const ngemb::generation_progress& progress) {
     if (terminal || progress.active_sequences == 0) {
       std::fprintf(stderr, "\rstep %d/%d: %zu sequences active, %zu tokens generated, %.2f s%s", progress.step,
                    progress.max_steps, progress.active_sequences, progress.generated_tokens, progress.elapsed_seconds,

@@ -212,9 +212,9 @@ template <class Policy>
 void check_lm_head(const Policy& policy) {
   const nlohmann::json& c = attention_golden().at("lm_head");
   const std::int64_t vocab = c.at("vocab");
-  auto head =
-      ngemb::lm_head<Policy>::load(policy, attention_checkpoint(), c.at("hidden"), vocab, c.at("eps").get<float>());
-  CHECK(head.vocab() == vocab);
+  auto head = ngemb::lm_head<Policy>::load(policy, attention_checkpoint(), "",
+                                           {.hidden = c.at("hidden"), .vocab_size = vocab, .eps = c.at("eps")});
+  CHECK(head.vocab_size() == vocab);
   const auto x = c.at("x").get<std::vector<float>>();
   const std::size_t tokens = x.size() / static_cast<std::size_t>(head.hidden());
   const auto input = to_policy(policy, x);

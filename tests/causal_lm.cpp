@@ -16,25 +16,21 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ngemb/embed/ngram_embedding.hpp"
-#include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
-#include "ngemb/model/causal_lm.hpp"
-#include "ngemb/moe/moe_layer.hpp"
-#include "ngemb/moe/swiglu.hpp"
+#include "ngemb/model/generate.hpp"
+#include "ngemb/presets/longcat.hpp"
 #include "ngemb/store/mmap_store.hpp"
-#include "ngemb/store/table_store.hpp"
 #include "model_golden.hpp"
 #include "temp_folder.hpp"
 
 namespace {
 
-using embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>;
-using expert_layer = ngemb::moe<ngemb::softmax_router<>, float>;
-using shortcut_lm =
-    ngemb::causal_lm<embedding, ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>, expert_layer>>;
-using prenorm_lm = ngemb::causal_lm<embedding, ngemb::prenorm_block<ngemb::attention<>, expert_layer>>;
+// The reference models hold fp32 weights throughout.
+using shortcut = ngemb::presets::longcat_shortcut<ngemb::host_policy, float>;
+using shortcut_lm = shortcut::model;
+using prenorm_lm = ngemb::presets::longcat_prenorm<ngemb::host_policy, float>::model;
+static_assert(ngemb::causal_model<shortcut_lm> && ngemb::causal_model<prenorm_lm>);
 using ngemb_test::check_against_reference;
 using ngemb_test::model_golden;
 using ngemb_test::model_dir;
@@ -68,8 +64,8 @@ TEST_CASE("LongCat shortcut-block model matches the PyTorch reference") { check_
 TEST_CASE("pre-norm MoE model matches the PyTorch reference") { check_against_reference<prenorm_lm>(host, "prenorm"); }
 
 TEST_CASE("an embedding read in place from the mapped checkpoint gives the same model") {
-  using mapped_lm = ngemb::causal_lm<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<float>>,
-                                     ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>, expert_layer>>;
+  using mapped_lm =
+      ngemb::causal_lm<ngemb::ngram_embedding<shortcut::hasher, ngemb::mmap_store<float>>, shortcut::block>;
   check_against_reference<mapped_lm>(host, "shortcut");
 }
 
@@ -231,7 +227,7 @@ TEST_CASE("bad forward input throws before any state changes") {
     model.forward(ngemb::host_policy{}, ngemb::view<const std::int32_t>(ids),
                   ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
                                                          ngemb::view<const std::int64_t>(offsets)),
-                  ngemb::view<float>(logits), ngemb::logits_for::last_token);
+                  ngemb::view<float>(logits), {.logits = ngemb::logits_for::last_token});
   };
   CHECK_THROWS_WITH_AS(forward({5, 97}, {id}, {0, 2}), doctest::Contains("97"), ngemb::invalid_argument);
   CHECK_THROWS_WITH_AS(forward({5}, {1}, {0, 1}), doctest::Contains("sequence 1 was not started"),
@@ -254,21 +250,21 @@ TEST_CASE("generation: seeded sampling is reproducible, non-finite logits are re
   ngemb::generation_options options;
   options.max_new_tokens = 6;
   options.sampling = {.temperature = 0.8f, .top_k = 20, .top_p = 0.9f, .seed = 42};
-  const auto first = model.generate(ngemb::host_policy{}, expected.sequences, options);
-  const auto again = model.generate(ngemb::host_policy{}, expected.sequences, options);
+  const auto first = ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options);
+  const auto again = ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options);
   CHECK(first.tokens == again.tokens);
   options.sampling.seed = 43;
-  CHECK(model.generate(ngemb::host_policy{}, expected.sequences, options).tokens != first.tokens);
+  CHECK(ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options).tokens != first.tokens);
   options.sampling = {.temperature = 1.0f, .top_k = 1, .top_p = 1.0f, .seed = 7};  // top-1 sampling is greedy
   options.max_new_tokens = expected.max_new_tokens;
-  CHECK(model.generate(ngemb::host_policy{}, expected.sequences, options).tokens == expected.greedy);
+  CHECK(ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options).tokens == expected.greedy);
 
   options.stop_token = expected.greedy[0][1];
-  const auto stopped = model.generate(ngemb::host_policy{}, expected.sequences, options);
+  const auto stopped = ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options);
   CHECK(stopped.tokens[0] == std::vector<std::int32_t>(expected.greedy[0].begin(), expected.greedy[0].begin() + 2));
 
   options.max_new_tokens = 100;  // prompt + new tokens beyond max_position_embeddings = 64
-  CHECK_THROWS_WITH_AS(model.generate(ngemb::host_policy{}, expected.sequences, options),
+  CHECK_THROWS_WITH_AS(ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options),
                        doctest::Contains("max_positions"), ngemb::invalid_argument);
 
   const temp_folder folder;
@@ -279,7 +275,7 @@ TEST_CASE("generation: seeded sampling is reproducible, non-finite logits are re
                                                                  ngemb::view<const float>(head))}});
   auto broken = shortcut_lm::load(ngemb::host_policy{}, folder.path());
   options.max_new_tokens = 2;
-  CHECK_THROWS_WITH_AS(broken.generate(ngemb::host_policy{}, expected.sequences, options),
+  CHECK_THROWS_WITH_AS(ngemb::generate(ngemb::host_policy{}, broken, expected.sequences, options),
                        doctest::Contains("token 5"), ngemb::invalid_argument);
 }
 
@@ -325,11 +321,11 @@ TEST_CASE("generation: batched sequences draw from independent streams (issue 9,
     ngemb::generation_options options;
     options.sampling = {.temperature = temperature, .seed = static_cast<std::uint64_t>(seed)};
     options.max_new_tokens = 1;
-    const std::int32_t t0 = model.generate(host, {x}, options).tokens[0][0];
+    const std::int32_t t0 = ngemb::generate(host, model, {x}, options).tokens[0][0];
     std::vector<std::int32_t> extended = x;
     extended.push_back(t0);
     options.max_new_tokens = 2;
-    const auto batch = model.generate(host, {x, extended}, options).tokens;
+    const auto batch = ngemb::generate(host, model, {x, extended}, options).tokens;
     first_tokens_kept += batch[0][0] == t0 ? 1 : 0;  // sequence 0's stream does not depend on the batch
     agreements += batch[0][1] == batch[1][0] ? 1 : 0;
     const double pi = collision_of(t0);
@@ -521,20 +517,20 @@ TEST_CASE("generation: a sequence's tokens depend on its seed and index only, no
   const auto& a = expected.sequences[0];
   const auto& b = expected.sequences[1];
   const auto& c = expected.sequences[2];
-  const auto alone = model.generate(host, {a}, options).tokens;
-  CHECK(model.generate(host, {a}, options).tokens == alone);  // the same seed, the same tokens
-  CHECK(model.generate(host, {a, b}, options).tokens[0] == alone[0]);
-  CHECK(model.generate(host, {a, c, b}, options).tokens[0] == alone[0]);
+  const auto alone = ngemb::generate(host, model, {a}, options).tokens;
+  CHECK(ngemb::generate(host, model, {a}, options).tokens == alone);  // the same seed, the same tokens
+  CHECK(ngemb::generate(host, model, {a, b}, options).tokens[0] == alone[0]);
+  CHECK(ngemb::generate(host, model, {a, c, b}, options).tokens[0] == alone[0]);
   // A sequence that stops early (its first token is the stop token) leaves the others' streams alone.
-  const auto b_alone = model.generate(host, {b}, options).tokens[0];
-  options.stop_token = model.generate(host, {a, c}, options).tokens[1][0];
+  const auto b_alone = ngemb::generate(host, model, {b}, options).tokens[0];
+  options.stop_token = ngemb::generate(host, model, {a, c}, options).tokens[1][0];
   REQUIRE(std::find(alone[0].begin(), alone[0].end(), *options.stop_token) == alone[0].end());
-  const auto stopped = model.generate(host, {a, c}, options).tokens;
+  const auto stopped = ngemb::generate(host, model, {a, c}, options).tokens;
   CHECK(stopped[0] == alone[0]);
   CHECK(stopped[1].size() == 1);
   // Each token is the Philox draw (seed, prompt index, token index): sequence 1 of {a, b} is not b alone.
   options.stop_token.reset();
-  CHECK(model.generate(host, {a, b}, options).tokens[1] != b_alone);
+  CHECK(ngemb::generate(host, model, {a, b}, options).tokens[1] != b_alone);
 }
 
 TEST_CASE("model_config: config.json round trip and field errors") {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attention_golden.hpp"
@@ -18,6 +19,7 @@
 #include "ngemb/model/lm_head.hpp"
 #include "ngemb/model/rms_norm.hpp"
 #include "ngemb/model/rotary.hpp"
+#include "ngemb/presets/longcat.hpp"
 
 namespace {
 
@@ -49,7 +51,54 @@ ngemb::attention<> load_case(const ngemb_test::attention_case& c) {
   return ngemb::attention<>::load(policy, ngemb_test::attention_checkpoint(), c.prefix, c.shape<ngemb::host_policy>());
 }
 
+// The part kinds' concepts hold for ngemb's own parts (their failures are tests/compile_fail/).
+static_assert(ngemb::attention_cache<ngemb::kv_cache<>> && ngemb::attention_layer<ngemb::attention<>>);
+static_assert(ngemb::decoder_block<ngemb::presets::longcat_shortcut<>::block> &&
+              ngemb::decoder_block<ngemb::presets::longcat_prenorm<>::block>);
+static_assert(ngemb::moe_feed_forward<ngemb::presets::longcat_shortcut<>::experts> &&
+              !ngemb::moe_feed_forward<ngemb::presets::longcat_shortcut<>::dense_ffn>);
+static_assert(!ngemb::attention_layer<ngemb::swiglu<>> && !ngemb::decoder_block<ngemb::attention<>>);
+
 }  // namespace
+
+/// A user FFN with its own shape struct: the sublayer_shape overload next to it (found by argument-dependent lookup)
+/// is all a block needs to load it.
+namespace user_parts {
+
+struct half_width_shape {
+  std::int64_t hidden;
+  std::int64_t intermediate;
+};
+
+inline half_width_shape sublayer_shape(const ngemb::model_config& config, std::type_identity<half_width_shape>) {
+  return {config.hidden_size(), config.ffn_hidden_size / 2};
+}
+
+struct half_width_ffn {
+  using policy_type = ngemb::host_policy;
+  using shape = half_width_shape;
+  half_width_shape dims;
+  static half_width_ffn load(const policy_type& /*policy*/, const ngemb::checkpoint& /*source*/,
+                             const std::string& /*prefix*/, const shape& loaded) {
+    return {loaded};
+  }
+  void save(const policy_type& /*policy*/, const std::string& /*prefix*/, ngemb::tensor_collection& /*out*/) const {}
+  void forward(const policy_type& /*policy*/, std::size_t /*tokens*/, view<const float> /*x*/, view<float> /*y*/) {}
+};
+
+}  // namespace user_parts
+
+TEST_CASE("sublayer_shape: a user shape's overload is found by argument-dependent lookup") {
+  static_assert(ngemb::decoder_block<ngemb::prenorm_block<ngemb::attention<>, user_parts::half_width_ffn>>);
+  ngemb::model_config config;
+  config.ngram.hidden_size = 32;
+  config.ffn_hidden_size = 64;
+  const auto dims = ngemb::detail::shape_from_config<user_parts::half_width_ffn>(config);
+  CHECK(dims.hidden == 32);
+  CHECK(dims.intermediate == 32);
+  const auto dense = ngemb::detail::shape_from_config<ngemb::swiglu<>>(config);
+  CHECK(dense.intermediate == 64);
+}
 
 TEST_CASE("rms_norm matches the reference, in place too") { ngemb_test::check_rms_norm(policy); }
 
@@ -99,8 +148,9 @@ TEST_CASE("save then load gives the same tensors and outputs") {
   }
   const auto& head_case = golden.at("lm_head");
   const float eps = head_case.at("eps").get<float>();
-  ngemb::lm_head<>::load(policy, ngemb_test::attention_checkpoint(), head_case.at("hidden"), head_case.at("vocab"), eps)
-      .save(policy, saved);
+  ngemb::lm_head<>::load(policy, ngemb_test::attention_checkpoint(), "",
+                         {.hidden = head_case.at("hidden"), .vocab_size = head_case.at("vocab"), .eps = eps})
+      .save(policy, "", saved);
   ngemb::write_safetensors_checkpoint(folder.path(), saved.tensors(), std::size_t{1} << 14);  // several shards
   const ngemb::safetensors_checkpoint written(folder.path());
   const auto& original = ngemb_test::attention_checkpoint();
@@ -117,10 +167,10 @@ TEST_CASE("save then load gives the same tensors and outputs") {
     CHECK(ngemb_test::run_schedule(policy, reloaded, c) == ngemb_test::run_schedule(policy, layer, c));
   }
   ngemb::tensor_collection norm_only;
-  ngemb::rms_norm<>::load(policy, written, "model.norm.weight", head_case.at("hidden"), eps)
+  ngemb::rms_norm<>::load(policy, written, "model.norm", {.hidden = head_case.at("hidden"), .eps = eps})
       .save(policy, "final_norm", norm_only);
   REQUIRE(norm_only.size() == 1);
-  CHECK(norm_only.tensors()[0].name == "final_norm");
+  CHECK(norm_only.tensors()[0].name == "final_norm.weight");
 }
 
 TEST_CASE("kv_cache slot bookkeeping") {
@@ -181,8 +231,9 @@ TEST_CASE("model layer errors") {
 
   SUBCASE("heads not divisible by kv_heads") {
     const ngemb::attention<>::shape shape{24, 3, 2, 8, 10000.0};
-    CHECK_THROWS_WITH_AS(ngemb::attention<>(policy, shape, view<const float>(square), view<const float>(square),
-                                            view<const float>(square), view<const float>(square)),
+    CHECK_THROWS_WITH_AS(ngemb::attention<>(policy, shape,
+                                            {.q = view<const float>(square), .k = view<const float>(square),
+                                             .v = view<const float>(square), .o = view<const float>(square)}),
                          doctest::Contains("heads = 3 is not a multiple of kv_heads = 2"), ngemb::invalid_argument);
     CHECK_THROWS_AS(ngemb::attention<>::load(policy, checkpoint, mha.prefix, shape), ngemb::invalid_argument);
   }
@@ -194,14 +245,16 @@ TEST_CASE("model layer errors") {
   SUBCASE("wrong weight shapes") {
     const ngemb::attention<>::shape shape{24, 3, 3, 8, 10000.0};
     const std::vector<float> short_k(23 * 24, 0.5f);
-    CHECK_THROWS_WITH_AS(ngemb::attention<>(policy, shape, view<const float>(square), view<const float>(short_k),
-                                            view<const float>(square), view<const float>(square)),
+    CHECK_THROWS_WITH_AS(ngemb::attention<>(policy, shape,
+                                            {.q = view<const float>(square), .k = view<const float>(short_k),
+                                             .v = view<const float>(square), .o = view<const float>(square)}),
                          doctest::Contains("k_proj [kv_heads*head_dim x H] must hold 24 x 24 values, got 552"),
                          ngemb::shape_mismatch);
     const ngemb::attention<>::shape gqa_sized{32, 4, 2, 12, 10000.0};
     CHECK_THROWS_WITH_AS(ngemb::attention<>::load(policy, checkpoint, mha.prefix, gqa_sized),
                          doctest::Contains("has shape [24, 24], expected [48, 32]"), ngemb::format_error);
-    CHECK_THROWS_AS(ngemb::rms_norm<>::load(policy, checkpoint, "model.norm.weight", 31, 1e-6f), ngemb::format_error);
+    CHECK_THROWS_AS(ngemb::rms_norm<>::load(policy, checkpoint, "model.norm", {.hidden = 31, .eps = 1e-6f}),
+                    ngemb::format_error);
     const std::vector<float> norm_weight(32, 1.0f);
     const std::vector<float> head_weight(50 * 31, 1.0f);
     CHECK_THROWS_WITH_AS(ngemb::lm_head<>(policy, ngemb::rms_norm<>(policy, view<const float>(norm_weight), 1e-6f), 50,
@@ -214,7 +267,7 @@ TEST_CASE("model layer errors") {
     CHECK_THROWS_WITH_AS(ngemb::attention<>::load(policy, checkpoint, "model.layers.7.self_attn.0", shape),
                          doctest::Contains("no tensor \"model.layers.7.self_attn.0.q_proj.weight\""),
                          ngemb::format_error);
-    CHECK_THROWS_WITH_AS(ngemb::rms_norm<>::load(policy, checkpoint, "model.final_norm.weight", 32, 1e-6f),
+    CHECK_THROWS_WITH_AS(ngemb::rms_norm<>::load(policy, checkpoint, "model.final_norm", {.hidden = 32, .eps = 1e-6f}),
                          doctest::Contains("no tensor \"model.final_norm.weight\""), ngemb::format_error);
   }
 

@@ -15,6 +15,7 @@
 
 #include "embedding_golden.hpp"
 #include "ngemb/model/causal_lm.hpp"
+#include "ngemb/model/generate.hpp"
 
 namespace ngemb_test {
 
@@ -78,7 +79,7 @@ std::vector<float> run_batch(Model& model, const Policy& policy, const std::vect
   model.forward(policy, ngemb::view<const std::int32_t>(ids),
                 ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
                                                        ngemb::view<const std::int64_t>(offsets)),
-                logits.as_view(), which);
+                logits.as_view(), {.logits = which});
   return to_host(policy, ngemb::view<const float>(logits.as_view()));
 }
 
@@ -155,10 +156,10 @@ void check_against_reference(const Policy& policy, const std::string& name) {
     ngemb::generation_options options;
     options.max_new_tokens = expected.max_new_tokens;
     int progress_calls = 0;
-    const auto result = model.generate(policy, expected.sequences, options,
-                                       [&](const ngemb::generation_progress& progress) {
-                                         CHECK(progress.step == progress_calls++);
-                                       });
+    const auto result = ngemb::generate(policy, model, expected.sequences, options,
+                                        [&](const ngemb::generation_progress& progress) {
+                                          CHECK(progress.step == progress_calls++);
+                                        });
     CHECK(result.tokens == expected.greedy);
     CHECK(progress_calls == expected.max_new_tokens);
     CHECK(result.prefill_tokens == expected.flat().size());

@@ -15,9 +15,9 @@
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
-#include "ngemb/moe/moe_layer.hpp"
+#include "ngemb/ffn/swiglu.hpp"
+#include "ngemb/moe/moe.hpp"
 #include "ngemb/moe/router.hpp"
-#include "ngemb/moe/swiglu.hpp"
 #include "router_golden.hpp"
 
 namespace {
@@ -90,15 +90,15 @@ TEST_CASE("router errors") {
   ngemb::router_options options{4, 2, 3, false, 1.0f};
   SUBCASE("k larger than E+Z") {
     options.top_k = 7;
-    CHECK_THROWS_WITH_AS(ngemb::softmax_router<>(policy, options, 4, ngemb::view<const float>(classifier)),
+    CHECK_THROWS_WITH_AS(ngemb::softmax_router<>(policy, options, 4, {.classifier = ngemb::view<const float>(classifier)}),
                          doctest::Contains("top_k = 7 must be in [1, E+Z = 6]"), ngemb::invalid_argument);
   }
   SUBCASE("classifier of the wrong shape") {
-    CHECK_THROWS_WITH_AS(ngemb::softmax_router<>(policy, options, 5, ngemb::view<const float>(classifier)),
+    CHECK_THROWS_WITH_AS(ngemb::softmax_router<>(policy, options, 5, {.classifier = ngemb::view<const float>(classifier)}),
                          doctest::Contains("(E+Z) x H = 6 x 5"), ngemb::shape_mismatch);
   }
   SUBCASE("NaN logits name the token and expert") {
-    ngemb::softmax_router<> router(policy, options, 4, ngemb::view<const float>(classifier));
+    ngemb::softmax_router<> router(policy, options, 4, {.classifier = ngemb::view<const float>(classifier)});
     std::vector<float> x = {1, 2, 3, 4, 1, std::numeric_limits<float>::quiet_NaN(), 0, 0};
     std::vector<std::int32_t> chosen(6);
     std::vector<float> weights(6);
@@ -108,8 +108,8 @@ TEST_CASE("router errors") {
                          ngemb::invalid_argument);
     // Deferred: the routing runs memory-safely and the check raises later.
     ngemb::input_checks<ngemb::host_policy> checks(policy);
-    router.route(policy, 2, ngemb::view<const float>(x), ngemb::view<std::int32_t>(chosen), ngemb::view<float>(weights),
-                 &checks);
+    router.route_async(policy, 2, ngemb::view<const float>(x), ngemb::view<std::int32_t>(chosen),
+                       ngemb::view<float>(weights), checks);
     CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::invalid_argument);
     for (const std::int32_t expert : chosen) {
       CHECK((expert >= 0 && expert < 6));
@@ -121,7 +121,7 @@ TEST_CASE("router errors") {
                          doctest::Contains("1 chosen indices are outside [0, E+Z = 6)"), ngemb::invalid_argument);
   }
   SUBCASE("outputs of the wrong size") {
-    ngemb::softmax_router<> router(policy, options, 4, ngemb::view<const float>(classifier));
+    ngemb::softmax_router<> router(policy, options, 4, {.classifier = ngemb::view<const float>(classifier)});
     std::vector<float> x(8, 1.0f);
     std::vector<std::int32_t> chosen(5);
     std::vector<float> weights(6);
@@ -142,7 +142,8 @@ TEST_CASE("router save and load round trip through a checkpoint folder") {
     CHECK(tensors.size() == 1 + (c.classifier_bias.empty() ? 0 : 1) + (c.selection_bias.empty() ? 0 : 1));
     const temp_folder folder;
     const auto checkpoint = round_trip(tensors, folder);
-    auto loaded = ngemb::softmax_router<>::load(policy, checkpoint, "model.layers.3.mlp.router", c.options, c.hidden);
+    auto loaded = ngemb::softmax_router<>::load(policy, checkpoint, "model.layers.3.mlp.router",
+                                                {.hidden = c.hidden, .expert_width = 0, .router = c.options});
     const auto k = static_cast<std::size_t>(c.options.top_k);
     std::vector<std::int32_t> chosen(c.tokens() * k);
     std::vector<float> weights(c.tokens() * k);
@@ -177,9 +178,11 @@ TEST_CASE("swiglu save and load round trip, converting the dtype on load") {
   const temp_folder folder;
   const auto checkpoint = round_trip(tensors, folder);
   CHECK(checkpoint.info("model.layers.0.mlps.1.down_proj.weight").dtype == "BF16");
-  auto as_f32 = ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1", c.hidden, c.intermediate);
+  auto as_f32 = ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1",
+                                      {.hidden = c.hidden, .intermediate = c.intermediate});
   c.check(forward(as_f32, c.tokens(), c.x));
-  CHECK_THROWS_WITH_AS(ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1", c.hidden, c.intermediate + 1),
+  CHECK_THROWS_WITH_AS(ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1",
+                                             {.hidden = c.hidden, .intermediate = c.intermediate + 1}),
                        doctest::Contains("gate_proj.weight\" has shape [16, 24], expected [17, 24]"),
                        ngemb::format_error);
 }
@@ -225,7 +228,7 @@ TEST_CASE("moe save and load round trip under the HF names") {
                               ".down_proj.weight"));
     CHECK(checkpoint.contains("model.layers.3.mlp.router.e_score_correction_bias") == !c.selection_bias.empty());
     auto loaded = ngemb::moe<ngemb::sigmoid_router<>, ngemb::bf16>::load(policy, checkpoint, "model.layers.3.mlp",
-                                                                         c.options, c.hidden, c.expert_width);
+                                                                         c.shape());
     auto again = c.make<ngemb::sigmoid_router<>, ngemb::bf16>(policy);
     CHECK(forward(loaded, c.tokens(), c.x) == forward(again, c.tokens(), c.x));
   }
@@ -236,13 +239,25 @@ TEST_CASE("moe errors") {
   const std::vector<float> gate(c.gate.begin(), c.gate.end() - 1);
   SUBCASE("expert weights of the wrong shape") {
     CHECK_THROWS_WITH_AS(
-        (ngemb::moe<ngemb::softmax_router<>>(policy, c.make_router<ngemb::softmax_router<>>(policy), c.hidden,
-                                             c.expert_width, ngemb::view<const float>(gate),
-                                             ngemb::view<const float>(c.up), ngemb::view<const float>(c.down))),
+        (ngemb::moe<ngemb::softmax_router<>>(policy, c.make_router<ngemb::softmax_router<>>(policy), c.shape(),
+                                             {.gate = ngemb::view<const float>(gate),
+                                              .up = ngemb::view<const float>(c.up),
+                                              .down = ngemb::view<const float>(c.down)})),
         doctest::Contains("moe: gate_proj must hold 6 x 8 x 16 = 768 values, got 767"), ngemb::shape_mismatch);
-    CHECK_THROWS_WITH_AS((ngemb::swiglu<>(policy, 16, 8, ngemb::view<const float>(c.gate).subview(0, 128),
-                                          ngemb::view<const float>(c.up).subview(0, 128),
-                                          ngemb::view<const float>(c.down).subview(0, 127))),
+    ngemb::moe_shape other_k = c.shape();
+    other_k.router.top_k = 2;
+    CHECK_THROWS_WITH_AS(
+        (ngemb::moe<ngemb::softmax_router<>>(policy, c.make_router<ngemb::softmax_router<>>(policy), other_k,
+                                             {.gate = ngemb::view<const float>(c.gate),
+                                              .up = ngemb::view<const float>(c.up),
+                                              .down = ngemb::view<const float>(c.down)})),
+        doctest::Contains("moe: the shape's router options (E = 6, Z = 3, k = 2) differ from the router's (E = 6, "
+                          "Z = 3, k = 3)"),
+        ngemb::invalid_argument);
+    CHECK_THROWS_WITH_AS((ngemb::swiglu<>(policy, {.hidden = 16, .intermediate = 8},
+                                          {.gate = ngemb::view<const float>(c.gate).subview(0, 128),
+                                           .up = ngemb::view<const float>(c.up).subview(0, 128),
+                                           .down = ngemb::view<const float>(c.down).subview(0, 127)})),
                          doctest::Contains("swiglu: down_proj must hold 16 x 8 = 128 values, got 127"),
                          ngemb::shape_mismatch);
   }
@@ -256,7 +271,7 @@ TEST_CASE("moe errors") {
     ngemb::router_options options = c.options;
     options.top_k = 10;
     CHECK_THROWS_WITH_AS(
-        (ngemb::softmax_router<>(policy, options, c.hidden, ngemb::view<const float>(c.classifier))),
+        (ngemb::softmax_router<>(policy, options, c.hidden, {.classifier = ngemb::view<const float>(c.classifier)})),
         doctest::Contains("top_k = 10 must be in [1, E+Z = 9]"), ngemb::invalid_argument);
   }
   SUBCASE("a missing expert tensor is named") {
@@ -273,12 +288,10 @@ TEST_CASE("moe errors") {
     }
     const temp_folder folder;
     const auto checkpoint = round_trip(some, folder);
-    CHECK_THROWS_WITH_AS((ngemb::moe<ngemb::softmax_router<>>::load(policy, checkpoint, "model.layers.1.mlp", c.options,
-                                                                    c.hidden, c.expert_width)),
+    CHECK_THROWS_WITH_AS((ngemb::moe<ngemb::softmax_router<>>::load(policy, checkpoint, "model.layers.1.mlp", c.shape())),
                          doctest::Contains("no tensor \"model.layers.1.mlp.experts.4.up_proj.weight\""),
                          ngemb::format_error);
-    CHECK_THROWS_WITH_AS((ngemb::moe<ngemb::softmax_router<>>::load(policy, checkpoint, "model.layers.2.mlp", c.options,
-                                                                    c.hidden, c.expert_width)),
+    CHECK_THROWS_WITH_AS((ngemb::moe<ngemb::softmax_router<>>::load(policy, checkpoint, "model.layers.2.mlp", c.shape())),
                          doctest::Contains("no tensor \"model.layers.2.mlp.router.classifier.weight\""),
                          ngemb::format_error);
   }
@@ -290,7 +303,7 @@ TEST_CASE("moe errors") {
     CHECK_THROWS_WITH_AS(layer.forward(policy, c.tokens(), ngemb::view<const float>(x), ngemb::view<float>(y)),
                          doctest::Contains("router: logits: value nan at row 2"), ngemb::invalid_argument);
     ngemb::input_checks<ngemb::host_policy> checks(policy);
-    layer.forward(policy, c.tokens(), ngemb::view<const float>(x), ngemb::view<float>(y), &checks);
+    layer.forward_async(policy, c.tokens(), ngemb::view<const float>(x), ngemb::view<float>(y), checks);
     CHECK_THROWS_WITH_AS(checks.raise_if_failed(), doctest::Contains("row 2"), ngemb::invalid_argument);
     CHECK(layer.last_routing(policy).assignments() == static_cast<std::int64_t>(c.tokens()) * c.options.top_k);
   }

@@ -22,9 +22,9 @@
 #include <nlohmann/json.hpp>
 
 #include "ngemb/core/dtype.hpp"
-#include "ngemb/moe/moe_layer.hpp"
+#include "ngemb/ffn/swiglu.hpp"
+#include "ngemb/moe/moe.hpp"
 #include "ngemb/moe/router.hpp"
-#include "ngemb/moe/swiglu.hpp"
 #include "router_golden.hpp"
 
 namespace ngemb_test {
@@ -105,8 +105,9 @@ struct swiglu_case : ffn_case {
     const auto g = as_weights<Weight>(gate);
     const auto u = as_weights<Weight>(up);
     const auto d = as_weights<Weight>(down);
-    return ngemb::swiglu<Weight, Policy>(policy, hidden, intermediate, ngemb::view<const Weight>(g),
-                                         ngemb::view<const Weight>(u), ngemb::view<const Weight>(d));
+    return ngemb::swiglu<Weight, Policy>(
+        policy, {.hidden = hidden, .intermediate = intermediate},
+        {.gate = ngemb::view<const Weight>(g), .up = ngemb::view<const Weight>(u), .down = ngemb::view<const Weight>(d)});
   }
 };
 
@@ -115,6 +116,10 @@ struct moe_case : ffn_case, router_parameters {
 
   explicit moe_case(const nlohmann::json& c)
       : ffn_case(c), router_parameters(c), expert_width(c.at("expert_width")) {}
+
+  [[nodiscard]] ngemb::moe_shape shape() const {
+    return {.hidden = hidden, .expert_width = expert_width, .router = options};
+  }
 
   template <class Router, class Policy>
   [[nodiscard]] Router make_router(const Policy& policy) const {
@@ -126,9 +131,9 @@ struct moe_case : ffn_case, router_parameters {
     const auto g = as_weights<Weight>(gate);
     const auto u = as_weights<Weight>(up);
     const auto d = as_weights<Weight>(down);
-    return ngemb::moe<Router, Weight>(policy, make_router<Router>(policy), hidden, expert_width,
-                                      ngemb::view<const Weight>(g), ngemb::view<const Weight>(u),
-                                      ngemb::view<const Weight>(d));
+    return ngemb::moe<Router, Weight>(
+        policy, make_router<Router>(policy), shape(),
+        {.gate = ngemb::view<const Weight>(g), .up = ngemb::view<const Weight>(u), .down = ngemb::view<const Weight>(d)});
   }
 
   /// Runs `check(moe)` for the case's scoring, with fp32 weights and, for bf16 cases, bf16 weights too.

@@ -280,7 +280,7 @@ std::pair<std::vector<float>, std::vector<std::vector<std::int32_t>>> run_demo_m
     model.end_sequence(sequence);
   }
   const std::vector<std::vector<std::int32_t>> prompts{{5, 17, 42, 9}, {300}, {7, 7, 7, 7, 7, 7, 7}};
-  auto generated = model.generate(policy, prompts, greedy(6));
+  auto generated = ngemb::generate(policy, model, prompts, greedy(6));
   return {std::move(host_logits), std::move(generated.tokens)};
 }
 
@@ -327,10 +327,10 @@ TEST_CASE("a host policy's buffers come from its memory resource, and none go ar
     const ngemb_test::temp_folder folder;
     auto model = ngemb_examples::random_model(policy, config, 11);
     const std::vector<std::vector<std::int32_t>> prompts{{5, 17, 42, 9}, {300}};
-    generated = model.generate(policy, prompts, greedy(4)).tokens;
+    generated = ngemb::generate(policy, model, prompts, greedy(4)).tokens;
     model.save(policy, folder / "model");
     auto loaded = ngemb_examples::demo_model<ngemb::host_policy>::load(policy, folder / "model");
-    CHECK(loaded.generate(policy, prompts, greedy(4)).tokens == generated);
+    CHECK(ngemb::generate(policy, loaded, prompts, greedy(4)).tokens == generated);
     CHECK(counting.live_bytes > 0);
   }
   CHECK(counting.allocations > 0);

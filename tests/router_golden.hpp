@@ -41,8 +41,10 @@ struct router_parameters {
 
   template <class Router, class Policy>
   [[nodiscard]] Router router_for(const Policy& policy, std::int64_t hidden) const {
-    return Router(policy, options, hidden, ngemb::view<const float>(classifier), ngemb::view<const float>(classifier_bias),
-                  ngemb::view<const float>(selection_bias));
+    return Router(policy, options, hidden,
+                  {.classifier = ngemb::view<const float>(classifier),
+                   .classifier_bias = ngemb::view<const float>(classifier_bias),
+                   .selection_bias = ngemb::view<const float>(selection_bias)});
   }
 };
 

@@ -1,5 +1,5 @@
-// Must not compile: a decoder block whose FFN type has no forward(policy, tokens, x, y). The test expects the
-// static_assert's message.
+// Must not compile: a decoder block whose FFN type has no forward(policy, tokens, x, y) (nor anything else but its
+// policy). The test expects the static_assert's message.
 #include "ngemb/model/blocks.hpp"
 
 struct not_an_ffn {

@@ -9,28 +9,17 @@
 
 #include "model_golden.hpp"
 #include "ngemb/core/philox.hpp"
-#include "ngemb/embed/ngram_embedding.hpp"
-#include "ngemb/hash/longcat_hash.hpp"
-#include "ngemb/model/causal_lm.hpp"
-#include "ngemb/moe/moe_layer.hpp"
-#include "ngemb/moe/swiglu.hpp"
 #include "ngemb/policy/device_policy.cuh"
-#include "ngemb/store/table_store.hpp"
+#include "ngemb/presets/longcat.hpp"
 #include "temp_folder.hpp"
 
 namespace {
 
+// The reference models hold fp32 weights throughout.
 template <class Policy>
-using embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float, Policy>>;
+using shortcut_lm = typename ngemb::presets::longcat_shortcut<Policy, float>::model;
 template <class Policy>
-using expert_layer = ngemb::moe<ngemb::softmax_router<Policy>, float>;
-template <class Policy>
-using shortcut_lm = ngemb::causal_lm<
-    embedding<Policy>,
-    ngemb::shortcut_block<ngemb::attention<Policy>, ngemb::swiglu<float, Policy>, expert_layer<Policy>>>;
-template <class Policy>
-using prenorm_lm =
-    ngemb::causal_lm<embedding<Policy>, ngemb::prenorm_block<ngemb::attention<Policy>, expert_layer<Policy>>>;
+using prenorm_lm = typename ngemb::presets::longcat_prenorm<Policy, float>::model;
 
 const ngemb::device_policy device{};
 

@@ -27,8 +27,8 @@ using ngemb_fuzz::expect;
 using policy_type = ngemb::host_policy;
 
 using shortcut_model = ngemb_examples::demo_model<policy_type>;
-using prenorm_model = ngemb::causal_lm<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>,
-                                       ngemb::prenorm_block<ngemb::attention<>, ngemb_examples::demo_experts<policy_type>>>;
+using prenorm_model = ngemb::causal_lm<ngemb::presets::longcat_shortcut<policy_type, float>::embedding,
+                                       ngemb::presets::longcat_prenorm<policy_type>::block>;
 
 /// Three tokens inside [0, V): the first, the second and the last id.
 std::vector<std::int32_t> a_few_tokens(std::int64_t vocab) {
@@ -68,12 +68,12 @@ void run_a_few(const policy_type& policy, Model& model) {
   model.forward(policy, ngemb::view<const std::int32_t>(&sequence, 1),
                 ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens.data(), 1),
                                                        ngemb::view<const std::int64_t>(one)),
-                ngemb::view<float>(logits), ngemb::logits_for::last_token);
+                ngemb::view<float>(logits), {.logits = ngemb::logits_for::last_token});
   expect(model.length(sequence) == static_cast<std::int64_t>(tokens.size()) + 1, "the sequence has the wrong length");
   model.end_sequence(sequence);
   ngemb::generation_options options;
   options.max_new_tokens = 2;
-  const auto result = model.generate(policy, {{tokens[1], tokens[2]}}, options);
+  const auto result = ngemb::generate(policy, model, {{tokens[1], tokens[2]}}, options);
   expect(result.tokens.size() == 1 && result.tokens[0].size() <= 2, "generate returned the wrong number of tokens");
   for (const std::int32_t generated : result.tokens[0]) {
     expect(generated >= 0 && generated < model.config().vocab_size(), "generate returned a token outside [0, V)");

@@ -15,6 +15,7 @@
 #include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/tensor_collection.hpp"
+#include "ngemb/model/attention_layer.hpp"
 #include "ngemb/model/detail/attention_ops.hpp"
 #include "ngemb/model/detail/row_checks.hpp"
 #include "ngemb/model/detail/workspace.hpp"
@@ -26,23 +27,40 @@
 
 namespace ngemb {
 
+/// The sizes of a GQA attention sublayer.
+struct attention_shape {
+  std::int64_t hidden;  ///< H
+  int heads;            ///< query heads
+  int kv_heads;         ///< key/value heads; divides heads
+  int head_dim;         ///< even (RoPE pairs)
+  double rope_theta;
+};
+
 template <class Policy = host_policy>
 class attention {
  public:
   using policy_type = Policy;
+  using shape = attention_shape;
+  /// GQA keeps every position's rotated keys and values.
+  using cache_type = kv_cache<Policy>;
 
-  struct shape {
-    std::int64_t hidden;  ///< H
-    int heads;            ///< query heads
-    int kv_heads;         ///< key/value heads; divides heads
-    int head_dim;         ///< even (RoPE pairs)
-    double rope_theta;
-  };
+  /// The cache of `attention_layers` sublayers of this shape, for max_sequences sequences of max_positions tokens.
+  static cache_type make_cache(const Policy& policy, const shape& dimensions, int attention_layers,
+                               std::size_t max_sequences, std::int64_t max_positions) {
+    return cache_type(policy, attention_layers, dimensions.kv_heads, dimensions.head_dim, max_sequences,
+                      max_positions);
+  }
 
   /// Linear weights as host arrays: q [heads*head_dim x H], k and v [kv_heads*head_dim x H], o [H x heads*head_dim].
-  attention(const Policy& policy, const shape& dimensions, view<const float> q, view<const float> k,
-            view<const float> v, view<const float> o)
-      : shape_(dimensions) {
+  struct weights {
+    view<const float> q;
+    view<const float> k;
+    view<const float> v;
+    view<const float> o;
+  };
+
+  attention(const Policy& policy, const shape& dimensions, const weights& parameters) : shape_(dimensions) {
+    const auto [q, k, v, o] = parameters;
     validate(dimensions);
     const std::size_t query_rows = static_cast<std::size_t>(dimensions.heads) * dimensions.head_dim;
     const std::size_t kv_rows = static_cast<std::size_t>(dimensions.kv_heads) * dimensions.head_dim;
@@ -66,21 +84,22 @@ class attention {
 
   /// {prefix}.q_proj.weight, .k_proj.weight, .v_proj.weight, .o_proj.weight (no biases), prefix e.g.
   /// "model.layers.{l}.self_attn.{i}".
-  static attention load(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
+  static attention load(const Policy& policy, const checkpoint& source, const std::string& prefix,
                         const shape& dimensions) {
     validate(dimensions);
     const std::int64_t query_rows = static_cast<std::int64_t>(dimensions.heads) * dimensions.head_dim;
     const std::int64_t kv_rows = static_cast<std::int64_t>(dimensions.kv_heads) * dimensions.head_dim;
     const auto read = [&](const char* projection, std::int64_t rows, std::int64_t columns) {
       const std::int64_t matrix[] = {rows, columns};
-      return read_tensor_as<float>(checkpoint, prefix + "." + projection + ".weight", matrix);
+      return read_tensor_as<float>(source, prefix + "." + projection + ".weight", matrix);
     };
     const auto q = read("q_proj", query_rows, dimensions.hidden);
     const auto k = read("k_proj", kv_rows, dimensions.hidden);
     const auto v = read("v_proj", kv_rows, dimensions.hidden);
     const auto o = read("o_proj", dimensions.hidden, query_rows);
-    return attention(policy, dimensions, view<const float>(q), view<const float>(k), view<const float>(v),
-                     view<const float>(o));
+    return attention(policy, dimensions,
+                     {.q = view<const float>(q), .k = view<const float>(k), .v = view<const float>(v),
+                      .o = view<const float>(o)});
   }
 
   void save(const Policy& policy, const std::string& prefix, tensor_collection& tensors) const {
@@ -99,7 +118,7 @@ class attention {
 
   /// x [step tokens x H] (policy memory) in the order of the cache's begun step; out [step tokens x H] is
   /// overwritten. Stores this layer's K/V of the step's tokens in the cache; commit the step after the last layer.
-  void forward(const Policy& policy, kv_cache<Policy>& cache, int layer, view<const float> x, view<float> out) {
+  void forward(const Policy& policy, cache_type& cache, int layer, view<const float> x, view<float> out) {
     check_cache(cache, layer);
     const std::size_t tokens = cache.step_tokens();
     detail::require_rows("attention: x", tokens, shape_.hidden, x.size());
@@ -169,5 +188,7 @@ class attention {
   typename Policy::template buffer<float> qkv_;
   typename Policy::template buffer<float> context_;
 };
+
+static_assert(attention_layer<attention<>>);
 
 }  // namespace ngemb

@@ -16,38 +16,19 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/ffn/feed_forward.hpp"
 #include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/attention.hpp"
+#include "ngemb/model/attention_layer.hpp"
 #include "ngemb/model/detail/residual_ops.hpp"
-#include "ngemb/model/kv_cache.hpp"
 #include "ngemb/model/model_config.hpp"
 #include "ngemb/model/rms_norm.hpp"
 #include "ngemb/model/stage_times.hpp"
+#include "ngemb/model/sublayer_shape.hpp"
+#include "ngemb/moe/moe.hpp"
 
 namespace ngemb {
-
-/// A self-attention sublayer over a KV cache.
-template <class A>
-concept attention_layer = requires { typename A::policy_type; } &&
-    requires(A& layer, const A& constant, const typename A::policy_type& policy, kv_cache<typename A::policy_type>& cache,
-             view<const float> x, view<float> out, tensor_collection& collection) {
-      layer.forward(policy, cache, 0, x, out);
-      constant.save(policy, std::string(), collection);
-    };
-
-/// A position-wise FFN (dense SwiGLU, or a MoE layer): y = f(x) over [tokens x H].
-template <class F>
-concept feed_forward = requires { typename F::policy_type; } &&
-    requires(F& layer, const F& constant, const typename F::policy_type& policy, std::size_t tokens,
-             view<const float> x, view<float> y, tensor_collection& collection) {
-      layer.forward(policy, tokens, x, y);
-      constant.save(policy, std::string(), collection);
-    };
-
-/// A MoE FFN: a feed_forward that routes (loaded with the config's router options and expert width).
-template <class F>
-concept moe_feed_forward = feed_forward<F> && requires(const F& layer) { layer.router(); };
 
 /// Scratch rows shared by every block of a model (one forward at a time).
 template <class Policy>
@@ -67,23 +48,11 @@ struct block_workspace {
 
 namespace detail {
 
-template <class Attention, class Policy>
-Attention load_attention(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
-                         const model_config& config) {
-  const typename Attention::shape shape{config.hidden_size(), config.num_attention_heads, config.num_key_value_heads,
-                                        config.head_dim, config.rope_theta};
-  return Attention::load(policy, checkpoint, prefix, shape);
-}
-
-/// A MoE FFN takes the router options and the expert width, a dense one the dense width.
-template <class Ffn, class Policy>
-Ffn load_feed_forward(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
-                      const model_config& config) {
-  if constexpr (moe_feed_forward<Ffn>) {
-    return Ffn::load(policy, checkpoint, prefix, config.router(), config.hidden_size(), config.expert_ffn_hidden_size);
-  } else {
-    return Ffn::load(policy, checkpoint, prefix, config.hidden_size(), config.ffn_hidden_size);
-  }
+/// A sublayer of the block at `prefix`, with its shape from the config (sublayer_shape.hpp).
+template <class Part, class Policy>
+Part load_sublayer(const Policy& policy, const checkpoint& source, const std::string& prefix,
+                   const model_config& config) {
+  return Part::load(policy, source, prefix, shape_from_config<Part>(config));
 }
 
 template <class Ffn>
@@ -91,12 +60,11 @@ constexpr model_stage stage_of() {
   return moe_feed_forward<Ffn> ? model_stage::moe : model_stage::dense_ffn;
 }
 
-inline std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer) + "."; }
-
 template <class Policy>
-rms_norm<Policy> load_norm(const Policy& policy, const checkpoint& checkpoint, const std::string& name,
+rms_norm<Policy> load_norm(const Policy& policy, const checkpoint& source, const std::string& prefix,
                            const model_config& config) {
-  return rms_norm<Policy>::load(policy, checkpoint, name, config.hidden_size(), static_cast<float>(config.rms_norm_eps));
+  return rms_norm<Policy>::load(policy, source, prefix,
+                                {.hidden = config.hidden_size(), .eps = static_cast<float>(config.rms_norm_eps)});
 }
 
 template <class Policy>
@@ -106,8 +74,9 @@ void add_residual(const Policy& policy, view<float> stream, const typename Polic
 
 /// h += attention(norm(h)), charged to the attention stage: the attention sublayer of every block kind.
 template <class Attention, class Policy>
-void add_attention(const Policy& policy, const rms_norm<Policy>& norm, Attention& attention, kv_cache<Policy>& cache,
-                   int cache_layer, view<float> h, block_workspace<Policy>& work, stage_clock<Policy>& clock) {
+void add_attention(const Policy& policy, const rms_norm<Policy>& norm, Attention& attention,
+                   typename Attention::cache_type& cache, int cache_layer, view<float> h, block_workspace<Policy>& work,
+                   stage_clock<Policy>& clock) {
   const view<float> normed = work.normed.as_view().subview(0, h.size());
   norm.forward(policy, cache.step_tokens(), h, normed);
   attention.forward(policy, cache, cache_layer, normed, work.update.as_view().subview(0, h.size()));
@@ -117,14 +86,17 @@ void add_attention(const Policy& policy, const rms_norm<Policy>& norm, Attention
 
 template <class Attention, class Ffn>
 constexpr bool check_block_parts() {
-  static_assert(attention_layer<Attention>,
-                "decoder block: the attention type must be an ngemb attention layer: policy_type, "
-                "forward(policy, kv_cache&, layer, x, out) and save(policy, prefix, tensor_collection&)");
-  static_assert(feed_forward<Ffn>, "decoder block: the FFN type must model ngemb::feed_forward: policy_type, "
-                                   "forward(policy, tokens, x, y) and save(policy, prefix, tensor_collection&) "
-                                   "(a MoE layer also needs router())");
-  static_assert(std::is_same_v<typename Attention::policy_type, typename Ffn::policy_type>,
-                "decoder block: attention and FFN must run under the same policy");
+  // The checks' own static_asserts name what is missing; the compiler's instantiation trace names the block.
+  static_assert(check_attention_layer<Attention>());
+  static_assert(check_feed_forward<Ffn>());
+  static_assert(check_shaped_by_config<Attention>() && check_shaped_by_config<Ffn>());
+  if constexpr (requires {
+                  typename Attention::policy_type;
+                  typename Ffn::policy_type;
+                }) {
+    static_assert(std::is_same_v<typename Attention::policy_type, typename Ffn::policy_type>,
+                  "decoder block: attention and FFN must run under the same policy");
+  }
   return true;
 }
 
@@ -137,6 +109,10 @@ class prenorm_block {
 
  public:
   using policy_type = typename Attention::policy_type;
+  using attention_type = Attention;
+  using cache_type = typename Attention::cache_type;
+  /// Blocks take their sublayers' shapes from the whole config.
+  using shape = model_config;
   static constexpr int attention_sublayers = 1;
 
   prenorm_block(rms_norm<policy_type> input_norm, Attention attention, rms_norm<policy_type> post_norm, Ffn ffn)
@@ -145,28 +121,27 @@ class prenorm_block {
         post_norm_(std::move(post_norm)),
         ffn_(std::move(ffn)) {}
 
-  static prenorm_block load(const policy_type& policy, const checkpoint& checkpoint, int layer,
-                            const model_config& config) {
+  /// The block at `prefix`, e.g. "model.layers.3".
+  static prenorm_block load(const policy_type& policy, const checkpoint& source, const std::string& prefix,
+                            const shape& config) {
     // Named steps, not call arguments, so a missing tensor is reported in checkpoint order on every compiler.
-    const std::string prefix = detail::layer_prefix(layer);
-    auto input_norm = detail::load_norm(policy, checkpoint, prefix + "input_layernorm.weight", config);
-    auto attention = detail::load_attention<Attention>(policy, checkpoint, prefix + "self_attn", config);
-    auto post_norm = detail::load_norm(policy, checkpoint, prefix + "post_attention_layernorm.weight", config);
-    auto ffn = detail::load_feed_forward<Ffn>(policy, checkpoint, prefix + "mlp", config);
+    auto input_norm = detail::load_norm(policy, source, prefix + ".input_layernorm", config);
+    auto attention = detail::load_sublayer<Attention>(policy, source, prefix + ".self_attn", config);
+    auto post_norm = detail::load_norm(policy, source, prefix + ".post_attention_layernorm", config);
+    auto ffn = detail::load_sublayer<Ffn>(policy, source, prefix + ".mlp", config);
     return prenorm_block(std::move(input_norm), std::move(attention), std::move(post_norm), std::move(ffn));
   }
 
-  void save(const policy_type& policy, int layer, tensor_collection& out) const {
-    const std::string prefix = detail::layer_prefix(layer);
-    input_norm_.save(policy, prefix + "input_layernorm.weight", out);
-    attention_.save(policy, prefix + "self_attn", out);
-    post_norm_.save(policy, prefix + "post_attention_layernorm.weight", out);
-    ffn_.save(policy, prefix + "mlp", out);
+  void save(const policy_type& policy, const std::string& prefix, tensor_collection& out) const {
+    input_norm_.save(policy, prefix + ".input_layernorm", out);
+    attention_.save(policy, prefix + ".self_attn", out);
+    post_norm_.save(policy, prefix + ".post_attention_layernorm", out);
+    ffn_.save(policy, prefix + ".mlp", out);
   }
 
   /// h [tokens x H] in place, the tokens of the cache's begun step; this block's attention is cache layer
   /// `layer * attention_sublayers`.
-  void forward(const policy_type& policy, kv_cache<policy_type>& cache, int layer, view<float> h,
+  void forward(const policy_type& policy, cache_type& cache, int layer, view<float> h,
                block_workspace<policy_type>& work, stage_clock<policy_type>& clock) {
     const std::size_t tokens = cache.step_tokens();
     const view<const float> stream(h.data(), h.size());
@@ -193,12 +168,17 @@ class prenorm_block {
 template <class Attention, class Ffn, class Moe>
 class shortcut_block {
   static_assert(detail::check_block_parts<Attention, Ffn>());
-  static_assert(moe_feed_forward<Moe>, "shortcut_block: the Moe type must be a MoE layer (feed_forward with router())");
+  static_assert(detail::check_moe_feed_forward<Moe>());
+  static_assert(detail::check_shaped_by_config<Moe>());
   static_assert(std::is_same_v<typename Attention::policy_type, typename Moe::policy_type>,
                 "shortcut_block: the MoE must run under the same policy as the attention");
 
  public:
   using policy_type = typename Attention::policy_type;
+  using attention_type = Attention;
+  using cache_type = typename Attention::cache_type;
+  /// Blocks take their sublayers' shapes from the whole config.
+  using shape = model_config;
   static constexpr int attention_sublayers = 2;
 
   shortcut_block(std::array<rms_norm<policy_type>, 2> input_norms, std::array<Attention, 2> attentions,
@@ -209,46 +189,44 @@ class shortcut_block {
         ffns_(std::move(ffns)),
         moe_(std::move(moe)) {}
 
-  static shortcut_block load(const policy_type& policy, const checkpoint& checkpoint, int layer,
-                             const model_config& config) {
-    const std::string prefix = detail::layer_prefix(layer);
+  /// The block at `prefix`, e.g. "model.layers.3".
+  static shortcut_block load(const policy_type& policy, const checkpoint& source, const std::string& prefix,
+                             const shape& config) {
     const auto norm = [&](const char* kind, int index) {
-      return detail::load_norm(policy, checkpoint, prefix + kind + std::to_string(index) + ".weight", config);
+      return detail::load_norm(policy, source, prefix + kind + std::to_string(index), config);
     };
     const auto attention = [&](int index) {
-      return detail::load_attention<Attention>(policy, checkpoint, prefix + "self_attn." + std::to_string(index),
-                                               config);
+      return detail::load_sublayer<Attention>(policy, source, prefix + ".self_attn." + std::to_string(index), config);
     };
     const auto ffn = [&](int index) {
-      return detail::load_feed_forward<Ffn>(policy, checkpoint, prefix + "mlps." + std::to_string(index), config);
+      return detail::load_sublayer<Ffn>(policy, source, prefix + ".mlps." + std::to_string(index), config);
     };
     // Braced lists evaluate left to right, so a missing tensor is reported in checkpoint order.
-    std::array<rms_norm<policy_type>, 2> input_norms{norm("input_layernorm.", 0), norm("input_layernorm.", 1)};
+    std::array<rms_norm<policy_type>, 2> input_norms{norm(".input_layernorm.", 0), norm(".input_layernorm.", 1)};
     std::array<Attention, 2> attentions{attention(0), attention(1)};
-    std::array<rms_norm<policy_type>, 2> post_norms{norm("post_attention_layernorm.", 0),
-                                                    norm("post_attention_layernorm.", 1)};
+    std::array<rms_norm<policy_type>, 2> post_norms{norm(".post_attention_layernorm.", 0),
+                                                    norm(".post_attention_layernorm.", 1)};
     std::array<Ffn, 2> ffns{ffn(0), ffn(1)};
-    Moe moe = detail::load_feed_forward<Moe>(policy, checkpoint, prefix + "mlp", config);
+    Moe moe = detail::load_sublayer<Moe>(policy, source, prefix + ".mlp", config);
     return shortcut_block(std::move(input_norms), std::move(attentions), std::move(post_norms), std::move(ffns),
                           std::move(moe));
   }
 
-  void save(const policy_type& policy, int layer, tensor_collection& out) const {
-    const std::string prefix = detail::layer_prefix(layer);
+  void save(const policy_type& policy, const std::string& prefix, tensor_collection& out) const {
     for (int index = 0; index < 2; ++index) {
       const std::string suffix = std::to_string(index);
       const auto i = static_cast<std::size_t>(index);
-      input_norms_[i].save(policy, prefix + "input_layernorm." + suffix + ".weight", out);
-      attentions_[i].save(policy, prefix + "self_attn." + suffix, out);
-      post_norms_[i].save(policy, prefix + "post_attention_layernorm." + suffix + ".weight", out);
-      ffns_[i].save(policy, prefix + "mlps." + suffix, out);
+      input_norms_[i].save(policy, prefix + ".input_layernorm." + suffix, out);
+      attentions_[i].save(policy, prefix + ".self_attn." + suffix, out);
+      post_norms_[i].save(policy, prefix + ".post_attention_layernorm." + suffix, out);
+      ffns_[i].save(policy, prefix + ".mlps." + suffix, out);
     }
-    moe_.save(policy, prefix + "mlp", out);
+    moe_.save(policy, prefix + ".mlp", out);
   }
 
   /// h [tokens x H] in place, the tokens of the cache's begun step; this block's attentions are cache layers
   /// 2*layer and 2*layer+1.
-  void forward(const policy_type& policy, kv_cache<policy_type>& cache, int layer, view<float> h,
+  void forward(const policy_type& policy, cache_type& cache, int layer, view<float> h,
                block_workspace<policy_type>& work, stage_clock<policy_type>& clock) {
     const std::size_t tokens = cache.step_tokens();
     const view<const float> stream(h.data(), h.size());
@@ -283,5 +261,72 @@ class shortcut_block {
   std::array<Ffn, 2> ffns_;
   Moe moe_;
 };
+
+namespace detail {
+
+template <class B>
+concept names_block_types = requires {
+  typename B::policy_type;
+  typename B::attention_type;
+  typename B::attention_type::cache_type;
+  { B::attention_sublayers } -> std::convertible_to<int>;
+};
+
+template <class B>
+concept loads_block = names_block_types<B> &&
+    requires(const typename B::policy_type& policy, const checkpoint& source, const std::string& prefix,
+             const model_config& config) {
+      { B::load(policy, source, prefix, config) } -> std::same_as<B>;
+    };
+
+template <class B>
+concept saves_block = names_block_types<B> &&
+    requires(const B& block, const typename B::policy_type& policy, const std::string& prefix, tensor_collection& out) {
+      block.save(policy, prefix, out);
+    };
+
+template <class B>
+concept runs_block = names_block_types<B> &&
+    requires(B& block, const typename B::policy_type& policy, typename B::attention_type::cache_type& cache,
+             view<float> h, block_workspace<typename B::policy_type>& work,
+             stage_clock<typename B::policy_type>& clock) { block.forward(policy, cache, 0, h, work, clock); };
+
+}  // namespace detail
+
+/// A decoder block over its attention's cache: policy_type, attention_type (an attention_layer, whose cache_type the
+/// model holds), attention_sublayers (cache layers per block), static load(policy, const checkpoint&, prefix,
+/// const model_config&), save(policy, prefix, tensor_collection&) and forward(policy, cache&, layer, h,
+/// block_workspace&, stage_clock&) over the cache's begun step.
+template <class B>
+concept decoder_block = detail::names_block_types<B> && attention_layer<typename B::attention_type> &&
+                        detail::loads_block<B> && detail::saves_block<B> && detail::runs_block<B>;
+
+namespace detail {
+
+/// One static_assert per member of decoder_block, for the owner (causal_lm) to call.
+template <class B>
+constexpr bool check_decoder_block() {
+  static_assert(requires { typename B::policy_type; },
+                "decoder_block: the block type must name its policy (using policy_type = ...)");
+  static_assert(requires { typename B::attention_type; },
+                "decoder_block: the block type must name its attention (using attention_type = ...), whose "
+                "cache_type the model holds");
+  if constexpr (requires { typename B::attention_type; }) {
+    static_assert(check_attention_layer<typename B::attention_type>());
+  }
+  static_assert(requires { { B::attention_sublayers } -> std::convertible_to<int>; },
+                "decoder_block: the block type must have static constexpr int attention_sublayers");
+  static_assert(loads_block<B>,
+                "decoder_block: the block type must have static load(policy, const checkpoint&, prefix, "
+                "const model_config&) returning it");
+  static_assert(saves_block<B>,
+                "decoder_block: the block type must have save(policy, prefix, tensor_collection&) const");
+  static_assert(runs_block<B>,
+                "decoder_block: the block type must have forward(policy, cache_type&, layer, h, block_workspace&, "
+                "stage_clock&)");
+  return true;
+}
+
+}  // namespace detail
 
 }  // namespace ngemb

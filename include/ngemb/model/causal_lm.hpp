@@ -1,24 +1,19 @@
 #pragma once
 // The whole model as a type: causal_lm<Embedding, Block> = n-gram embedding, num_layers blocks, final norm and
-// lm_head, with the per-sequence state (n-gram cache windows and KV cache) for ragged prefill and decode.
+// lm_head, with the per-sequence state (n-gram cache windows and the attention's cache) for ragged prefill and decode.
 //
-//   using lm = ngemb::causal_lm<embedding, ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>,
-//                                                               ngemb::moe<ngemb::softmax_router<>, ngemb::bf16>>>;
+//   using lm = ngemb::presets::longcat_shortcut<>::model;             // or causal_lm<embedding, your block>
 //   auto model = lm::load(ngemb::host_policy{}, "checkpoint/");        // config.json + safetensors
-//   auto result = model.generate(ngemb::host_policy{}, {{1, 17, 42}}, {.max_new_tokens = 32});
+//   auto result = ngemb::generate(ngemb::host_policy{}, model, {{1, 17, 42}}, {.max_new_tokens = 32});
 //
 // Checkpoint: config.json (model_config.hpp) and the tensors `model.embed_tokens.weight`,
 // `model.ngram_embeddings.*` (SPEC §4), `model.layers.{l}.*` (blocks.hpp), `model.norm.weight`, `lm_head.weight`.
 // Loading is strict: a missing, misshapen or unknown tensor is an error naming it.
-#include <algorithm>
-#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -33,11 +28,11 @@
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/blocks.hpp"
-#include "ngemb/model/kv_cache.hpp"
+#include "ngemb/model/forward_options.hpp"
 #include "ngemb/model/lm_head.hpp"
 #include "ngemb/model/model_config.hpp"
-#include "ngemb/model/sampling.hpp"
 #include "ngemb/model/stage_times.hpp"
+#include "ngemb/model/sublayer_shape.hpp"
 
 namespace ngemb {
 
@@ -54,49 +49,10 @@ concept cached_embedding = requires { typename E::policy_type; } &&
       { E::load(policy, checkpoint, config) } -> std::same_as<E>;
     };
 
-/// A decoder block over the KV cache.
-template <class B>
-concept decoder_block = requires { typename B::policy_type; { B::attention_sublayers } -> std::convertible_to<int>; } &&
-    requires(B& block, const B& constant, const typename B::policy_type& policy,
-             kv_cache<typename B::policy_type>& cache, view<float> h, block_workspace<typename B::policy_type>& work,
-             stage_clock<typename B::policy_type>& clock, tensor_collection& collection,
-             const safetensors_checkpoint& checkpoint, const model_config& config) {
-      block.forward(policy, cache, 0, h, work, clock);
-      constant.save(policy, 0, collection);
-      { B::load(policy, checkpoint, 0, config) } -> std::same_as<B>;
-    };
-
 /// How many sequences a model serves at once and how long they may grow.
 struct sequence_capacity {
   std::size_t max_sequences = 8;
   std::int64_t max_positions = 0;  ///< 0: the config's max_position_embeddings
-};
-
-/// Which rows of logits a forward produces: every token's (scoring, tests) or each sequence's last (generation).
-enum class logits_for { every_token, last_token };
-
-struct generation_options {
-  int max_new_tokens = 16;
-  sampling_options sampling;                ///< greedy by default
-  std::optional<std::int32_t> stop_token;   ///< a sequence ends after emitting it
-  bool profile = false;                     ///< fill generation_result::stages (synchronises between stages)
-};
-
-struct generation_progress {
-  int step = 0;  ///< 0: the prefill; then one per decode step
-  int max_steps = 0;
-  std::size_t active_sequences = 0;
-  std::size_t generated_tokens = 0;
-  double elapsed_seconds = 0.0;
-};
-
-struct generation_result {
-  std::vector<std::vector<std::int32_t>> tokens;  ///< the new tokens of each prompt
-  std::size_t prefill_tokens = 0;
-  double prefill_seconds = 0.0;
-  std::size_t decode_tokens = 0;  ///< tokens fed through decode steps
-  double decode_seconds = 0.0;
-  stage_times stages;  ///< when options.profile
 };
 
 namespace detail {
@@ -118,12 +74,14 @@ constexpr bool check_model_parts() {
                 "causal_lm: Embedding must run over the n-gram cache: policy_type, forward(policy, ngram_cache&, "
                 "slots, tokens, out), save(policy, tensor_collection&), output_width() and "
                 "load(policy, shared checkpoint, ngram_config) (ngemb::ngram_embedding has them)");
-  static_assert(decoder_block<Block>,
-                "causal_lm: Block must be a decoder block: policy_type, attention_sublayers, forward(policy, "
-                "kv_cache&, layer, h, block_workspace&, stage_clock&), save(policy, layer, tensor_collection&) and "
-                "load(policy, checkpoint, layer, model_config) (ngemb::prenorm_block, ngemb::shortcut_block)");
-  static_assert(std::is_same_v<typename Embedding::policy_type, typename Block::policy_type>,
-                "causal_lm: the embedding and the blocks must run under the same policy");
+  static_assert(check_decoder_block<Block>());  // its static_asserts name what the block lacks
+  if constexpr (requires {
+                  typename Embedding::policy_type;
+                  typename Block::policy_type;
+                }) {
+    static_assert(std::is_same_v<typename Embedding::policy_type, typename Block::policy_type>,
+                  "causal_lm: the embedding and the blocks must run under the same policy");
+  }
   return true;
 }
 
@@ -137,6 +95,8 @@ class causal_lm {
   using policy_type = typename Block::policy_type;
   using token_type = std::int32_t;
   using sequence_id = std::int32_t;
+  /// The per-sequence state of every attention sublayer, as the blocks' attention type lays it out.
+  using cache_type = typename Block::attention_type::cache_type;
 
   causal_lm(const policy_type& policy, const model_config& config, Embedding embedding, std::vector<Block> blocks,
             lm_head<policy_type> head, sequence_capacity capacity = {})
@@ -146,17 +106,18 @@ class causal_lm {
         head_(std::move(head)),
         max_positions_(capacity.max_positions > 0 ? capacity.max_positions : config.max_position_embeddings),
         ngram_cache_(policy, config.ngram, capacity.max_sequences, 0),
-        kv_cache_(policy, static_cast<int>(config.num_layers) * Block::attention_sublayers, config.num_key_value_heads,
-                  config.head_dim, capacity.max_sequences, max_positions_),
-        kv_slot_of_(capacity.max_sequences, -1) {
+        cache_(Block::attention_type::make_cache(
+            policy, detail::shape_from_config<typename Block::attention_type>(config),
+            static_cast<int>(config.num_layers) * Block::attention_sublayers, capacity.max_sequences, max_positions_)),
+        slot_of_(capacity.max_sequences, -1) {
     config_.validate();
     if (blocks_.size() != static_cast<std::size_t>(config_.num_layers)) {
       throw shape_mismatch("causal_lm: num_layers = " + std::to_string(config_.num_layers) + " but " +
                            std::to_string(blocks_.size()) + " blocks were given");
     }
-    if (embedding_.output_width() != config_.hidden_size() || head_.vocab() != config_.vocab_size()) {
+    if (embedding_.output_width() != config_.hidden_size() || head_.vocab_size() != config_.vocab_size()) {
       throw shape_mismatch("causal_lm: the embedding writes " + std::to_string(embedding_.output_width()) +
-                           " values per token and the lm_head scores " + std::to_string(head_.vocab()) +
+                           " values per token and the lm_head scores " + std::to_string(head_.vocab_size()) +
                            " tokens; the config says hidden_size = " + std::to_string(config_.hidden_size()) +
                            ", vocab_size = " + std::to_string(config_.vocab_size()));
     }
@@ -170,10 +131,12 @@ class causal_lm {
     std::vector<Block> blocks;
     blocks.reserve(static_cast<std::size_t>(config.num_layers));
     for (int layer = 0; layer < config.num_layers; ++layer) {
-      blocks.push_back(Block::load(policy, *checkpoint, layer, config));
+      blocks.push_back(Block::load(policy, *checkpoint, layer_prefix(layer), config));
     }
-    auto head = lm_head<policy_type>::load(policy, *checkpoint, config.hidden_size(), config.vocab_size(),
-                                           static_cast<float>(config.rms_norm_eps));
+    auto head = lm_head<policy_type>::load(policy, *checkpoint, "",
+                                           {.hidden = config.hidden_size(),
+                                            .vocab_size = config.vocab_size(),
+                                            .eps = static_cast<float>(config.rms_norm_eps)});
     causal_lm model(policy, config, std::move(embedding), std::move(blocks), std::move(head), capacity);
     model.reject_unknown_tensors(policy, *checkpoint, folder);
     return model;
@@ -203,16 +166,16 @@ class causal_lm {
   void collect(const policy_type& policy, tensor_collection& out) const {
     embedding_.save(policy, out);
     for (std::size_t layer = 0; layer < blocks_.size(); ++layer) {
-      blocks_[layer].save(policy, static_cast<int>(layer), out);
+      blocks_[layer].save(policy, layer_prefix(static_cast<int>(layer)), out);
     }
-    head_.save(policy, out);
+    head_.save(policy, "", out);
   }
 
   /// A new, empty sequence. Throws invalid_argument when max_sequences are in use.
   sequence_id start_sequence() {
     const sequence_id sequence = ngram_cache_.allocate();
     try {
-      kv_slot_of_[static_cast<std::size_t>(sequence)] = kv_cache_.allocate();
+      slot_of_[static_cast<std::size_t>(sequence)] = cache_.allocate();
     } catch (...) {
       ngram_cache_.free(sequence);
       throw;
@@ -221,32 +184,32 @@ class causal_lm {
   }
 
   void end_sequence(sequence_id sequence) {
-    const auto kv_slot = kv_slot_of(sequence, "end_sequence");
-    kv_cache_.free(kv_slot);
+    const auto slot = slot_of(sequence, "end_sequence");
+    cache_.free(slot);
     ngram_cache_.free(sequence);
-    kv_slot_of_[static_cast<std::size_t>(sequence)] = -1;
+    slot_of_[static_cast<std::size_t>(sequence)] = -1;
   }
 
   /// Tokens the sequence holds so far.
   [[nodiscard]] std::int64_t length(sequence_id sequence) const {
-    return kv_cache_.length(kv_slot_of(sequence, "length"));
+    return cache_.length(slot_of(sequence, "length"));
   }
 
   /// Appends `tokens` (host memory; sequence b of the ragged batch to sequences[b]) and writes logits (policy
-  /// memory, [tokens x V] for every_token, [sequences x V] for last_token). Bad input (unknown or repeated
-  /// sequences, token ids outside the vocabulary, a sequence past max_positions, wrong logits size) throws before
-  /// any state changes.
+  /// memory, [tokens x V] for logits_for::every_token, [sequences x V] for last_token), timing the stages into
+  /// options.profile when set. Bad input (unknown or repeated sequences, token ids outside the vocabulary, a sequence
+  /// past max_positions, wrong logits size) throws before any state changes.
   void forward(const policy_type& policy, view<const sequence_id> sequences, ragged_view<const token_type> tokens,
-               view<float> logits, logits_for which = logits_for::every_token, stage_times* times = nullptr) {
+               view<float> logits, const forward_options& options = {}) {
     const std::size_t count = check_batch(sequences, tokens);
     const auto vocab = static_cast<std::size_t>(config_.vocab_size());
     const auto hidden = static_cast<std::size_t>(config_.hidden_size());
-    const std::size_t rows = which == logits_for::every_token ? count : sequences.size();
+    const std::size_t rows = options.logits == logits_for::every_token ? count : sequences.size();
     if (logits.size() != rows * vocab) {
       throw shape_mismatch("causal_lm::forward: logits must hold " + std::to_string(rows) + " x " +
                            std::to_string(vocab) + " values, got " + std::to_string(logits.size()));
     }
-    stage_clock<policy_type> clock(policy, times);
+    stage_clock<policy_type> clock(policy, options.profile);
     grow(policy, count, sequences.size());
     copy_to(policy, tokens.values(), tokens_.as_view().subview(0, count));
     copy_to(policy, tokens.offsets(), offsets_.as_view().subview(0, tokens.offsets().size()));
@@ -257,12 +220,12 @@ class causal_lm {
     embedding_.forward(policy, ngram_cache_, sequences, device_tokens, h);
     clock.mark(policy, model_stage::embedding);
 
-    kv_cache_.begin(policy, view<const std::int32_t>(kv_slots_), view<const std::int64_t>(sizes_));
+    cache_.begin(policy, view<const slot_id>(slots_), view<const std::int64_t>(sizes_));
     work_.reserve(policy, count * hidden);
     for (std::size_t layer = 0; layer < blocks_.size(); ++layer) {
-      blocks_[layer].forward(policy, kv_cache_, static_cast<int>(layer), h, work_, clock);
+      blocks_[layer].forward(policy, cache_, static_cast<int>(layer), h, work_, clock);
     }
-    if (which == logits_for::every_token) {
+    if (options.logits == logits_for::every_token) {
       head_.forward(policy, count, h, logits);
     } else {
       for (std::size_t b = 0; b < sequences.size(); ++b) {
@@ -275,139 +238,32 @@ class causal_lm {
       head_.forward(policy, sequences.size(), last, logits);
     }
     clock.mark(policy, model_stage::norm_and_head);
-    kv_cache_.commit();
+    cache_.commit();
     ngram_cache_.advance(sequences, device_tokens);
     synchronize(policy);  // the host token and offset arrays may go away when this returns
-  }
-
-  /// Runs each prompt to max_new_tokens (or its stop token) in one batch: a ragged prefill, then one decode step
-  /// per new token. The sequences are started and ended here. `progress` is called after the prefill and each step.
-  generation_result generate(const policy_type& policy, const std::vector<std::vector<token_type>>& prompts,
-                             const generation_options& options,
-                             const std::function<void(const generation_progress&)>& progress = {}) {
-    options.sampling.validate();
-    if (options.max_new_tokens < 1) {
-      throw invalid_argument("generate: max_new_tokens must be >= 1, got " + std::to_string(options.max_new_tokens));
-    }
-    for (std::size_t p = 0; p < prompts.size(); ++p) {
-      if (prompts[p].empty()) {
-        throw invalid_argument("generate: prompt " + std::to_string(p) + " is empty; every sequence needs a token");
-      }
-      if (static_cast<std::int64_t>(prompts[p].size()) + options.max_new_tokens - 1 > max_positions_) {
-        throw invalid_argument("generate: prompt " + std::to_string(p) + " (" + std::to_string(prompts[p].size()) +
-                               " tokens) + " + std::to_string(options.max_new_tokens) +
-                               " new tokens exceeds max_positions = " + std::to_string(max_positions_));
-      }
-    }
-    generation_result result;
-    result.tokens.resize(prompts.size());
-    if (prompts.empty()) {
-      return result;
-    }
-    const auto vocab = static_cast<std::size_t>(config_.vocab_size());
-    sequence_guard guard(*this, prompts.size());
-    typename policy_type::template buffer<float> logits(policy, prompts.size() * vocab);
-    std::vector<float> host_logits(prompts.size() * vocab);
-    std::vector<std::size_t> active(prompts.size());
-    for (std::size_t p = 0; p < prompts.size(); ++p) {
-      active[p] = p;
-    }
-    std::vector<token_type> flat;
-    std::vector<std::int64_t> offsets{0};
-    for (const auto& prompt : prompts) {
-      flat.insert(flat.end(), prompt.begin(), prompt.end());
-      offsets.push_back(static_cast<std::int64_t>(flat.size()));
-    }
-    result.prefill_tokens = flat.size();
-    const auto start = std::chrono::steady_clock::now();
-    stage_times* times = options.profile ? &result.stages : nullptr;
-    // One step: run the active sequences' tokens, sample each one's next token, retire the finished.
-    const auto step = [&](int index) {
-      std::vector<sequence_id> sequences;
-      for (const std::size_t p : active) {
-        sequences.push_back(guard.ids[p]);
-      }
-      const view<float> step_logits = logits.as_view().subview(0, active.size() * vocab);
-      forward(policy, view<const sequence_id>(sequences),
-              ragged_view<const token_type>(view<const token_type>(flat), view<const std::int64_t>(offsets)),
-              step_logits, logits_for::last_token, times);
-      copy_to_host(policy, view<const float>(step_logits.data(), step_logits.size()),
-                   view<float>(host_logits.data(), step_logits.size()));
-      std::vector<std::size_t> still_active;
-      for (std::size_t b = 0; b < active.size(); ++b) {
-        const std::size_t p = active[b];
-        // Sequence p's token i has its own Philox block (seed, p, i): independent of every other sequence and
-        // step, and of which prompts share the batch.
-        const token_stream stream{options.sampling.seed, p, static_cast<std::uint32_t>(result.tokens[p].size())};
-        const token_type next =
-            sample_token(view<const float>(host_logits.data() + b * vocab, vocab), options.sampling, stream);
-        result.tokens[p].push_back(next);
-        const bool stopped = options.stop_token && next == *options.stop_token;
-        if (!stopped && static_cast<int>(result.tokens[p].size()) < options.max_new_tokens) {
-          still_active.push_back(p);
-        }
-      }
-      active = std::move(still_active);
-      flat.clear();
-      offsets.assign(1, 0);
-      for (const std::size_t p : active) {
-        flat.push_back(result.tokens[p].back());
-        offsets.push_back(static_cast<std::int64_t>(flat.size()));
-      }
-      if (progress) {
-        std::size_t generated = 0;
-        for (const auto& tokens : result.tokens) {
-          generated += tokens.size();
-        }
-        progress({index, options.max_new_tokens - 1, active.size(), generated,
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
-      }
-    };
-    step(0);
-    const auto prefill_end = std::chrono::steady_clock::now();
-    result.prefill_seconds = std::chrono::duration<double>(prefill_end - start).count();
-    for (int index = 1; !active.empty(); ++index) {
-      result.decode_tokens += active.size();
-      step(index);
-    }
-    result.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - prefill_end).count();
-    return result;
   }
 
   [[nodiscard]] const model_config& config() const { return config_; }
   [[nodiscard]] const Embedding& embedding() const { return embedding_; }
   [[nodiscard]] const std::vector<Block>& blocks() const { return blocks_; }
   [[nodiscard]] std::int64_t max_positions() const { return max_positions_; }
+  [[nodiscard]] std::int64_t vocab_size() const { return config_.vocab_size(); }
 
  private:
-  /// Ends the sequences generate() started, whether it returns or throws.
-  struct sequence_guard {
-    causal_lm& model;
-    std::vector<sequence_id> ids;
-    sequence_guard(causal_lm& owner, std::size_t count) : model(owner) {
-      for (std::size_t i = 0; i < count; ++i) {
-        ids.push_back(model.start_sequence());
-      }
-    }
-    ~sequence_guard() {
-      for (const sequence_id id : ids) {
-        model.end_sequence(id);
-      }
-    }
-    sequence_guard(const sequence_guard&) = delete;
-    sequence_guard& operator=(const sequence_guard&) = delete;
-  };
+  using slot_id = typename cache_type::slot_id;
 
-  std::int32_t kv_slot_of(sequence_id sequence, const char* operation) const {
-    if (sequence < 0 || static_cast<std::size_t>(sequence) >= kv_slot_of_.size() ||
-        kv_slot_of_[static_cast<std::size_t>(sequence)] < 0) {
+  static std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer); }
+
+  slot_id slot_of(sequence_id sequence, const char* operation) const {
+    if (sequence < 0 || static_cast<std::size_t>(sequence) >= slot_of_.size() ||
+        slot_of_[static_cast<std::size_t>(sequence)] < 0) {
       throw invalid_argument(std::string("causal_lm::") + operation + ": sequence " + std::to_string(sequence) +
                              " was not started");
     }
-    return kv_slot_of_[static_cast<std::size_t>(sequence)];
+    return slot_of_[static_cast<std::size_t>(sequence)];
   }
 
-  /// The batch's token count, with each sequence's KV slot and new-token count in kv_slots_ and sizes_;
+  /// The batch's token count, with each sequence's cache slot and new-token count in slots_ and sizes_;
   /// invalid_argument for malformed offsets, a sequence with no tokens or one not started.
   std::size_t check_batch(view<const sequence_id> sequences, ragged_view<const token_type> tokens) {
     const view<const std::int64_t> offsets = tokens.offsets();
@@ -418,14 +274,14 @@ class causal_lm {
                            std::to_string(tokens.num_values()) + ", got " + std::to_string(offsets.size()) +
                            " offsets");
     }
-    kv_slots_.clear();
+    slots_.clear();
     sizes_.clear();
     for (std::size_t b = 0; b < sequences.size(); ++b) {
       if (offsets[b + 1] <= offsets[b]) {
         throw invalid_argument("causal_lm::forward: sequence " + std::to_string(b) + " of the batch has " +
                                std::to_string(offsets[b + 1] - offsets[b]) + " tokens; each needs at least one");
       }
-      kv_slots_.push_back(kv_slot_of(sequences[b], "forward"));
+      slots_.push_back(slot_of(sequences[b], "forward"));
       sizes_.push_back(tokens.size_of(b));
     }
     return tokens.num_values();
@@ -444,7 +300,7 @@ class causal_lm {
     }
   }
 
-  void reject_unknown_tensors(const policy_type& policy, const safetensors_checkpoint& checkpoint,
+  void reject_unknown_tensors(const policy_type& policy, const checkpoint& source,
                               const std::filesystem::path& folder) const {
     tensor_collection expected(tensor_collection::mode::names_only);
     collect(policy, expected);
@@ -452,7 +308,7 @@ class causal_lm {
     for (const tensor_to_write& tensor : expected.entries()) {
       known.insert(tensor.name);
     }
-    for (const std::string& name : checkpoint.names()) {
+    for (const std::string& name : source.names()) {
       if (!known.contains(name)) {
         throw format_error("causal_lm::load: " + folder.string() + " holds tensor \"" + name +
                            "\", which this model type has no parameter for (a different architecture, or a block "
@@ -467,15 +323,15 @@ class causal_lm {
   lm_head<policy_type> head_;
   std::int64_t max_positions_;
   ngram_cache<policy_type, token_type> ngram_cache_;
-  kv_cache<policy_type> kv_cache_;
-  std::vector<std::int32_t> kv_slot_of_;
+  cache_type cache_;
+  std::vector<slot_id> slot_of_;
   block_workspace<policy_type> work_;
   typename policy_type::template buffer<token_type> tokens_;
   typename policy_type::template buffer<std::int64_t> offsets_;
   typename policy_type::template buffer<float> hidden_;
   typename policy_type::template buffer<std::int64_t> last_rows_;
   std::vector<std::int64_t> last_rows_host_;
-  std::vector<std::int32_t> kv_slots_;
+  std::vector<slot_id> slots_;
   std::vector<std::int64_t> sizes_;
 };
 

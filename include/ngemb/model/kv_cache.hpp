@@ -16,6 +16,7 @@
 #include "ngemb/core/detail/free_slots.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/model/attention_layer.hpp"
 #include "ngemb/model/detail/kv_layout.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
@@ -228,5 +229,7 @@ class kv_cache {
   std::int64_t step_positions_ = 0;
   bool begun_ = false;
 };
+
+static_assert(attention_cache<kv_cache<>>);
 
 }  // namespace ngemb

@@ -19,53 +19,68 @@
 
 namespace ngemb {
 
+namespace detail {
+
+/// `prefix.name`, or `name` alone under the empty prefix (the checkpoint's root).
+inline std::string join_name(const std::string& prefix, const char* name) {
+  return prefix.empty() ? std::string(name) : prefix + "." + name;
+}
+
+}  // namespace detail
+
 template <class Policy = host_policy>
 class lm_head {
  public:
   using policy_type = Policy;
 
+  struct shape {
+    std::int64_t hidden;      ///< H
+    std::int64_t vocab_size;  ///< V
+    float eps;                ///< of the final norm
+  };
+
   /// `weight` [V x H] is a host array; H is the norm's width.
-  lm_head(const Policy& policy, rms_norm<Policy> norm, std::int64_t vocab, view<const float> weight)
-      : norm_(std::move(norm)), vocab_(vocab) {
-    if (vocab < 1) {
-      throw invalid_argument("lm_head: vocab must be >= 1, got " + std::to_string(vocab));
+  lm_head(const Policy& policy, rms_norm<Policy> norm, std::int64_t vocab_size, view<const float> weight)
+      : norm_(std::move(norm)), vocab_size_(vocab_size) {
+    if (vocab_size < 1) {
+      throw invalid_argument("lm_head: vocab_size must be >= 1, got " + std::to_string(vocab_size));
     }
-    detail::require_rows("lm_head: the weight [V x H]", static_cast<std::size_t>(vocab), norm_.hidden(),
+    detail::require_rows("lm_head: the weight [V x H]", static_cast<std::size_t>(vocab_size), norm_.hidden(),
                          weight.size());
     weight_ = upload(policy, weight);
   }
 
-  /// "model.norm.weight" [H] and "lm_head.weight" [V, H].
-  static lm_head load(const Policy& policy, const checkpoint& checkpoint, std::int64_t hidden,
-                      std::int64_t vocab, float eps) {
-    auto norm = rms_norm<Policy>::load(policy, checkpoint, "model.norm.weight", hidden, eps);
-    const std::int64_t shape[] = {vocab, hidden};
-    const auto weight = read_tensor_as<float>(checkpoint, "lm_head.weight", shape);
-    return lm_head(policy, std::move(norm), vocab, view<const float>(weight));
+  /// `model.norm.weight` [H] and `lm_head.weight` [V, H] under `prefix` (empty: the checkpoint's root, as in HF
+  /// checkpoints).
+  static lm_head load(const Policy& policy, const checkpoint& source, const std::string& prefix, const shape& dims) {
+    auto norm = rms_norm<Policy>::load(policy, source, detail::join_name(prefix, "model.norm"), {dims.hidden, dims.eps});
+    const std::int64_t weight_shape[] = {dims.vocab_size, dims.hidden};
+    const auto weight = read_tensor_as<float>(source, detail::join_name(prefix, "lm_head.weight"), weight_shape);
+    return lm_head(policy, std::move(norm), dims.vocab_size, view<const float>(weight));
   }
 
-  void save(const Policy& policy, tensor_collection& tensors) const {
-    norm_.save(policy, "model.norm.weight", tensors);
-    tensors.add<float>(policy, "lm_head.weight", {vocab_, norm_.hidden()}, weight_.as_view());
+  void save(const Policy& policy, const std::string& prefix, tensor_collection& tensors) const {
+    norm_.save(policy, detail::join_name(prefix, "model.norm"), tensors);
+    tensors.add<float>(policy, detail::join_name(prefix, "lm_head.weight"), {vocab_size_, norm_.hidden()}, weight_.as_view());
   }
 
   /// x [tokens x H] and logits [tokens x V] in policy memory; x is left unchanged.
   void forward(const Policy& policy, std::size_t tokens, view<const float> x, view<float> logits) {
     detail::require_rows("lm_head: x", tokens, norm_.hidden(), x.size());
-    detail::require_rows("lm_head: logits", tokens, vocab_, logits.size());
+    detail::require_rows("lm_head: logits", tokens, vocab_size_, logits.size());
     const auto hidden = static_cast<std::size_t>(norm_.hidden());
     const view<float> normed = detail::workspace(policy, normed_, tokens * hidden);
     norm_.forward(policy, tokens, x, normed);
-    gemm_nt(policy, tokens, static_cast<std::size_t>(vocab_), hidden, view<const float>(normed), weight_.as_view(),
+    gemm_nt(policy, tokens, static_cast<std::size_t>(vocab_size_), hidden, view<const float>(normed), weight_.as_view(),
             logits);
   }
 
-  [[nodiscard]] std::int64_t vocab() const { return vocab_; }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }
   [[nodiscard]] std::int64_t hidden() const { return norm_.hidden(); }
 
  private:
   rms_norm<Policy> norm_;
-  std::int64_t vocab_;
+  std::int64_t vocab_size_;
   typename Policy::template buffer<float> weight_;
   typename Policy::template buffer<float> normed_;
 };

@@ -48,6 +48,11 @@ class rms_norm {
  public:
   using policy_type = Policy;
 
+  struct shape {
+    std::int64_t hidden;
+    float eps;
+  };
+
   /// `weight` [H] is a host array; eps must be finite and >= 0.
   rms_norm(const Policy& policy, view<const float> weight, float eps)
       : hidden_(static_cast<std::int64_t>(weight.size())), eps_(eps) {
@@ -60,16 +65,15 @@ class rms_norm {
     weight_ = upload(policy, weight);
   }
 
-  /// Tensor `name` (the full name, e.g. "model.norm.weight") of shape [hidden].
-  static rms_norm load(const Policy& policy, const checkpoint& checkpoint, const std::string& name,
-                       std::int64_t hidden, float eps) {
-    const std::int64_t shape[] = {hidden};
-    const auto weight = read_tensor_as<float>(checkpoint, name, shape);
-    return rms_norm(policy, view<const float>(weight), eps);
+  /// `{prefix}.weight` [hidden], prefix e.g. "model.norm".
+  static rms_norm load(const Policy& policy, const checkpoint& source, const std::string& prefix, const shape& dims) {
+    const std::int64_t weight_shape[] = {dims.hidden};
+    const auto weight = read_tensor_as<float>(source, prefix + ".weight", weight_shape);
+    return rms_norm(policy, view<const float>(weight), dims.eps);
   }
 
-  void save(const Policy& policy, const std::string& name, tensor_collection& tensors) const {
-    tensors.add<float>(policy, name, {hidden_}, weight_.as_view());
+  void save(const Policy& policy, const std::string& prefix, tensor_collection& tensors) const {
+    tensors.add<float>(policy, prefix + ".weight", {hidden_}, weight_.as_view());
   }
 
   /// x and y [tokens x H] in policy memory; y may be the same memory as x.

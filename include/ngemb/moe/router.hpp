@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "ngemb/core/error.hpp"
@@ -60,6 +59,7 @@ struct router_options {
   float routed_scaling_factor = 1.0f;  ///< applied after the optional renormalisation
 
   [[nodiscard]] int num_experts() const { return routed_experts + zero_experts; }
+  bool operator==(const router_options&) const = default;
 
   void validate() const {
     const auto fail = [](const std::string& message) { throw invalid_argument("router: " + message); };
@@ -74,6 +74,14 @@ struct router_options {
       fail("routed_scaling_factor must be > 0, got " + std::to_string(routed_scaling_factor));
     }
   }
+};
+
+/// The sizes of a MoE layer: H in and out, each routed expert's width I, and its router's options. A router is loaded
+/// with its layer's shape and reads what it needs of it.
+struct moe_shape {
+  std::int64_t hidden;
+  std::int64_t expert_width;
+  router_options router;
 };
 
 namespace detail {
@@ -143,43 +151,55 @@ class topk_router {
  public:
   using policy_type = Policy;
 
-  /// W_r [E+Z x H] (the classifier), optional classifier bias and selection bias [E+Z] (empty: none), host arrays.
-  topk_router(const Policy& policy, const router_options& options, std::int64_t hidden, view<const float> classifier,
-              view<const float> classifier_bias = {}, view<const float> selection_bias = {})
+  using shape = moe_shape;
+
+  /// Host arrays: W_r [E+Z x H] (the classifier), and the optional classifier bias and selection bias [E+Z] (empty:
+  /// none).
+  struct weights {
+    view<const float> classifier;
+    view<const float> classifier_bias = {};
+    view<const float> selection_bias = {};
+  };
+
+  topk_router(const Policy& policy, const router_options& options, std::int64_t hidden, const weights& parameters)
       : options_(options), hidden_(hidden) {
     options_.validate();
     const auto experts = static_cast<std::size_t>(options_.num_experts());
-    if (hidden < 1 || classifier.size() != experts * static_cast<std::size_t>(hidden)) {
+    if (hidden < 1 || parameters.classifier.size() != experts * static_cast<std::size_t>(hidden)) {
       throw shape_mismatch("router: the classifier must hold (E+Z) x H = " + std::to_string(experts) + " x " +
-                           std::to_string(hidden) + " values, got " + std::to_string(classifier.size()));
+                           std::to_string(hidden) + " values, got " + std::to_string(parameters.classifier.size()));
     }
-    for (const auto& [bias, name] : {std::pair{classifier_bias, "classifier bias"},
-                                     std::pair{selection_bias, "selection bias"}}) {
+    const auto check_bias = [experts](view<const float> bias, const char* name) {
       if (!bias.empty() && bias.size() != experts) {
         throw shape_mismatch(std::string("router: the ") + name + " must hold E+Z = " + std::to_string(experts) +
                              " values, got " + std::to_string(bias.size()));
       }
-    }
-    classifier_ = upload(policy, classifier);
-    classifier_bias_ = upload(policy, classifier_bias);
-    selection_bias_ = upload(policy, selection_bias);
+    };
+    check_bias(parameters.classifier_bias, "classifier bias");
+    check_bias(parameters.selection_bias, "selection bias");
+    classifier_ = upload(policy, parameters.classifier);
+    classifier_bias_ = upload(policy, parameters.classifier_bias);
+    selection_bias_ = upload(policy, parameters.selection_bias);
   }
 
   /// `{prefix}.classifier.weight` [E+Z, H], and `{prefix}.classifier.bias` and `{prefix}.e_score_correction_bias`
-  /// [E+Z] when the checkpoint has them; the HF prefix is `model.layers.{l}.mlp.router`.
-  static topk_router load(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
-                          const router_options& options, std::int64_t hidden) {
-    const std::int64_t experts = options.num_experts();
-    const std::int64_t matrix_shape[] = {experts, hidden};
+  /// [E+Z] when the checkpoint has them; the HF prefix is `model.layers.{l}.mlp.router`. Reads dims.hidden and
+  /// dims.router.
+  static topk_router load(const Policy& policy, const checkpoint& source, const std::string& prefix,
+                          const shape& dims) {
+    const std::int64_t experts = dims.router.num_experts();
+    const std::int64_t matrix_shape[] = {experts, dims.hidden};
     const std::int64_t vector_shape[] = {experts};
-    const auto classifier = read_tensor_as<float>(checkpoint, prefix + ".classifier.weight", matrix_shape);
+    const auto classifier = read_tensor_as<float>(source, prefix + ".classifier.weight", matrix_shape);
     const auto optional = [&](const std::string& name) {
-      return checkpoint.contains(name) ? read_tensor_as<float>(checkpoint, name, vector_shape) : std::vector<float>{};
+      return source.contains(name) ? read_tensor_as<float>(source, name, vector_shape) : std::vector<float>{};
     };
     const auto classifier_bias = optional(prefix + ".classifier.bias");
     const auto selection_bias = optional(prefix + ".e_score_correction_bias");
-    return topk_router(policy, options, hidden, view<const float>(classifier), view<const float>(classifier_bias),
-                       view<const float>(selection_bias));
+    return topk_router(policy, dims.router, dims.hidden,
+                       {.classifier = view<const float>(classifier),
+                        .classifier_bias = view<const float>(classifier_bias),
+                        .selection_bias = view<const float>(selection_bias)});
   }
 
   /// Adds the classifier and the biases it has (F32) under the names load() reads.
@@ -197,10 +217,23 @@ class topk_router {
   [[nodiscard]] const router_options& options() const { return options_; }
 
   /// Routes x [tokens x H] (policy memory): chosen [tokens x k] expert indices (>= E: a zero expert) and their
-  /// weights [tokens x k]. Non-finite logits raise invalid_argument naming the token and expert (queued in
-  /// `deferred` when given).
+  /// weights [tokens x k]. Non-finite logits raise invalid_argument naming the token and expert, before the
+  /// selection runs (on a device: one synchronisation).
   void route(const Policy& policy, std::size_t tokens, view<const float> x, view<std::int32_t> chosen,
-             view<float> weights, input_checks<Policy>* deferred = nullptr) {
+             view<float> weights) {
+    route_checked(policy, tokens, x, chosen, weights, nullptr);
+  }
+
+  /// route() without the synchronisation: the finite check of the logits is queued in `checks` for the caller to
+  /// raise; the selection meanwhile runs memory-safely on whatever the logits hold.
+  void route_async(const Policy& policy, std::size_t tokens, view<const float> x, view<std::int32_t> chosen,
+                   view<float> weights, input_checks<Policy>& checks) {
+    route_checked(policy, tokens, x, chosen, weights, &checks);
+  }
+
+ private:
+  void route_checked(const Policy& policy, std::size_t tokens, view<const float> x, view<std::int32_t> chosen,
+                     view<float> weights, input_checks<Policy>* deferred) {
     const auto experts = static_cast<std::size_t>(options_.num_experts());
     const auto k = static_cast<std::size_t>(options_.top_k);
     if (chosen.size() != tokens * k || weights.size() != tokens * k) {
@@ -226,7 +259,6 @@ class topk_router {
                                                options_.routed_scaling_factor, chosen.data(), weights.data()});
   }
 
- private:
   router_options options_;
   std::int64_t hidden_;
   typename Policy::template buffer<float> classifier_;
@@ -235,15 +267,69 @@ class topk_router {
   typename Policy::template buffer<float> scores_;
 };
 
-/// What moe<Router, ...> needs of a router: its policy, its options, and route() with the signature of
-/// topk_router::route (chosen experts >= E are zero experts).
+namespace detail {
+
 template <class R>
-concept router = requires(R& routing, const R& inspected, const typename R::policy_type& policy, std::size_t tokens,
-                          view<const float> x, view<std::int32_t> chosen, view<float> weights,
-                          input_checks<typename R::policy_type>* deferred) {
-  { inspected.options() } -> std::convertible_to<const router_options&>;
-  routing.route(policy, tokens, x, chosen, weights, deferred);
+concept names_router_types = requires {
+  typename R::policy_type;
+  typename R::shape;
 };
+
+template <class R>
+concept has_router_options = requires(const R& router) {
+  { router.options() } -> std::convertible_to<const router_options&>;
+};
+
+template <class R>
+concept loads_router = names_router_types<R> &&
+    requires(const typename R::policy_type& policy, const checkpoint& source, const std::string& prefix,
+             const typename R::shape& dims) {
+      { R::load(policy, source, prefix, dims) } -> std::same_as<R>;
+    };
+
+template <class R>
+concept saves_router = names_router_types<R> &&
+    requires(const R& router, const typename R::policy_type& policy, const std::string& prefix, tensor_collection& out) {
+      router.save(policy, prefix, out);
+    };
+
+template <class R>
+concept routes_tokens = names_router_types<R> &&
+    requires(R& router, const typename R::policy_type& policy, std::size_t tokens, view<const float> x,
+             view<std::int32_t> chosen, view<float> weights, input_checks<typename R::policy_type>& checks) {
+      router.route(policy, tokens, x, chosen, weights);
+      router.route_async(policy, tokens, x, chosen, weights, checks);
+    };
+
+}  // namespace detail
+
+/// What moe<Router, ...> needs of a router: policy_type, shape (moe_shape, the layer's), options(), static
+/// load(policy, const checkpoint&, prefix, const shape&), save(policy, prefix, tensor_collection&), and route() and
+/// route_async() with the signatures of topk_router's (chosen experts >= E are zero experts).
+template <class R>
+concept router = detail::names_router_types<R> && detail::has_router_options<R> && detail::loads_router<R> &&
+                 detail::saves_router<R> && detail::routes_tokens<R>;
+
+namespace detail {
+
+/// One static_assert per member of router, so a failure names what is missing.
+template <class R>
+constexpr bool check_router() {
+  static_assert(requires { typename R::policy_type; }, "router: the router type must name its policy (policy_type)");
+  static_assert(requires { typename R::shape; },
+                "router: the router type must name its shape (using shape = ngemb::moe_shape)");
+  static_assert(has_router_options<R>, "router: the router type must have options() returning const router_options&");
+  static_assert(loads_router<R>,
+                "router: the router type must have static load(policy, const checkpoint&, prefix, const shape&) "
+                "returning it");
+  static_assert(saves_router<R>, "router: the router type must have save(policy, prefix, tensor_collection&) const");
+  static_assert(routes_tokens<R>,
+                "router: the router type must have route(policy, tokens, x, chosen, weights) and "
+                "route_async(policy, tokens, x, chosen, weights, input_checks&)");
+  return true;
+}
+
+}  // namespace detail
 
 /// What a user watches of a router: how many (token, pick) assignments each expert got, and the share that went
 /// to zero-computation experts (their FFN cost is saved).

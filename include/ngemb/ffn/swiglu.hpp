@@ -9,10 +9,11 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/ffn/detail/swiglu_rows.hpp"
+#include "ngemb/ffn/feed_forward.hpp"
 #include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/tensor_collection.hpp"
-#include "ngemb/moe/detail/ffn.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/upload.hpp"
 
@@ -25,27 +26,33 @@ class swiglu {
  public:
   using policy_type = Policy;
   using weight_type = Weight;
+  using shape = ffn_shape;
 
   /// Host arrays in the PyTorch layout: gate and up [I x H], down [H x I].
-  swiglu(const Policy& policy, std::int64_t hidden, std::int64_t intermediate, view<const Weight> gate,
-         view<const Weight> up, view<const Weight> down)
-      : hidden_(hidden), intermediate_(intermediate) {
-    detail::check_ffn_weights("swiglu", 1, hidden, intermediate, gate.size(), up.size(), down.size());
-    gate_up_ = detail::stack_gate_up(policy, 1, matrix_size(), gate, up);
-    down_ = upload(policy, down);
+  struct weights {
+    view<const Weight> gate;
+    view<const Weight> up;
+    view<const Weight> down;
+  };
+
+  swiglu(const Policy& policy, const shape& dims, const weights& parameters)
+      : hidden_(dims.hidden), intermediate_(dims.intermediate) {
+    detail::check_ffn_weights("swiglu", 1, dims.hidden, dims.intermediate, parameters.gate.size(),
+                              parameters.up.size(), parameters.down.size());
+    gate_up_ = detail::stack_gate_up(policy, 1, matrix_size(), parameters.gate, parameters.up);
+    down_ = upload(policy, parameters.down);
   }
 
   /// `{prefix}.gate_proj.weight`, `{prefix}.up_proj.weight` [I, H] and `{prefix}.down_proj.weight` [H, I], in any
   /// float dtype (converted to Weight).
-  static swiglu load(const Policy& policy, const checkpoint& checkpoint, const std::string& prefix,
-                     std::int64_t hidden, std::int64_t intermediate) {
-    const std::int64_t in_shape[] = {intermediate, hidden};
-    const std::int64_t out_shape[] = {hidden, intermediate};
-    const auto gate = read_tensor_as<Weight>(checkpoint, prefix + ".gate_proj.weight", in_shape);
-    const auto up = read_tensor_as<Weight>(checkpoint, prefix + ".up_proj.weight", in_shape);
-    const auto down = read_tensor_as<Weight>(checkpoint, prefix + ".down_proj.weight", out_shape);
-    return swiglu(policy, hidden, intermediate, view<const Weight>(gate), view<const Weight>(up),
-                  view<const Weight>(down));
+  static swiglu load(const Policy& policy, const checkpoint& source, const std::string& prefix, const shape& dims) {
+    const std::int64_t in_shape[] = {dims.intermediate, dims.hidden};
+    const std::int64_t out_shape[] = {dims.hidden, dims.intermediate};
+    const auto gate = read_tensor_as<Weight>(source, prefix + ".gate_proj.weight", in_shape);
+    const auto up = read_tensor_as<Weight>(source, prefix + ".up_proj.weight", in_shape);
+    const auto down = read_tensor_as<Weight>(source, prefix + ".down_proj.weight", out_shape);
+    return swiglu(policy, dims, {.gate = view<const Weight>(gate), .up = view<const Weight>(up),
+                                 .down = view<const Weight>(down)});
   }
 
   /// Adds the three weights under the names load() reads, in Weight's dtype.
@@ -86,5 +93,7 @@ class swiglu {
   typename Policy::template buffer<float> gate_up_out_;
   typename Policy::template buffer<float> activated_;
 };
+
+static_assert(feed_forward<swiglu<>>);
 
 }  // namespace ngemb

@@ -18,11 +18,12 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/ffn/detail/swiglu_rows.hpp"
+#include "ngemb/ffn/feed_forward.hpp"
 #include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/moe/detail/dispatch.hpp"
-#include "ngemb/moe/detail/ffn.hpp"
 #include "ngemb/moe/router.hpp"
 #include "ngemb/moe/zero_experts.hpp"
 #include "ngemb/policy/detail/sort_pairs.hpp"
@@ -48,53 +49,66 @@ struct router_policy<Router> {
 
 template <class Router, class Weight = float, class ZeroExperts = zero_experts>
 class moe {
-  static_assert(ngemb::router<Router>,
-                "moe<Router, Weight, ZeroExperts>: Router must be a router: a policy_type, options() returning "
-                "const router_options&, and route(policy, tokens, x, chosen, weights, deferred) (see topk_router)");
+  static_assert(detail::check_router<Router>());  // its static_asserts name what the router lacks
   static_assert(storage_type<Weight>, "moe<Router, Weight, ZeroExperts>: Weight must be float, ngemb::bf16 or ngemb::fp16");
 
  public:
   using policy_type = typename detail::router_policy<Router>::type;
   using router_type = Router;
   using weight_type = Weight;
+  using shape = moe_shape;
 
   /// Expert weights as host arrays in the PyTorch layout, expert after expert: gate and up [E x I x H], down
   /// [E x H x I], with E = router.options().routed_experts and I = expert_width.
-  moe(const policy_type& policy, Router router, std::int64_t hidden, std::int64_t expert_width, view<const Weight> gate,
-      view<const Weight> up, view<const Weight> down)
-      : router_(std::move(router)), hidden_(hidden), expert_width_(expert_width) {
-    const std::int64_t experts = router_.options().routed_experts;
-    detail::check_ffn_weights("moe", experts, hidden, expert_width, gate.size(), up.size(), down.size());
-    gate_up_ = detail::stack_gate_up(policy, static_cast<std::size_t>(experts), matrix_size(), gate, up);
-    down_ = upload(policy, down);
+  struct expert_weights {
+    view<const Weight> gate;
+    view<const Weight> up;
+    view<const Weight> down;
+  };
+
+  /// `dims.router` must be the router's options.
+  moe(const policy_type& policy, Router router, const shape& dims, const expert_weights& experts)
+      : router_(std::move(router)), hidden_(dims.hidden), expert_width_(dims.expert_width) {
+    if (router_.options() != dims.router) {
+      throw invalid_argument("moe: the shape's router options (E = " + std::to_string(dims.router.routed_experts) +
+                             ", Z = " + std::to_string(dims.router.zero_experts) + ", k = " +
+                             std::to_string(dims.router.top_k) + ") differ from the router's (E = " +
+                             std::to_string(routed_experts()) + ", Z = " +
+                             std::to_string(router_.options().zero_experts) + ", k = " +
+                             std::to_string(router_.options().top_k) + ")");
+    }
+    detail::check_ffn_weights("moe", routed_experts(), dims.hidden, dims.expert_width, experts.gate.size(),
+                              experts.up.size(), experts.down.size());
+    gate_up_ = detail::stack_gate_up(policy, static_cast<std::size_t>(routed_experts()), matrix_size(), experts.gate,
+                                     experts.up);
+    down_ = upload(policy, experts.down);
   }
 
-  /// The router at `{prefix}.router` (Router::load) and the experts at
+  /// The router at `{prefix}.router` (Router::load, with this layer's shape) and the experts at
   /// `{prefix}.experts.{e}.{gate_proj,up_proj,down_proj}.weight`; the HF prefix is `model.layers.{l}.mlp`.
-  static moe load(const policy_type& policy, const checkpoint& checkpoint, const std::string& prefix,
-                  const router_options& options, std::int64_t hidden, std::int64_t expert_width) {
-    Router router = Router::load(policy, checkpoint, prefix + ".router", options, hidden);
-    const auto experts = static_cast<std::size_t>(options.routed_experts);
-    const std::int64_t in_shape[] = {expert_width, hidden};
-    const std::int64_t out_shape[] = {hidden, expert_width};
+  static moe load(const policy_type& policy, const checkpoint& source, const std::string& prefix, const shape& dims) {
+    Router router = Router::load(policy, source, prefix + ".router", dims);
+    const auto experts = static_cast<std::size_t>(dims.router.routed_experts);
+    const std::int64_t in_shape[] = {dims.expert_width, dims.hidden};
+    const std::int64_t out_shape[] = {dims.hidden, dims.expert_width};
     for (std::size_t e = 0; e < experts; ++e) {  // every shape before allocating what the shapes ask for
       const std::string name = prefix + ".experts." + std::to_string(e);
-      check_float_tensor(checkpoint, name + ".gate_proj.weight", in_shape);
-      check_float_tensor(checkpoint, name + ".up_proj.weight", in_shape);
-      check_float_tensor(checkpoint, name + ".down_proj.weight", out_shape);
+      check_float_tensor(source, name + ".gate_proj.weight", in_shape);
+      check_float_tensor(source, name + ".up_proj.weight", in_shape);
+      check_float_tensor(source, name + ".down_proj.weight", out_shape);
     }
-    const auto matrix = static_cast<std::size_t>(hidden * expert_width);
+    const auto matrix = static_cast<std::size_t>(dims.hidden * dims.expert_width);
     std::vector<Weight> gate(experts * matrix);
     std::vector<Weight> up(experts * matrix);
     std::vector<Weight> down(experts * matrix);
     for (std::size_t e = 0; e < experts; ++e) {
       const std::string name = prefix + ".experts." + std::to_string(e);
-      read_tensor_into<Weight>(checkpoint, name + ".gate_proj.weight", in_shape, std::span(gate).subspan(e * matrix, matrix));
-      read_tensor_into<Weight>(checkpoint, name + ".up_proj.weight", in_shape, std::span(up).subspan(e * matrix, matrix));
-      read_tensor_into<Weight>(checkpoint, name + ".down_proj.weight", out_shape, std::span(down).subspan(e * matrix, matrix));
+      read_tensor_into<Weight>(source, name + ".gate_proj.weight", in_shape, std::span(gate).subspan(e * matrix, matrix));
+      read_tensor_into<Weight>(source, name + ".up_proj.weight", in_shape, std::span(up).subspan(e * matrix, matrix));
+      read_tensor_into<Weight>(source, name + ".down_proj.weight", out_shape, std::span(down).subspan(e * matrix, matrix));
     }
-    return moe(policy, std::move(router), hidden, expert_width, view<const Weight>(gate), view<const Weight>(up),
-               view<const Weight>(down));
+    return moe(policy, std::move(router), dims,
+               {.gate = view<const Weight>(gate), .up = view<const Weight>(up), .down = view<const Weight>(down)});
   }
 
   /// Adds the router's and the experts' tensors under the names load() reads (experts in Weight's dtype).
@@ -113,10 +127,32 @@ class moe {
   }
 
   /// y = MoE(x) for x, y [tokens x H] in policy memory (y overwritten). Non-finite router logits raise
-  /// invalid_argument (queued in `deferred` when given; the forward then runs memory-safely on whatever x holds).
-  /// On a device the per-expert row counts are read back once (one synchronisation) to size the expert GEMMs.
-  void forward(const policy_type& policy, std::size_t tokens, view<const float> x, view<float> y,
-               input_checks<policy_type>* deferred = nullptr) {
+  /// invalid_argument. On a device the per-expert row counts are read back once (one synchronisation) to size the
+  /// expert GEMMs.
+  void forward(const policy_type& policy, std::size_t tokens, view<const float> x, view<float> y) {
+    run(policy, tokens, x, y, nullptr);
+  }
+
+  /// forward() with the router's finite check queued in `checks` for the caller to raise (the forward then runs
+  /// memory-safely on whatever x holds).
+  void forward_async(const policy_type& policy, std::size_t tokens, view<const float> x, view<float> y,
+                     input_checks<policy_type>& checks) {
+    run(policy, tokens, x, y, &checks);
+  }
+
+  /// Expert load of the last forward's routing (empty counts before any forward).
+  [[nodiscard]] routing_statistics last_routing(const policy_type& policy) const {
+    const std::size_t pairs = last_tokens_ * static_cast<std::size_t>(router_.options().top_k);
+    return routing_load(policy, router_.options(), view<const std::int32_t>(chosen_.data(), pairs));
+  }
+
+  [[nodiscard]] const Router& router() const { return router_; }
+  [[nodiscard]] std::int64_t hidden() const { return hidden_; }
+  [[nodiscard]] std::int64_t expert_width() const { return expert_width_; }
+
+ private:
+  void run(const policy_type& policy, std::size_t tokens, view<const float> x, view<float> y,
+           input_checks<policy_type>* deferred) {
     const auto hidden = static_cast<std::size_t>(hidden_);
     const auto width = static_cast<std::size_t>(expert_width_);
     const auto top_k = static_cast<std::size_t>(router_.options().top_k);
@@ -136,7 +172,12 @@ class moe {
     detail::reserve(policy, weights_, pairs);
     detail::reserve(policy, offsets_, experts + 1);
     last_tokens_ = 0;  // a failed route leaves no statistics
-    router_.route(policy, tokens, x, chosen_.as_view().subview(0, pairs), weights_.as_view().subview(0, pairs), deferred);
+    if (deferred != nullptr) {
+      router_.route_async(policy, tokens, x, chosen_.as_view().subview(0, pairs), weights_.as_view().subview(0, pairs),
+                          *deferred);
+    } else {
+      router_.route(policy, tokens, x, chosen_.as_view().subview(0, pairs), weights_.as_view().subview(0, pairs));
+    }
     last_tokens_ = tokens;
 
     // Dispatch: group the pairs by expert; offsets_[e] .. offsets_[e + 1] are expert e's sorted positions.
@@ -176,17 +217,6 @@ class moe {
                                                      hidden, ZeroExperts{}, y.data()});
   }
 
-  /// Expert load of the last forward's routing (empty counts before any forward).
-  [[nodiscard]] routing_statistics last_routing(const policy_type& policy) const {
-    const std::size_t pairs = last_tokens_ * static_cast<std::size_t>(router_.options().top_k);
-    return routing_load(policy, router_.options(), view<const std::int32_t>(chosen_.data(), pairs));
-  }
-
-  [[nodiscard]] const Router& router() const { return router_; }
-  [[nodiscard]] std::int64_t hidden() const { return hidden_; }
-  [[nodiscard]] std::int64_t expert_width() const { return expert_width_; }
-
- private:
   [[nodiscard]] int routed_experts() const { return router_.options().routed_experts; }
   [[nodiscard]] std::size_t matrix_size() const { return static_cast<std::size_t>(hidden_ * expert_width_); }
 
@@ -211,5 +241,22 @@ class moe {
   std::vector<std::int32_t> offsets_host_;
   std::size_t last_tokens_ = 0;
 };
+
+/// A MoE FFN: a feed_forward that routes (router() returns its router).
+template <class F>
+concept moe_feed_forward = feed_forward<F> && requires(const F& layer) { layer.router(); };
+
+namespace detail {
+
+/// One static_assert per member of moe_feed_forward, so a failure names what is missing.
+template <class F>
+constexpr bool check_moe_feed_forward() {
+  static_assert(check_feed_forward<F>());
+  static_assert(requires(const F& layer) { layer.router(); },
+                "moe_feed_forward: the MoE type must have router() const returning its router");
+  return true;
+}
+
+}  // namespace detail
 
 }  // namespace ngemb

@@ -1,5 +1,5 @@
 #pragma once
-// What the dense SwiGLU FFN (swiglu.hpp) and the MoE experts (moe_layer.hpp) share: the weight layout (W_gate and
+// What the dense SwiGLU FFN (ffn/swiglu.hpp) and the MoE experts (moe/moe.hpp) share: the weight layout (W_gate and
 // W_up stacked into one [2I x H] matrix per FFN, so one GEMM computes both), its shape checks, the activation, and
 // the forward of a batch of rows through one FFN.
 #include <cmath>
