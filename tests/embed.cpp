@@ -22,6 +22,7 @@
 #include "temp_folder.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
+#include "ngemb/ffn/ngram_gated_ffn.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
@@ -32,6 +33,9 @@ using ngemb_test::embedding_golden;
 using ngemb_test::worst_row_error;
 
 const ngemb::host_policy policy{2, 64};  // two threads and small chunks, so the threaded paths run too
+
+static_assert(ngemb::cached_embedding<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>>);
+static_assert(ngemb::cached_embedding<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<ngemb::bf16>>>);
 
 template <class Embedding>
 Embedding load_with(const embedding_golden& golden) {
@@ -125,7 +129,16 @@ TEST_CASE("per-layer n-gram embedding and its gated FFN") {
       plne.embed(policy, layer, ngemb::view<float>(e));
       CHECK(worst_row_error(e, embedding_golden::flatten(expected.at("embedding")), 16) <= 1e-5);
 
-      auto ffn = ngemb::ngram_gated_ffn<>::load(policy, *checkpoint, layer, hidden, 16);
+      const std::string prefix = ngemb::ngram_names::layer(layer) + ".ngram_ffn";
+      auto ffn = ngemb::ngram_gated_ffn<>::load(policy, *checkpoint, prefix, {.hidden = hidden, .width = 16});
+      ngemb::tensor_collection saved;  // save writes what load read (fp32 weights: exactly)
+      ffn.save(policy, prefix, saved);
+      REQUIRE(saved.size() == 2);
+      for (const auto& tensor : saved.tensors()) {
+        const auto bytes = checkpoint->bytes(tensor.name);
+        CHECK(tensor.shape == checkpoint->info(tensor.name).shape);
+        CHECK(std::equal(tensor.data.begin(), tensor.data.end(), bytes.begin(), bytes.end()));
+      }
       std::vector<float> y(count * static_cast<std::size_t>(hidden));
       ffn.forward(policy, count, ngemb::view<const float>(x), ngemb::view<const float>(e), ngemb::view<float>(y));
       const double error = worst_row_error(y, embedding_golden::flatten(expected.at("ffn")), static_cast<std::size_t>(hidden));
@@ -157,8 +170,8 @@ TEST_CASE("deferred checks: bad tokens and offsets are reported later, and the f
     }
     std::vector<float> out(tokens.size() * width);
     ngemb::input_checks<ngemb::host_policy> checks(policy);
-    embedding.forward(policy, ngemb::ragged_view<const std::int32_t>(tokens, offsets), ngemb::view<float>(out),
-                      &checks);
+    embedding.forward_async(policy, ngemb::ragged_view<const std::int32_t>(tokens, offsets), ngemb::view<float>(out),
+                            checks);
     CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::error);
   }
   // Valid input through the deferred path gives the checked path's result.
@@ -166,7 +179,7 @@ TEST_CASE("deferred checks: bad tokens and offsets are reported later, and the f
   std::vector<float> deferred(checked.size());
   embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(checked));
   ngemb::input_checks<ngemb::host_policy> checks(policy);
-  embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(deferred), &checks);
+  embedding.forward_async(policy, golden.batch.token_view(), ngemb::view<float>(deferred), checks);
   checks.raise_if_failed();
   CHECK(deferred == checked);
 }
@@ -198,15 +211,17 @@ TEST_CASE("embedding errors name what is wrong") {
     auto config = golden.config;
     config.ratio = 2.0;
     const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
-    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, config), doctest::Contains("embedders.0.weight"),
-                         ngemb::format_error);
+    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, "model", config),
+                         doctest::Contains("embedders.0.weight"), ngemb::format_error);
   }
   SUBCASE("parts built for different configs") {
     auto other = golden.config;
     other.ratio = 2.0;
     const ngemb::safetensors_checkpoint checkpoint(golden.folder);
-    auto projection = ngemb::fused_projection<>::load(policy, checkpoint, golden.config.num_tables(),
-                                                      golden.config.row_width(), golden.config.hidden_size);
+    auto projection = ngemb::fused_projection<>::load(policy, checkpoint, "model.ngram_embeddings",
+                                                      {.num_tables = golden.config.num_tables(),
+                                                       .row_width = golden.config.row_width(),
+                                                       .output_width = golden.config.hidden_size});
     std::vector<float> base(static_cast<std::size_t>(other.vocab_size * other.hidden_size), 0.5f);
     std::vector<std::vector<float>> tables;
     std::vector<ngemb::view<const float>> views;
@@ -227,11 +242,9 @@ TEST_CASE("embedding errors name what is wrong") {
                          doctest::Contains("expected BF16"), ngemb::format_error);
   }
   SUBCASE("a missing tensor") {
-    ngemb::ngram_tensor_names names;
-    names.prefix = "model.ngram_embedding";
     const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
-    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, golden.config, names),
-                         doctest::Contains("model.ngram_embedding.embedders.0.weight"), ngemb::format_error);
+    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, "model.layers.0", golden.config),
+                         doctest::Contains("model.layers.0.embed_tokens.weight"), ngemb::format_error);
   }
 }
 

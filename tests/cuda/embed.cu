@@ -104,7 +104,7 @@ TEST_CASE("device deferred checks: no synchronisation before the launch, bad tok
   const ngemb_test::policy_batch<device_policy> batch(policy, bad);
   ngemb::device_buffer<float> out(policy, 4 * 48);
   ngemb::input_checks<device_policy> checks(policy);
-  embedding.forward(policy, batch.view(), out.as_view(), &checks);
+  embedding.forward_async(policy, batch.view(), out.as_view(), checks);
   CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::token_out_of_range);
   CHECK(cudaStreamSynchronize(policy.stream) == cudaSuccess);  // the kernels ran memory-safely
 }

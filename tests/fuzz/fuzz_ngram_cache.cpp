@@ -39,7 +39,7 @@ namespace {
 using ngemb_fuzz::expect;
 using ngemb_fuzz::library_accepts;
 using policy_type = ngemb::host_policy;
-using cache_type = ngemb::ngram_cache<policy_type>;
+using cache_type = ngemb::ngram_cache<std::int32_t, policy_type>;
 using token = std::int32_t;
 
 constexpr int max_operations = 48;
