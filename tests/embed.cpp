@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -235,6 +236,16 @@ TEST_CASE("embedding errors name what is wrong") {
     CHECK_THROWS_WITH_AS(embedding_type(golden.config, std::move(store), std::move(projection)),
                          doctest::Contains("sub-table 0 has 129 rows but the hash needs m_0 = 97"),
                          ngemb::shape_mismatch);
+  }
+  SUBCASE("a projection given another number of weights than its shape") {
+    const std::vector<float> weight(static_cast<std::size_t>(golden.config.hidden_size * golden.config.row_width()));
+    const std::vector<ngemb::view<const float>> views{ngemb::view<const float>(weight)};
+    CHECK_THROWS_WITH_AS(ngemb::fused_projection<>(policy,
+                                                   {.num_tables = 2,
+                                                    .row_width = golden.config.row_width(),
+                                                    .output_width = golden.config.hidden_size},
+                                                   std::span<const ngemb::view<const float>>(views)),
+                         "fused_projection: 1 projections given, the shape has 2 sub-tables", ngemb::shape_mismatch);
   }
   SUBCASE("mmap_store of another dtype than the file") {
     CHECK_THROWS_WITH_AS((ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<ngemb::bf16>>::load(

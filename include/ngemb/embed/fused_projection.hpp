@@ -29,12 +29,16 @@ class fused_projection {
   using policy_type = Policy;
   using shape = projection_shape;
 
-  /// From host arrays: one Linear weight [output_width x row_width] per sub-table, in any readable element type.
+  /// From host arrays: one Linear weight [output_width x row_width] per sub-table (dims.num_tables of them), in any
+  /// readable element type.
   template <readable_element W>
-  fused_projection(const Policy& policy, std::int64_t output_width, std::int64_t row_width,
-                   std::span<const view<const W>> projections)
-      : tables_(static_cast<int>(projections.size())), row_width_(row_width), output_width_(output_width) {
+  fused_projection(const Policy& policy, const shape& dims, std::span<const view<const W>> projections)
+      : tables_(dims.num_tables), row_width_(dims.row_width), output_width_(dims.output_width) {
     check_sizes();
+    if (projections.size() != static_cast<std::size_t>(tables_)) {
+      throw shape_mismatch("fused_projection: " + std::to_string(projections.size()) +
+                           " projections given, the shape has " + std::to_string(tables_) + " sub-tables");
+    }
     std::vector<Acc> concatenated(static_cast<std::size_t>(output_width_ * input_width()));
     for (int table = 0; table < tables_; ++table) {
       const view<const W> weight = projections[static_cast<std::size_t>(table)];
@@ -64,7 +68,7 @@ class fused_projection {
       weights.push_back(read_tensor_as<double>(source, ngram_names::post_proj(prefix, table), extent));
       views.emplace_back(weights.back());
     }
-    return fused_projection(policy, dims.output_width, dims.row_width, std::span<const view<const double>>(views));
+    return fused_projection(policy, dims, std::span<const view<const double>>(views));
   }
 
   /// Writes `{prefix}.post_projs.{i}.weight` [output_width, row_width] in fp32, split back out of W_cat.

@@ -70,7 +70,8 @@ constexpr bool check_projection() {
   static_assert(projection_sizes<P>, "projection: must have num_tables(), row_width(), input_width(), output_width()");
   static_assert(projection_project<P>, "projection: must have project(policy, tokens, in, out)");
   static_assert(projection_shape_type<P>, "projection: must have a shape type constructible from projection_shape");
-  static_assert(projection_load<P>, "projection: must have static load(policy, checkpoint, prefix, shape) returning it");
+  static_assert(projection_load<P>,
+                "projection: must have static load(policy, checkpoint, prefix, shape) returning it");
   static_assert(projection_save<P>, "projection: must have save(policy, prefix, tensor_collection&)");
   return true;
 }

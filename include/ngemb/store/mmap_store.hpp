@@ -1,7 +1,7 @@
 #pragma once
-// mmap_store: the tables read in place from a checkpoint whose tensors are memory-mapped (safetensors files). Opening costs no load time and
-// only the pages a gather touches are ever read, so a 60 GB table set runs in the memory its traffic needs.
-// Host memory only; the file dtype must be T (no conversion, no copy).
+// mmap_store: the tables read in place from a checkpoint whose tensors are memory-mapped (safetensors files).
+// Opening costs no load time and only the pages a gather touches are ever read, so a 60 GB table set runs in the
+// memory its traffic needs. Host memory only; the stored dtype must be T (no conversion, no copy).
 #include <cstdint>
 #include <memory>
 #include <string>
