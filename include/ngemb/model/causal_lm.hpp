@@ -30,6 +30,7 @@
 #include "ngemb/core/views.hpp"
 #include "ngemb/embed/cached_embedding.hpp"
 #include "ngemb/io/checkpoint_folder.hpp"
+#include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/safetensors.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/blocks.hpp"
