@@ -183,6 +183,30 @@ TEST_CASE("deferred checks: bad tokens and offsets are reported later, and the f
   embedding.forward_async(policy, golden.batch.token_view(), ngemb::view<float>(deferred), checks);
   checks.raise_if_failed();
   CHECK(deferred == checked);
+
+  // The same with a context and through the cache: results equal the checked calls', bad tokens raise later.
+  embedding.forward(policy, golden.batch.token_view(), golden.batch.context_view(), ngemb::view<float>(checked));
+  ngemb::input_checks<ngemb::host_policy> context_checks(policy);
+  embedding.forward_async(policy, golden.batch.token_view(), golden.batch.context_view(), ngemb::view<float>(deferred),
+                          context_checks);
+  context_checks.raise_if_failed();
+  CHECK(deferred == checked);
+  ngemb::ngram_cache<> cache(policy, golden.config, golden.batch.offsets.size() - 1, 0);
+  std::vector<std::int32_t> slots;
+  for (std::size_t sequence = 0; sequence + 1 < golden.batch.offsets.size(); ++sequence) {
+    slots.push_back(cache.allocate());
+  }
+  embedding.forward(policy, cache, slots, golden.batch.token_view(), ngemb::view<float>(checked));
+  ngemb::input_checks<ngemb::host_policy> cache_checks(policy);
+  embedding.forward_async(policy, cache, slots, golden.batch.token_view(), ngemb::view<float>(deferred), cache_checks);
+  cache_checks.raise_if_failed();
+  CHECK(deferred == checked);
+  std::vector<std::int32_t> bad_tokens = golden.batch.tokens;
+  bad_tokens.back() = static_cast<std::int32_t>(golden.config.vocab_size);
+  ngemb::input_checks<ngemb::host_policy> bad_checks(policy);
+  embedding.forward_async(policy, cache, slots, ngemb::ragged_view<const std::int32_t>(bad_tokens, golden.batch.offsets),
+                          ngemb::view<float>(deferred), bad_checks);
+  CHECK_THROWS_AS(bad_checks.raise_if_failed(), ngemb::token_out_of_range);
 }
 
 TEST_CASE("embedding errors name what is wrong") {

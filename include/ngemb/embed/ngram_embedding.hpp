@@ -192,6 +192,7 @@ class ngram_embedding {
     });
   }
 
+  /// As above, with the checks queued in `checks` (see the first forward_async).
   template <std::integral Token, output_element Out>
   void forward_async(const policy_type& policy, ragged_view<const Token> tokens, ragged_view<const Token> context,
                      view<Out> out, input_checks<policy_type>& checks) {
@@ -210,6 +211,7 @@ class ngram_embedding {
     });
   }
 
+  /// As above, with the slot list checked at once on the host and the token checks queued in `checks`.
   template <std::integral Token, output_element Out>
   void forward_async(const policy_type& policy, ngram_cache<Token, policy_type>& cache,
                      view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Out> out,

@@ -30,14 +30,14 @@ class mmap_store {
   /// dtype T; otherwise format_error names the file and tensor. The store shares ownership of the checkpoint, whose
   /// memory it reads in place.
   mmap_store(std::shared_ptr<const ngemb::checkpoint> source, const std::string& prefix, const ngram_config& config)
-      : checkpoint_(std::move(source)), vocab_(config.vocab_size), hidden_(config.hidden_size) {
+      : checkpoint_(std::move(source)), vocab_size_(config.vocab_size), hidden_(config.hidden_size) {
     config.validate();
     detail::check_table_count(config.num_tables(), "mmap_store");
     rows_.width = config.row_width();
     rows_.hidden = hidden_;
     const std::string base = ngram_names::base_table(prefix);
     if (checkpoint_->contains(base)) {
-      const std::int64_t shape[] = {vocab_, hidden_};
+      const std::int64_t shape[] = {vocab_size_, hidden_};
       rows_.base = checkpoint_->tensor<T>(base, shape).data();
     }
     const std::string module = ngram_names::module(prefix);
@@ -58,8 +58,8 @@ class mmap_store {
   /// elsewhere).
   void save(const host_policy& policy, const std::string& prefix, tensor_collection& out) const {
     if (has_base()) {
-      out.add<T>(policy, ngram_names::base_table(prefix), {vocab_, hidden_},
-                 view<const T>(rows_.base, static_cast<std::size_t>(vocab_ * hidden_)));
+      out.add<T>(policy, ngram_names::base_table(prefix), {vocab_size_, hidden_},
+                 view<const T>(rows_.base, static_cast<std::size_t>(vocab_size_ * hidden_)));
     }
     const std::string module = ngram_names::module(prefix);
     for (int table = 0; table < num_tables(); ++table) {
@@ -72,14 +72,14 @@ class mmap_store {
   [[nodiscard]] std::int64_t rows(int table) const { return row_counts_[static_cast<std::size_t>(table)]; }
   [[nodiscard]] std::int64_t row_width() const { return rows_.width; }
   [[nodiscard]] bool has_base() const { return rows_.base != nullptr; }
-  [[nodiscard]] std::int64_t vocab_size() const { return vocab_; }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }
   [[nodiscard]] std::int64_t hidden_size() const { return hidden_; }
   [[nodiscard]] table_rows_ref<T> ref() const { return rows_; }
   [[nodiscard]] const ngemb::checkpoint& checkpoint() const { return *checkpoint_; }
 
  private:
   std::shared_ptr<const ngemb::checkpoint> checkpoint_;
-  std::int64_t vocab_;
+  std::int64_t vocab_size_;
   std::int64_t hidden_;
   std::vector<std::int64_t> row_counts_;
   table_rows_ref<T> rows_;

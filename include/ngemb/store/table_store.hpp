@@ -30,7 +30,7 @@ class table_store {
   /// Allocates the tables for `config` (with the base table [V x H] or without), contents unspecified: fill them
   /// in place through base() and table(i) (an initialiser, a custom loader).
   table_store(const Policy& policy, const ngram_config& config, bool with_base)
-      : vocab_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
+      : vocab_size_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
     config.validate();
     detail::check_table_count(config.num_tables(), "table_store");
     std::int64_t offset = 0;
@@ -41,7 +41,7 @@ class table_store {
     }
     tables_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(offset * width_));
     if (with_base) {
-      base_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(vocab_ * hidden_));
+      base_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(vocab_size_ * hidden_));
     }
   }
 
@@ -90,7 +90,7 @@ class table_store {
       synchronize(policy);  // the staging vector is reused
     };
     if (store.has_base()) {
-      read(base, {store.vocab_, store.hidden_}, store.base_.as_view());
+      read(base, {store.vocab_size_, store.hidden_}, store.base_.as_view());
     }
     for (int table = 0; table < store.num_tables(); ++table) {
       read(ngram_names::embedder(module, table), {store.rows(table), store.width_}, store.table_view(table));
@@ -107,7 +107,7 @@ class table_store {
   /// Writes the tables under the names load() reads, in T.
   void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
     if (has_base()) {
-      out.add<T>(policy, ngram_names::base_table(prefix), {vocab_, hidden_}, base_.as_view());
+      out.add<T>(policy, ngram_names::base_table(prefix), {vocab_size_, hidden_}, base_.as_view());
     }
     const std::string module = ngram_names::module(prefix);
     for (int table = 0; table < num_tables(); ++table) {
@@ -121,7 +121,7 @@ class table_store {
   [[nodiscard]] std::int64_t rows(int table) const { return rows_[static_cast<std::size_t>(table)]; }
   [[nodiscard]] std::int64_t row_width() const { return width_; }
   [[nodiscard]] bool has_base() const { return base_.size() != 0; }
-  [[nodiscard]] std::int64_t vocab_size() const { return vocab_; }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }
   [[nodiscard]] std::int64_t hidden_size() const { return hidden_; }
   /// Bytes of table memory (base and sub-tables).
   [[nodiscard]] std::size_t bytes() const { return (base_.size() + tables_.size()) * sizeof(T); }
@@ -156,7 +156,7 @@ class table_store {
     }
   }
 
-  std::int64_t vocab_;
+  std::int64_t vocab_size_;
   std::int64_t hidden_;
   std::int64_t width_;
   std::vector<std::int64_t> rows_;
