@@ -240,8 +240,9 @@ class model {
       fill_random(ngemb::host_policy{0}, ngemb::view<float>(host[table]), 1000 + table, scale);
       views.emplace_back(host[table]);
     }
-    ngemb::fused_projection<float, Policy> projection(policy, config.hidden_size, config.row_width(),
-                                                      std::span<const ngemb::view<const float>>(views));
+    const ngemb::projection_shape dims{
+        .num_tables = config.num_tables(), .row_width = config.row_width(), .output_width = config.hidden_size};
+    ngemb::fused_projection<float, Policy> projection(policy, dims, std::span<const ngemb::view<const float>>(views));
     for (const auto& weights : views) {
       projections.emplace_back(policy, weights.size());
       copy_to(policy, weights, projections.back().as_view());

@@ -182,7 +182,7 @@ class workload {
   ngemb::ngram_config config_;
   ngemb::longcat_hash hasher_;
   batch input_;
-  std::optional<ngemb::ngram_cache<ngemb::host_policy>> cache_;
+  std::optional<ngemb::ngram_cache<>> cache_;
   std::vector<std::int32_t> slots_;
   std::vector<id_type> ids_;
   std::vector<id_type> expected_;

@@ -288,7 +288,7 @@ class device_workload {
   cudaStream_t stream_ = nullptr;
   ngemb_bench::stream_timer timer_;
   ngemb::device_policy policy_;
-  std::optional<ngemb::ngram_cache<ngemb::device_policy>> cache_;
+  std::optional<ngemb::ngram_cache<std::int32_t, ngemb::device_policy>> cache_;
   std::vector<std::int32_t> slots_;
   std::string failure_;
   double naive_seconds_ = 0;

@@ -100,8 +100,9 @@ demo_model<Policy> random_model(const Policy& policy, const ngemb::model_config&
   }
   typename parts::embedding ngram_embedding(
       ngram, std::move(tables),
-      ngemb::fused_projection<float, Policy>(policy, hidden, ngram.row_width(),
-                                             std::span<const ngemb::view<const float>>(projection_views)));
+      ngemb::fused_projection<float, Policy>(
+          policy, {.num_tables = ngram.num_tables(), .row_width = ngram.row_width(), .output_width = hidden},
+          std::span<const ngemb::view<const float>>(projection_views)));
 
   const ngemb::attention_shape attention_shape{hidden, config.num_attention_heads, config.num_key_value_heads,
                                                config.head_dim, config.rope_theta};

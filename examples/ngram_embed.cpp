@@ -101,7 +101,7 @@ template <ngemb::storage_type T>
 void run(const ngemb::host_policy& policy, const std::shared_ptr<const ngemb::safetensors_checkpoint>& checkpoint,
          const ngemb::ngram_config& config) {
   using embedding_type = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<T>>;
-  auto embedding = embedding_type::load(policy, checkpoint, config);
+  auto embedding = embedding_type::load(policy, checkpoint, ngemb::ngram_names::released_owner, config);
   output_writer out(stdout);
   embedding_printer<embedding_type> printer(embedding, policy, out);
   // A batch's outputs take H floats per token: bound the batch so they stay in tens of megabytes.
@@ -122,7 +122,9 @@ int main(int argc, char** argv) {
     const auto config = ngemb::read_ngram_config(*parsed.checkpoint);
     const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(*parsed.checkpoint);
     // The tables are served in their stored dtype: the first sub-table's dtype selects the store.
-    const std::string dtype = checkpoint->info(ngemb::ngram_tensor_names{}.embedder(0)).dtype;
+    const std::string first_table =
+        ngemb::ngram_names::embedder(ngemb::ngram_names::module(ngemb::ngram_names::released_owner), 0);
+    const std::string dtype = checkpoint->info(first_table).dtype;
     if (dtype == "F32") {
       run<float>(policy, checkpoint, config);
     } else if (dtype == "BF16") {
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
     } else if (dtype == "F16") {
       run<ngemb::fp16>(policy, checkpoint, config);
     } else {
-      throw ngemb::format_error(checkpoint->file_of(ngemb::ngram_tensor_names{}.embedder(0)).path().string() +
+      throw ngemb::format_error(checkpoint->location_of(first_table) +
                                 ": the sub-tables have dtype " + dtype + "; ngram_embed reads F32, BF16 or F16");
     }
     return 0;

@@ -57,7 +57,7 @@ std::string join(const token_list& tokens, std::size_t begin, std::size_t end) {
 }
 
 /// A cache slot's window: committed tokens, then "|" and the unverified drafts when there are any.
-std::string describe_window(const ngemb::ngram_cache<ngemb::host_policy>& cache, std::int32_t slot) {
+std::string describe_window(const ngemb::ngram_cache<>& cache, std::int32_t slot) {
   const token_list window = cache.window(slot);
   const auto committed = static_cast<std::size_t>(cache.committed(slot));
   std::string text = "[" + join(window, 0, committed);
@@ -94,7 +94,7 @@ bool simulate_speculative_decoding(const ngemb::longcat_hash& hasher, const toke
   const ngemb::host_policy policy{};
   const auto tables = static_cast<std::size_t>(hasher.num_tables());
   constexpr int max_draft = 4;
-  ngemb::ngram_cache<ngemb::host_policy> cache(policy, hasher.config(), /*max_slots=*/1, max_draft);
+  ngemb::ngram_cache<> cache(policy, hasher.config(), /*max_slots=*/1, max_draft);
   const std::vector<std::int32_t> slots{cache.allocate()};
 
   token_list accepted;                // the sequence as the verifier accepts it

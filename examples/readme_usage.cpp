@@ -31,7 +31,7 @@ void ids_and_cache(const std::filesystem::path& checkpoint) {
   // [readme:end]
 
   // [readme:cache]
-  ngemb::ngram_cache<ngemb::host_policy> cache(policy, config, /*max_slots=*/64, /*max_draft=*/8);
+  ngemb::ngram_cache<> cache(policy, config, /*max_slots=*/64, /*max_draft=*/8);
   const std::vector<std::int32_t> slots = {cache.allocate(), cache.allocate()};  // one per sequence of the batch
   ngemb::hash_tokens(policy, hasher, cache, slots, batch, ngemb::view<std::int64_t>(ids));
   cache.advance(slots, batch);                                                      // prefill
@@ -66,6 +66,7 @@ using embedding = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store
 using experts   = ngemb::moe<ngemb::softmax_router<>, ngemb::bf16>;          // routed + zero experts, bf16 weights
 using block     = ngemb::shortcut_block<ngemb::attention<>, ngemb::swiglu<>, experts>;   // or prenorm_block<A, F>
 using model     = ngemb::causal_lm<embedding, block>;
+static_assert(std::is_same_v<model, ngemb::presets::longcat_shortcut<ngemb::host_policy>::model>);  // the preset
 // [readme:end]
 static_assert(std::is_same_v<model, ngemb_examples::demo_model<ngemb::host_policy>>,
               "the README's model type is the demo model's, so its checkpoint loads");
@@ -78,7 +79,7 @@ ngemb::generation_result whole_model(const ngemb::host_policy& policy, const std
   ngemb::generation_options options;                                   // greedy by default
   options.max_new_tokens = 32;
   options.sampling = {.temperature = 0.7f, .top_p = 0.9f, .seed = 1};
-  auto result = lm.generate(policy, {{1, 17, 42}, {7, 8}}, options);
+  auto result = ngemb::generate(policy, lm, {{1, 17, 42}, {7, 8}}, options);
   lm.save(policy, copy);  // config.json + shards, written whole; a non-empty folder needs {.overwrite = true}
   // [readme:end]
   return result;

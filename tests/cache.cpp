@@ -24,7 +24,7 @@ TEST_CASE("cache steps with random drafts and rollbacks equal one-shot ids") {
 TEST_CASE("cache slots: allocation, release, reset and misuse") {
   const auto lite = ngemb::ngram_config::longcat_flash_lite();
   const ngemb::host_policy policy;
-  ngemb::ngram_cache<ngemb::host_policy> cache(policy, lite, 2, 3);
+  ngemb::ngram_cache<> cache(policy, lite, 2, 3);
   const auto first = cache.allocate();
   const auto second = cache.allocate();
   CHECK(first == 0);
@@ -70,7 +70,7 @@ TEST_CASE("cache slots: allocation, release, reset and misuse") {
 
 TEST_CASE("cache: one slot at a time") {
   const ngemb::host_policy policy;
-  ngemb::ngram_cache<ngemb::host_policy> cache(policy, ngemb::ngram_config::longcat_flash_lite(), 4, 4);
+  ngemb::ngram_cache<> cache(policy, ngemb::ngram_config::longcat_flash_lite(), 4, 4);
   const auto slot = cache.allocate();
   const std::vector<std::int32_t> prompt{11, 12, 13, 14, 15};
   const std::vector<std::int32_t> drafts{21, 22, 23};
@@ -88,18 +88,18 @@ TEST_CASE("cache: arguments are validated before anything is allocated (issue 9)
   const ngemb::host_policy policy;
   const auto lite = ngemb::ngram_config::longcat_flash_lite();
   // A default config used to make a look-back of -1 and a SIZE_MAX-sized buffer.
-  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, ngemb::ngram_config{}, 1, 0),
+  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<>(policy, ngemb::ngram_config{}, 1, 0),
                        doctest::Contains("vocab_size must be in [1, 2^31]"), ngemb::invalid_argument);
-  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, lite, std::size_t{1} << 60, 0),
+  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<>(policy, lite, std::size_t{1} << 60, 0),
                        "ngram_cache: max_slots must be at most 2^24, got 1152921504606846976", ngemb::invalid_argument);
-  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, lite, 4, INT32_MAX),
+  CHECK_THROWS_WITH_AS(ngemb::ngram_cache<>(policy, lite, 4, INT32_MAX),
                        "ngram_cache: max_draft must be in [0, 4096], got 2147483647", ngemb::invalid_argument);
-  CHECK_THROWS_AS(ngemb::ngram_cache<ngemb::host_policy>(policy, lite, 4, -1), ngemb::invalid_argument);
+  CHECK_THROWS_AS(ngemb::ngram_cache<>(policy, lite, 4, -1), ngemb::invalid_argument);
 }
 
 TEST_CASE("cache: allocate() returns the lowest free slot, as documented") {
   const ngemb::host_policy policy;
-  ngemb::ngram_cache<ngemb::host_policy> cache(policy, ngemb::ngram_config::longcat_flash_lite(), 5, 0);
+  ngemb::ngram_cache<> cache(policy, ngemb::ngram_config::longcat_flash_lite(), 5, 0);
   for (int slot = 0; slot < 5; ++slot) {
     CHECK(cache.allocate() == slot);
   }

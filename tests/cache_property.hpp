@@ -57,7 +57,7 @@ struct staged_batch {
 /// Hashes one ragged batch through the cache and returns the ids on the host.
 template <class Policy>
 std::vector<std::int64_t> hash_step(const Policy& policy, const ngemb::longcat_hash& hasher,
-                                    ngemb::ngram_cache<Policy>& cache, const std::vector<std::int32_t>& slots,
+                                    ngemb::ngram_cache<std::int32_t, Policy>& cache, const std::vector<std::int32_t>& slots,
                                     const std::vector<std::vector<std::int32_t>>& sequences) {
   const staged_batch<Policy> batch(policy, sequences);
   typename Policy::template buffer<std::int64_t> ids(
@@ -67,7 +67,7 @@ std::vector<std::int64_t> hash_step(const Policy& policy, const ngemb::longcat_h
 }
 
 template <class Policy>
-void record_step(ngemb::ngram_cache<Policy>& cache, const Policy& policy, const std::vector<std::int32_t>& slots,
+void record_step(ngemb::ngram_cache<std::int32_t, Policy>& cache, const Policy& policy, const std::vector<std::int32_t>& slots,
                  const std::vector<std::vector<std::int32_t>>& sequences, bool as_draft) {
   const staged_batch<Policy> batch(policy, sequences);
   if (as_draft) {
@@ -98,7 +98,7 @@ void check_cache_matches_one_shot(const Policy& policy, ngemb::ngram_config conf
   const int tables = hasher.num_tables();
   constexpr int max_draft = 5;
   constexpr std::size_t batch_size = 6;
-  ngemb::ngram_cache<Policy> cache(policy, config, batch_size + 2, max_draft);
+  ngemb::ngram_cache<std::int32_t, Policy> cache(policy, config, batch_size + 2, max_draft);
   std::vector<std::int32_t> slots;
   for (std::size_t b = 0; b < batch_size; ++b) {
     slots.push_back(cache.allocate());

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "temp_folder.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
+#include "ngemb/ffn/ngram_gated_ffn.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/store/mmap_store.hpp"
@@ -33,6 +35,9 @@ using ngemb_test::embedding_golden;
 using ngemb_test::worst_row_error;
 
 const ngemb::host_policy policy{2, 64};  // two threads and small chunks, so the threaded paths run too
+
+static_assert(ngemb::cached_embedding<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::table_store<float>>>);
+static_assert(ngemb::cached_embedding<ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<ngemb::bf16>>>);
 
 template <class Embedding>
 Embedding load_with(const embedding_golden& golden) {
@@ -126,7 +131,16 @@ TEST_CASE("per-layer n-gram embedding and its gated FFN") {
       plne.embed(policy, layer, ngemb::view<float>(e));
       CHECK(worst_row_error(e, embedding_golden::flatten(expected.at("embedding")), 16) <= 1e-5);
 
-      auto ffn = ngemb::ngram_gated_ffn<>::load(policy, *checkpoint, layer, hidden, 16);
+      const std::string prefix = ngemb::ngram_names::layer(layer) + ".ngram_ffn";
+      auto ffn = ngemb::ngram_gated_ffn<>::load(policy, *checkpoint, prefix, {.hidden = hidden, .width = 16});
+      ngemb::tensor_collection saved;  // save writes what load read (fp32 weights: exactly)
+      ffn.save(policy, prefix, saved);
+      REQUIRE(saved.size() == 2);
+      for (const auto& tensor : saved.tensors()) {
+        const auto bytes = checkpoint->bytes(tensor.name);
+        CHECK(tensor.shape == checkpoint->info(tensor.name).shape);
+        CHECK(std::equal(tensor.data.begin(), tensor.data.end(), bytes.begin(), bytes.end()));
+      }
       std::vector<float> y(count * static_cast<std::size_t>(hidden));
       ffn.forward(policy, count, ngemb::view<const float>(x), ngemb::view<const float>(e), ngemb::view<float>(y));
       const double error = worst_row_error(y, embedding_golden::flatten(expected.at("ffn")), static_cast<std::size_t>(hidden));
@@ -158,8 +172,8 @@ TEST_CASE("deferred checks: bad tokens and offsets are reported later, and the f
     }
     std::vector<float> out(tokens.size() * width);
     ngemb::input_checks<ngemb::host_policy> checks(policy);
-    embedding.forward(policy, ngemb::ragged_view<const std::int32_t>(tokens, offsets), ngemb::view<float>(out),
-                      &checks);
+    embedding.forward_async(policy, ngemb::ragged_view<const std::int32_t>(tokens, offsets), ngemb::view<float>(out),
+                            checks);
     CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::error);
   }
   // Valid input through the deferred path gives the checked path's result.
@@ -167,9 +181,33 @@ TEST_CASE("deferred checks: bad tokens and offsets are reported later, and the f
   std::vector<float> deferred(checked.size());
   embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(checked));
   ngemb::input_checks<ngemb::host_policy> checks(policy);
-  embedding.forward(policy, golden.batch.token_view(), ngemb::view<float>(deferred), &checks);
+  embedding.forward_async(policy, golden.batch.token_view(), ngemb::view<float>(deferred), checks);
   checks.raise_if_failed();
   CHECK(deferred == checked);
+
+  // The same with a context and through the cache: results equal the checked calls', bad tokens raise later.
+  embedding.forward(policy, golden.batch.token_view(), golden.batch.context_view(), ngemb::view<float>(checked));
+  ngemb::input_checks<ngemb::host_policy> context_checks(policy);
+  embedding.forward_async(policy, golden.batch.token_view(), golden.batch.context_view(), ngemb::view<float>(deferred),
+                          context_checks);
+  context_checks.raise_if_failed();
+  CHECK(deferred == checked);
+  ngemb::ngram_cache<> cache(policy, golden.config, golden.batch.offsets.size() - 1, 0);
+  std::vector<std::int32_t> slots;
+  for (std::size_t sequence = 0; sequence + 1 < golden.batch.offsets.size(); ++sequence) {
+    slots.push_back(cache.allocate());
+  }
+  embedding.forward(policy, cache, slots, golden.batch.token_view(), ngemb::view<float>(checked));
+  ngemb::input_checks<ngemb::host_policy> cache_checks(policy);
+  embedding.forward_async(policy, cache, slots, golden.batch.token_view(), ngemb::view<float>(deferred), cache_checks);
+  cache_checks.raise_if_failed();
+  CHECK(deferred == checked);
+  std::vector<std::int32_t> bad_tokens = golden.batch.tokens;
+  bad_tokens.back() = static_cast<std::int32_t>(golden.config.vocab_size);
+  ngemb::input_checks<ngemb::host_policy> bad_checks(policy);
+  embedding.forward_async(policy, cache, slots, ngemb::ragged_view<const std::int32_t>(bad_tokens, golden.batch.offsets),
+                          ngemb::view<float>(deferred), bad_checks);
+  CHECK_THROWS_AS(bad_checks.raise_if_failed(), ngemb::token_out_of_range);
 }
 
 TEST_CASE("embedding errors name what is wrong") {
@@ -199,15 +237,17 @@ TEST_CASE("embedding errors name what is wrong") {
     auto config = golden.config;
     config.ratio = 2.0;
     const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
-    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, config), doctest::Contains("embedders.0.weight"),
-                         ngemb::format_error);
+    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, "model", config),
+                         doctest::Contains("embedders.0.weight"), ngemb::format_error);
   }
   SUBCASE("parts built for different configs") {
     auto other = golden.config;
     other.ratio = 2.0;
     const ngemb::safetensors_checkpoint checkpoint(golden.folder);
-    auto projection = ngemb::fused_projection<>::load(policy, checkpoint, golden.config.num_tables(),
-                                                      golden.config.row_width(), golden.config.hidden_size);
+    auto projection = ngemb::fused_projection<>::load(policy, checkpoint, "model.ngram_embeddings",
+                                                      {.num_tables = golden.config.num_tables(),
+                                                       .row_width = golden.config.row_width(),
+                                                       .output_width = golden.config.hidden_size});
     std::vector<float> base(static_cast<std::size_t>(other.vocab_size * other.hidden_size), 0.5f);
     std::vector<std::vector<float>> tables;
     std::vector<ngemb::view<const float>> views;
@@ -222,17 +262,25 @@ TEST_CASE("embedding errors name what is wrong") {
                          doctest::Contains("sub-table 0 has 129 rows but the hash needs m_0 = 97"),
                          ngemb::shape_mismatch);
   }
+  SUBCASE("a projection given another number of weights than its shape") {
+    const std::vector<float> weight(static_cast<std::size_t>(golden.config.hidden_size * golden.config.row_width()));
+    const std::vector<ngemb::view<const float>> views{ngemb::view<const float>(weight)};
+    CHECK_THROWS_WITH_AS(ngemb::fused_projection<>(policy,
+                                                   {.num_tables = 2,
+                                                    .row_width = golden.config.row_width(),
+                                                    .output_width = golden.config.hidden_size},
+                                                   std::span<const ngemb::view<const float>>(views)),
+                         "fused_projection: 1 projections given, the shape has 2 sub-tables", ngemb::shape_mismatch);
+  }
   SUBCASE("mmap_store of another dtype than the file") {
     CHECK_THROWS_WITH_AS((ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<ngemb::bf16>>::load(
                              policy, golden.folder)),
                          doctest::Contains("expected BF16"), ngemb::format_error);
   }
   SUBCASE("a missing tensor") {
-    ngemb::ngram_tensor_names names;
-    names.prefix = "model.ngram_embedding";
     const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(golden.folder);
-    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, golden.config, names),
-                         doctest::Contains("model.ngram_embedding.embedders.0.weight"), ngemb::format_error);
+    CHECK_THROWS_WITH_AS(embedding_type::load(policy, checkpoint, "model.layers.0", golden.config),
+                         doctest::Contains("model.layers.0.embed_tokens.weight"), ngemb::format_error);
   }
 }
 

@@ -144,7 +144,7 @@ void check_through_cache(const Policy& policy, Embedding& embedding, const embed
   const auto width = static_cast<std::size_t>(golden.config.hidden_size);
   const auto& sequences = golden.expected.at("sequences");
   const std::size_t count = sequences.size();
-  ngemb::ngram_cache<Policy> cache(policy, golden.config, count, 3);
+  ngemb::ngram_cache<std::int32_t, Policy> cache(policy, golden.config, count, 3);
   std::vector<std::int32_t> slots;
   for (std::size_t s = 0; s < count; ++s) {
     slots.push_back(cache.allocate());

@@ -303,29 +303,30 @@ TEST_CASE("deferred checks: garbage offsets and tokens never cause an out-of-bou
     const ngemb::ragged_view<const std::int32_t> batch(tokens, offsets);
     const ngemb::ragged_view<const std::int32_t> context(tokens, context_offsets);
     ngemb::input_checks<ngemb::host_policy> deferred(policy);
-    ngemb::hash_tokens(policy, hasher, batch, context, ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table,
-                       &deferred);
+    ngemb::hash_tokens_async(policy, hasher, batch, context, ngemb::view<std::int64_t>(ids),
+                             ngemb::id_layout::per_table, deferred);
     CHECK_THROWS_AS(deferred.raise_if_failed(), ngemb::shape_mismatch);
   }
   const std::vector<std::int64_t> no_sequence{0};  // what sizes alone show is raised at once, even deferred
   ngemb::input_checks<ngemb::host_policy> early(policy);
-  CHECK_THROWS_WITH_AS(ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, no_sequence),
-                                          ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, &early),
+  CHECK_THROWS_WITH_AS(ngemb::hash_tokens_async(policy, hasher,
+                                                ngemb::ragged_view<const std::int32_t>(tokens, no_sequence),
+                                                ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, early),
                        "hash_tokens: tokens: offsets describe no sequence but there are 40 values",
                        ngemb::shape_mismatch);
   const std::vector<std::int64_t> offsets{0, 40};
   tokens[17] = 131072 + 5;
   ngemb::input_checks<ngemb::host_policy> deferred(policy);
-  ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
-                     ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, &deferred);
+  ngemb::hash_tokens_async(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                           ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, deferred);
   CHECK_THROWS_WITH_AS(deferred.raise_if_failed(),
                        "hash_tokens: tokens: token id 131077 at sequence 0, position 17 (flat index 17) is outside "
                        "[0, 131072)",
                        ngemb::invalid_argument);
   tokens[17] = 5;  // valid input: deferred checks pass and the ids equal the checked call's
   ngemb::input_checks<ngemb::host_policy> passing(policy);
-  ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
-                     ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, &passing);
+  ngemb::hash_tokens_async(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                           ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table, passing);
   passing.raise_if_failed();
   std::vector<std::int64_t> checked(ids.size());
   ngemb::hash_tokens(policy, hasher, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
@@ -343,8 +344,8 @@ TEST_CASE("deferred checks: offsets at the ends of int64 cause no signed overflo
     CAPTURE(offsets.size());
     const ngemb::ragged_view<const std::int32_t> batch(tokens, offsets);
     ngemb::input_checks<ngemb::host_policy> deferred(policy);
-    ngemb::hash_tokens(policy, hasher, batch, batch, ngemb::view<std::int64_t>(ids), ngemb::id_layout::per_table,
-                       &deferred);
+    ngemb::hash_tokens_async(policy, hasher, batch, batch, ngemb::view<std::int64_t>(ids),
+                             ngemb::id_layout::per_table, deferred);
     CHECK_THROWS_AS(deferred.raise_if_failed(), ngemb::shape_mismatch);
   }
 }

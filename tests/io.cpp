@@ -923,7 +923,7 @@ TEST_CASE("checkpoint: a user's own storage behind the interface loads parts, wi
   CHECK(storage.tensor<ngemb::bf16>("halves", two)[1] == ngemb::bf16(-3.0f));
 
   // A part loads through it and computes what the saved part does.
-  const auto loaded = ngemb::rms_norm<ngemb::host_policy>::load(policy, storage, "model.norm.weight", 4, 1e-5f);
+  const auto loaded = ngemb::rms_norm<ngemb::host_policy>::load(policy, storage, "model.norm", {.hidden = 4, .eps = 1e-5f});
   const std::vector<float> x = {1.0f, -2.0f, 3.0f, 0.5f};
   std::vector<float> expected(4);
   std::vector<float> actual(4);
@@ -933,7 +933,7 @@ TEST_CASE("checkpoint: a user's own storage behind the interface loads parts, wi
 
   // The interface's checks name the storage's own location.
   expect_failure<ngemb::format_error>(
-      [&] { (void)ngemb::rms_norm<ngemb::host_policy>::load(policy, storage, "model.norm.weight", 8, 1e-5f); },
+      [&] { (void)ngemb::rms_norm<ngemb::host_policy>::load(policy, storage, "model.norm", {.hidden = 8, .eps = 1e-5f}); },
       {"memory: tensor \"model.norm.weight\" has shape [4], expected [8]"});
   expect_failure<ngemb::format_error>([&] { (void)storage.tensor<float>("halves"); },
                                       {"memory: tensor \"halves\" has dtype BF16, expected F32"});

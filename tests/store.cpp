@@ -13,6 +13,7 @@
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "temp_folder.hpp"
 
 namespace {
 
@@ -48,9 +49,9 @@ struct written_tables {
         tables.back().emplace_back(normal(random));
       }
     }
-    const ngemb::ngram_tensor_names names;
     for (int table = 0; table < config.num_tables(); ++table) {
-      tensors.push_back(ngemb::tensor_to_write::of(names.embedder(table), {config.modulus(table), config.row_width()},
+      tensors.push_back(ngemb::tensor_to_write::of(ngemb::ngram_names::embedder("model.ngram_embeddings", table),
+                                                   {config.modulus(table), config.row_width()},
                                                    ngemb::view<const ngemb::bf16>(tables[static_cast<std::size_t>(table)])));
     }
     std::filesystem::create_directories(folder);
@@ -91,8 +92,8 @@ TEST_CASE("table_store and mmap_store serve the written rows") {
   const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(written.folder);
   const ngemb::host_policy policy;
 
-  check_rows(ngemb::mmap_store<ngemb::bf16>(checkpoint, config), written, config);
-  check_rows(ngemb::table_store<ngemb::bf16>::load(policy, *checkpoint, config), written, config);
+  check_rows(ngemb::mmap_store<ngemb::bf16>(checkpoint, "model", config), written, config);
+  check_rows(ngemb::table_store<ngemb::bf16>::load(policy, *checkpoint, "model", config), written, config);
 
   std::vector<ngemb::view<const ngemb::bf16>> views(written.tables.begin(), written.tables.end());
   const ngemb::table_store<ngemb::bf16> from_arrays(policy, config, ngemb::view<const ngemb::bf16>(written.base), views);
@@ -106,7 +107,7 @@ TEST_CASE("table_store and mmap_store serve the written rows") {
         }()) * sizeof(ngemb::bf16));
 
   // Widening on load is exact.
-  const auto widened = ngemb::table_store<float>::load(policy, *checkpoint, config);
+  const auto widened = ngemb::table_store<float>::load(policy, *checkpoint, "model", config);
   CHECK(widened.ref().row(5, 22)[1] == ngemb::to_float(written.tables[5][22 * 2 + 1]));
 }
 
@@ -119,20 +120,21 @@ TEST_CASE("store errors name the tensor and the mismatch") {
   SUBCASE("moduli that disagree with the file") {
     auto other = config;
     other.m_base = 25;
-    CHECK_THROWS_WITH_AS(ngemb::mmap_store<ngemb::bf16>(checkpoint, other),
+    CHECK_THROWS_WITH_AS(ngemb::mmap_store<ngemb::bf16>(checkpoint, "model", other),
                          doctest::Contains("embedders.0.weight\" has shape [24, 2], expected [26, 2]"), ngemb::format_error);
-    CHECK_THROWS_WITH_AS(ngemb::table_store<float>::load(policy, *checkpoint, other),
+    CHECK_THROWS_WITH_AS(ngemb::table_store<float>::load(policy, *checkpoint, "model", other),
                          doctest::Contains("embedders.0.weight\" has shape [24, 2], expected [26, 2]"), ngemb::format_error);
   }
   SUBCASE("a dtype mmap cannot serve without converting") {
-    CHECK_THROWS_WITH_AS(ngemb::mmap_store<float>(checkpoint, config), doctest::Contains("has dtype BF16, expected F32"),
+    CHECK_THROWS_WITH_AS(ngemb::mmap_store<float>(checkpoint, "model", config),
+                         doctest::Contains("has dtype BF16, expected F32"),
                          ngemb::format_error);
   }
   SUBCASE("a missing tensor") {
-    ngemb::ngram_tensor_names names;
-    names.base = "model.embed.weight";
-    CHECK_THROWS_WITH_AS(ngemb::mmap_store<ngemb::bf16>(checkpoint, config, names),
-                         doctest::Contains("model.embed.weight"), ngemb::format_error);
+    CHECK_THROWS_WITH_AS(ngemb::mmap_store<ngemb::bf16>(checkpoint, "other", config),
+                         doctest::Contains("other.ngram_embeddings.embedders.0.weight"), ngemb::format_error);
+    CHECK_THROWS_WITH_AS(ngemb::table_store<ngemb::bf16>::load(policy, *checkpoint, "other", config),
+                         doctest::Contains("other.ngram_embeddings.embedders.0.weight"), ngemb::format_error);
   }
   SUBCASE("host arrays of the wrong size") {
     std::vector<ngemb::view<const ngemb::bf16>> views(written.tables.begin(), written.tables.end());
@@ -144,4 +146,39 @@ TEST_CASE("store errors name the tensor and the mismatch") {
     CHECK_THROWS_WITH_AS(ngemb::table_store<ngemb::bf16>(policy, config, ngemb::view<const ngemb::bf16>(written.base), views),
                          doctest::Contains("5 sub-tables given"), ngemb::shape_mismatch);
   }
+}
+
+TEST_CASE("stores save under the names they load, and read a base table only where the checkpoint has one") {
+  const auto config = small_config();
+  const written_tables written(config, "names");
+  const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(written.folder);
+  const ngemb::host_policy policy;
+  const auto names_of = [](const ngemb::tensor_collection& tensors) {
+    std::vector<std::string> names;
+    for (const auto& tensor : tensors.entries()) {
+      names.push_back(tensor.name);
+    }
+    return names;
+  };
+  std::vector<std::string> expected{"layer.embed_tokens.weight"};
+  for (int table = 0; table < config.num_tables(); ++table) {
+    expected.push_back("layer.ngram_embeddings.embedders." + std::to_string(table) + ".weight");
+  }
+  ngemb::tensor_collection from_mmap;
+  ngemb::mmap_store<ngemb::bf16>::load(policy, checkpoint, "model", config).save(policy, "layer", from_mmap);
+  CHECK(names_of(from_mmap) == expected);
+  ngemb::tensor_collection from_table;
+  ngemb::table_store<ngemb::bf16>::load(policy, checkpoint, "model", config).save(policy, "layer", from_table);
+  CHECK(names_of(from_table) == expected);
+
+  // Without "{prefix}.embed_tokens.weight" (a per-layer embedding's tables) the stores have no base table.
+  const ngemb_test::temp_folder without_base;
+  ngemb::write_safetensors_checkpoint(without_base.path(), from_table.tensors().subspan(1), 1 << 20);
+  const auto per_layer = std::make_shared<const ngemb::safetensors_checkpoint>(without_base.path());
+  const auto table = ngemb::table_store<ngemb::bf16>::load(policy, per_layer, "layer", config);
+  const auto mapped = ngemb::mmap_store<ngemb::bf16>::load(policy, per_layer, "layer", config);
+  CHECK_FALSE(table.has_base());
+  CHECK_FALSE(mapped.has_base());
+  CHECK(ngemb::to_float(mapped.ref().row(5, 22)[1]) == ngemb::to_float(written.tables[5][22 * 2 + 1]));
+  CHECK(ngemb::to_float(table.ref().row(5, 22)[1]) == ngemb::to_float(written.tables[5][22 * 2 + 1]));
 }

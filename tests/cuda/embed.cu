@@ -10,6 +10,7 @@
 #include "embedding_golden.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
+#include "ngemb/ffn/ngram_gated_ffn.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/policy/device_policy.cuh"
@@ -72,7 +73,8 @@ TEST_CASE("device PLNE and gated FFN") {
     plne.embed(policy, layer, e.as_view());
     CHECK(ngemb_test::worst_row_error(ngemb_test::to_host(policy, ngemb::view<const float>(e.as_view())),
                                       embedding_golden::flatten(expected.at("embedding")), 16) <= 1e-5);
-    auto ffn = ngemb::ngram_gated_ffn<float, device_policy>::load(policy, *checkpoint, layer, hidden, 16);
+    auto ffn = ngemb::ngram_gated_ffn<float, device_policy>::load(
+        policy, *checkpoint, ngemb::ngram_names::layer(layer) + ".ngram_ffn", {.hidden = hidden, .width = 16});
     ngemb::device_buffer<float> y(policy, count * static_cast<std::size_t>(hidden));
     ffn.forward(policy, count, x.as_view(), ngemb::view<const float>(e.as_view()), y.as_view());
     CHECK(ngemb_test::worst_row_error(ngemb_test::to_host(policy, ngemb::view<const float>(y.as_view())),
@@ -105,7 +107,7 @@ TEST_CASE("device deferred checks: no synchronisation before the launch, bad tok
   const ngemb_test::policy_batch<device_policy> batch(policy, bad);
   ngemb::device_buffer<float> out(policy, 4 * 48);
   ngemb::input_checks<device_policy> checks(policy);
-  embedding.forward(policy, batch.view(), out.as_view(), &checks);
+  embedding.forward_async(policy, batch.view(), out.as_view(), checks);
   CHECK_THROWS_AS(checks.raise_if_failed(), ngemb::token_out_of_range);
   CHECK(cudaStreamSynchronize(policy.stream) == cudaSuccess);  // the kernels ran memory-safely
 }

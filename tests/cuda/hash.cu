@@ -106,9 +106,9 @@ TEST_CASE("device: deferred checks let the launch run without a sync and raise a
     const auto garbage_offsets = stage.to_policy(std::vector<std::int64_t>{-40, 99, 5});
     ngemb::device_buffer<std::int64_t> ids(policy, 5 * 12);
     ngemb::input_checks<ngemb::device_policy> deferred(policy);
-    ngemb::hash_tokens(policy, hasher,
-                       ngemb::ragged_view<const std::int32_t>(tokens.as_view(), garbage_offsets.as_view()),
-                       ids.as_view(), ngemb::id_layout::per_table, &deferred);
+    ngemb::hash_tokens_async(policy, hasher,
+                             ngemb::ragged_view<const std::int32_t>(tokens.as_view(), garbage_offsets.as_view()),
+                             ids.as_view(), ngemb::id_layout::per_table, deferred);
     CHECK_THROWS_AS(deferred.raise_if_failed(), ngemb::shape_mismatch);
     NGEMB_CUDA_CHECK(cudaStreamSynchronize(stream));  // the kernel itself ran without a fault
   }

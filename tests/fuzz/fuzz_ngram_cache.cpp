@@ -39,7 +39,7 @@ namespace {
 using ngemb_fuzz::expect;
 using ngemb_fuzz::library_accepts;
 using policy_type = ngemb::host_policy;
-using cache_type = ngemb::ngram_cache<policy_type>;
+using cache_type = ngemb::ngram_cache<std::int32_t, policy_type>;
 using token = std::int32_t;
 
 constexpr int max_operations = 48;
@@ -527,7 +527,8 @@ class fuzz_session {
            largest - 1 <= static_cast<std::int64_t>(std::numeric_limits<Id>::max());
   }
 
-  /// Runs `call(ids, deferred)` with or without deferred checks and compares the outcome and the ids.
+  /// Runs `call(ids, layout, checks)` with checks (hash_tokens_async) or without (null: hash_tokens) and compares
+  /// the outcome and the ids.
   template <class Id, class Call>
   void run_hash(const char* operation, bool valid, std::size_t values, Call&& call,
                 const std::function<std::vector<std::uint64_t>()>& expected) {
@@ -590,8 +591,13 @@ class fuzz_session {
           "hash_tokens through the cache", valid, tokens.values.size(),
           [&](ngemb::view<Id> ids, ngemb::id_layout layout, ngemb::input_checks<policy_type>* deferred) {
             used = layout;
-            ngemb::hash_tokens(policy_type{}, *hasher_, cache_, ngemb::view<const std::int32_t>(slots), tokens.view(),
-                               ids, layout, deferred);
+            const ngemb::view<const std::int32_t> slot_view(slots);
+            if (deferred != nullptr) {
+              ngemb::hash_tokens_async(policy_type{}, *hasher_, cache_, slot_view, tokens.view(), ids, layout,
+                                       *deferred);
+            } else {
+              ngemb::hash_tokens(policy_type{}, *hasher_, cache_, slot_view, tokens.view(), ids, layout);
+            }
           },
           [&] { return expected.template operator()<Id>(used); });
     };
@@ -615,7 +621,11 @@ class fuzz_session {
           "hash_tokens with context", valid, tokens.values.size(),
           [&](ngemb::view<Id> ids, ngemb::id_layout layout, ngemb::input_checks<policy_type>* deferred) {
             used = layout;
-            ngemb::hash_tokens(policy_type{}, *hasher_, tokens.view(), context.view(), ids, layout, deferred);
+            if (deferred != nullptr) {
+              ngemb::hash_tokens_async(policy_type{}, *hasher_, tokens.view(), context.view(), ids, layout, *deferred);
+            } else {
+              ngemb::hash_tokens(policy_type{}, *hasher_, tokens.view(), context.view(), ids, layout);
+            }
           },
           [&] { return expected_ids<Id>(context.sequences, tokens, used); });
     };

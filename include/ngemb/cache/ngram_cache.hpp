@@ -21,10 +21,11 @@
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/hash/hash_tokens.hpp"
+#include "ngemb/policy/host_policy.hpp"
 
 namespace ngemb {
 
-template <class Policy, std::integral Token = std::int32_t>
+template <std::integral Token = std::int32_t, class Policy = host_policy>
 class ngram_cache {
  public:
   using slot_id = std::int32_t;
@@ -251,15 +252,14 @@ class ngram_cache {
   detail::free_slots free_slots_;
 };
 
-/// Ids of each slot's next tokens, with the slot's cached tokens as look-back: sequence b of `tokens` continues
-/// the sequence in slots[b]. Call append/advance afterwards to record the tokens. The slot list is checked at
-/// once on the host; `deferred` queues the token checks (see input_checks).
-template <class Policy, hasher Hasher, std::integral Token, class Id>
-  requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
-void hash_tokens(const Policy& policy, const Hasher& hasher, ngram_cache<Policy, Token>& cache,
-                 view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Id> ids,
-                 id_layout layout = id_layout::per_table, input_checks<Policy>* deferred = nullptr) {
-  detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
+namespace detail {
+
+/// The checked hash over the cache; `deferred` (null: raise now) receives the token checks.
+template <class Policy, class Hasher, class Token, class Id>
+void hash_cached(const Policy& policy, const Hasher& hasher, ngram_cache<Token, Policy>& cache,
+                 view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Id> ids, id_layout layout,
+                 input_checks<Policy>* deferred) {
+  check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
   if (cache.lookback() != hasher.lookback()) {
     throw invalid_argument("hash_tokens: the cache keeps " + std::to_string(cache.lookback()) +
                            " look-back tokens but the hasher needs " + std::to_string(hasher.lookback()));
@@ -268,11 +268,32 @@ void hash_tokens(const Policy& policy, const Hasher& hasher, ngram_cache<Policy,
     throw shape_mismatch("hash_tokens: " + std::to_string(slots.size()) + " slots but " +
                          std::to_string(tokens.num_sequences()) + " token sequences");
   }
-  detail::checks_or_deferred<Policy> checks(policy, deferred);
+  checks_or_deferred<Policy> checks(policy, deferred);
   checks->ragged(tokens, "hash_tokens: tokens");
   checks->in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
   checks.before_launch();
-  detail::launch_hash(policy, hasher, tokens, cache.lookback_source(slots), ids, layout);
+  launch_hash(policy, hasher, tokens, cache.lookback_source(slots), ids, layout);
+}
+
+}  // namespace detail
+
+/// Ids of each slot's next tokens, with the slot's cached tokens as look-back: sequence b of `tokens` continues
+/// the sequence in slots[b]. Call append/advance afterwards to record the tokens. The slot list is checked on the
+/// host, the tokens before launching (one synchronising read-back on a device).
+template <class Policy, hasher Hasher, std::integral Token, ngram_id Id>
+void hash_tokens(const Policy& policy, const Hasher& hasher, ngram_cache<Token, Policy>& cache,
+                 view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Id> ids,
+                 id_layout layout = id_layout::per_table) {
+  detail::hash_cached(policy, hasher, cache, slots, tokens, ids, layout, static_cast<input_checks<Policy>*>(nullptr));
+}
+
+/// As above without synchronising: the slot list is still checked at once on the host, the token checks are
+/// queued in `checks` (see input_checks).
+template <class Policy, hasher Hasher, std::integral Token, ngram_id Id>
+void hash_tokens_async(const Policy& policy, const Hasher& hasher, ngram_cache<Token, Policy>& cache,
+                       view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Id> ids,
+                       id_layout layout, input_checks<Policy>& checks) {
+  detail::hash_cached(policy, hasher, cache, slots, tokens, ids, layout, &checks);
 }
 
 }  // namespace ngemb

@@ -95,9 +95,9 @@ T read_one(const Policy& policy, const T* element) {
 /// Collects checks of inputs in policy memory and raises the first failure with one read-back.
 ///
 /// Operations such as hash_tokens make their own and raise before launching (one synchronising read-back on a
-/// device). An engine that cannot afford that sync passes its own `input_checks` as `deferred`: the checks are
-/// queued on the stream, the operation runs memory-safely on whatever the input holds, and the engine calls
-/// `raise_if_failed()` where it synchronises anyway. The inputs must stay alive until then.
+/// device). An engine that cannot afford that sync calls the `_async` variant (hash_tokens_async, ...) with its own
+/// `input_checks`: the checks are queued on the stream, the operation runs memory-safely on whatever the input
+/// holds, and the engine calls `raise_if_failed()` where it synchronises anyway. The inputs must stay alive until then.
 template <class Policy>
 class input_checks {
  public:

@@ -17,7 +17,6 @@
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/macros.hpp"
 #include "ngemb/core/views.hpp"
-#include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/tensor_collection.hpp"
@@ -33,6 +32,12 @@ struct row_statistics {
   Acc inverse_std = 1;
 };
 
+/// What an amplification is built for: the branch width H, and LayerNorm's epsilon (the others ignore it).
+struct amplification_shape {
+  std::int64_t width = 0;
+  double epsilon = 1e-5;
+};
+
 /// a(n) = n: the official module.
 struct no_amplification {
   static constexpr bool needs_statistics = false;
@@ -44,14 +49,16 @@ struct no_amplification {
   };
   [[nodiscard]] ref_type ref(std::int64_t /*width*/) const { return {}; }
 
+  using shape = amplification_shape;
+
+  /// Nothing to read or write: no parameters.
   template <class Policy>
-  static no_amplification load(const Policy& /*policy*/, const checkpoint& /*checkpoint*/,
-                               std::int64_t /*width*/, const ngram_tensor_names& /*names*/ = {}) {
+  static no_amplification load(const Policy& /*policy*/, const checkpoint& /*source*/, const std::string& /*prefix*/,
+                               const shape& /*dims*/) {
     return {};
   }
-  /// Nothing to write: no parameters.
   template <class Policy>
-  void save(const Policy& /*policy*/, tensor_collection& /*out*/, const ngram_tensor_names& /*names*/ = {}) const {}
+  void save(const Policy& /*policy*/, const std::string& /*prefix*/, tensor_collection& /*out*/) const {}
 };
 
 /// a(n) = sqrt(H) * n.
@@ -68,21 +75,26 @@ struct sqrt_hidden_amplification {
   };
   [[nodiscard]] ref_type ref(std::int64_t width) const { return {std::sqrt(static_cast<double>(width))}; }
 
+  using shape = amplification_shape;
+
   template <class Policy>
-  static sqrt_hidden_amplification load(const Policy& /*policy*/, const checkpoint& /*checkpoint*/,
-                                        std::int64_t /*width*/, const ngram_tensor_names& /*names*/ = {}) {
+  static sqrt_hidden_amplification load(const Policy& /*policy*/, const checkpoint& /*source*/,
+                                        const std::string& /*prefix*/, const shape& /*dims*/) {
     return {};
   }
   template <class Policy>
-  void save(const Policy& /*policy*/, tensor_collection& /*out*/, const ngram_tensor_names& /*names*/ = {}) const {}
+  void save(const Policy& /*policy*/, const std::string& /*prefix*/, tensor_collection& /*out*/) const {}
 };
 
 /// a(n) = LayerNorm(n) = (n - mean) / sqrt(var + eps) * gamma + beta, population variance over the row.
-/// gamma and beta live in policy memory as fp32: `{prefix}.norm.weight` and `{prefix}.norm.bias` [H].
+/// gamma and beta live in policy memory as fp32; in a checkpoint `{prefix}.weight` and `{prefix}.bias` [H], with
+/// prefix `ngram_names::norm(module)`.
 template <class Policy = host_policy>
 class layer_norm_amplification {
  public:
   static constexpr bool needs_statistics = true;
+  using policy_type = Policy;
+  using shape = amplification_shape;
   struct ref_type {
     const float* gamma;
     const float* beta;
@@ -127,19 +139,18 @@ class layer_norm_amplification {
     }
   }
 
-  static layer_norm_amplification load(const Policy& policy, const checkpoint& checkpoint,
-                                       std::int64_t width, const ngram_tensor_names& names = {},
-                                       double epsilon = 1e-5) {
-    const std::int64_t shape[] = {width};
-    const auto gamma = read_tensor_as<float>(checkpoint, names.norm_weight(), shape);
-    const auto beta = read_tensor_as<float>(checkpoint, names.norm_bias(), shape);
-    return layer_norm_amplification(policy, view<const float>(gamma), view<const float>(beta), epsilon);
+  static layer_norm_amplification load(const Policy& policy, const checkpoint& source, const std::string& prefix,
+                                       const shape& dims) {
+    const std::int64_t extent[] = {dims.width};
+    const auto gamma = read_tensor_as<float>(source, prefix + ".weight", extent);
+    const auto beta = read_tensor_as<float>(source, prefix + ".bias", extent);
+    return layer_norm_amplification(policy, view<const float>(gamma), view<const float>(beta), dims.epsilon);
   }
 
-  void save(const Policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+  void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
     const auto width = static_cast<std::int64_t>(gamma_.size());
-    out.add<float>(policy, names.norm_weight(), {width}, gamma_.as_view());
-    out.add<float>(policy, names.norm_bias(), {width}, beta_.as_view());
+    out.add<float>(policy, prefix + ".weight", {width}, gamma_.as_view());
+    out.add<float>(policy, prefix + ".bias", {width}, beta_.as_view());
   }
 
   [[nodiscard]] ref_type ref(std::int64_t width) const {
@@ -156,12 +167,59 @@ class layer_norm_amplification {
   double epsilon_;
 };
 
-/// What ngram_embedding needs of an amplification.
+namespace detail {
+
+// One concept per member, so a type that is not an amplification fails on a static_assert naming what it lacks.
 template <class A>
-concept amplification = requires(const A& a, std::int64_t width, const float* row, row_statistics<float> stats) {
+concept amplification_statistics_flag = requires {
   { A::needs_statistics } -> std::convertible_to<bool>;
+};
+template <class A>
+concept amplification_ref = requires(const A& a, std::int64_t width, const float* row, row_statistics<float> stats) {
   { a.ref(width).statistics(row, width) } -> std::same_as<row_statistics<float>>;
   { a.ref(width).apply(1.0f, width, stats) } -> std::same_as<float>;
 };
+template <class A>
+concept amplification_shape_type =
+    requires { typename A::shape; } && std::constructible_from<typename A::shape, const amplification_shape&>;
+template <class A, class Policy>
+concept amplification_load = requires(const Policy& policy, const checkpoint& source, const std::string& prefix,
+                                      const typename A::shape& dims) {
+  { A::load(policy, source, prefix, dims) } -> std::same_as<A>;
+};
+template <class A, class Policy>
+concept amplification_save = requires(const A& a, const Policy& policy, const std::string& prefix,
+                                      tensor_collection& out) { a.save(policy, prefix, out); };
+
+}  // namespace detail
+
+/// What ngram_embedding needs of an amplification under `Policy`: the element step's ref, and its whole life in a
+/// checkpoint (load from `ngram_names::norm(module)` with a shape built from amplification_shape, and save).
+template <class A, class Policy>
+concept amplification = detail::amplification_statistics_flag<A> && detail::amplification_ref<A> &&
+                        detail::amplification_shape_type<A> && detail::amplification_load<A, Policy> &&
+                        detail::amplification_save<A, Policy>;
+
+namespace detail {
+
+/// Each missing member of an amplification named by its own failure.
+template <class A, class Policy>
+constexpr bool check_amplification() {
+  static_assert(amplification_statistics_flag<A>, "amplification: must have static needs_statistics (bool)");
+  static_assert(amplification_ref<A>, "amplification: must have ref(width) with statistics(row, width) and "
+                                      "apply(value, column, stats)");
+  static_assert(amplification_shape_type<A>,
+                "amplification: must have a shape type constructible from amplification_shape");
+  static_assert(amplification_load<A, Policy>,
+                "amplification: must have static load(policy, checkpoint, prefix, shape) returning it");
+  static_assert(amplification_save<A, Policy>, "amplification: must have save(policy, prefix, tensor_collection&)");
+  return true;
+}
+
+}  // namespace detail
+
+static_assert(detail::check_amplification<no_amplification, host_policy>());
+static_assert(detail::check_amplification<sqrt_hidden_amplification, host_policy>());
+static_assert(detail::check_amplification<layer_norm_amplification<>, host_policy>());
 
 }  // namespace ngemb

@@ -11,6 +11,8 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/embed/projection.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/read_tensor.hpp"
@@ -26,13 +28,18 @@ class fused_projection {
  public:
   using accumulator = Acc;
   using policy_type = Policy;
+  using shape = projection_shape;
 
-  /// From host arrays: one Linear weight [output_width x row_width] per sub-table, in any readable element type.
+  /// From host arrays: one Linear weight [output_width x row_width] per sub-table (dims.num_tables of them), in any
+  /// readable element type.
   template <readable_element W>
-  fused_projection(const Policy& policy, std::int64_t output_width, std::int64_t row_width,
-                   std::span<const view<const W>> projections)
-      : tables_(static_cast<int>(projections.size())), row_width_(row_width), output_width_(output_width) {
+  fused_projection(const Policy& policy, const shape& dims, std::span<const view<const W>> projections)
+      : tables_(dims.num_tables), row_width_(dims.row_width), output_width_(dims.output_width) {
     check_sizes();
+    if (projections.size() != static_cast<std::size_t>(tables_)) {
+      throw shape_mismatch("fused_projection: " + std::to_string(projections.size()) +
+                           " projections given, the shape has " + std::to_string(tables_) + " sub-tables");
+    }
     std::vector<Acc> concatenated(static_cast<std::size_t>(output_width_ * input_width()));
     for (int table = 0; table < tables_; ++table) {
       const view<const W> weight = projections[static_cast<std::size_t>(table)];
@@ -51,22 +58,22 @@ class fused_projection {
     weights_ = upload(policy, view<const Acc>(concatenated));
   }
 
-  /// Reads `{prefix}.post_projs.{i}.weight` [output_width, row_width] for i < num_tables (any float dtype).
-  static fused_projection load(const Policy& policy, const checkpoint& checkpoint, int num_tables,
-                               std::int64_t row_width, std::int64_t output_width,
-                               const ngram_tensor_names& names = {}) {
+  /// Reads `{prefix}.post_projs.{i}.weight` [output_width, row_width] for i < num_tables (any float dtype); prefix is
+  /// the n-gram module (`ngram_names::module(owner)`).
+  static fused_projection load(const Policy& policy, const checkpoint& source, const std::string& prefix,
+                               const shape& dims) {
     std::vector<std::vector<double>> weights;
     std::vector<view<const double>> views;
-    const std::int64_t shape[] = {output_width, row_width};
-    for (int table = 0; table < num_tables; ++table) {
-      weights.push_back(read_tensor_as<double>(checkpoint, names.post_proj(table), shape));
+    const std::int64_t extent[] = {dims.output_width, dims.row_width};
+    for (int table = 0; table < dims.num_tables; ++table) {
+      weights.push_back(read_tensor_as<double>(source, ngram_names::post_proj(prefix, table), extent));
       views.emplace_back(weights.back());
     }
-    return fused_projection(policy, output_width, row_width, std::span<const view<const double>>(views));
+    return fused_projection(policy, dims, std::span<const view<const double>>(views));
   }
 
   /// Writes `{prefix}.post_projs.{i}.weight` [output_width, row_width] in fp32, split back out of W_cat.
-  void save(const Policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+  void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
     std::vector<Acc> concatenated(weights_.size());
     copy_to_host(policy, weights(), view<Acc>(concatenated));
     std::vector<float> projection(static_cast<std::size_t>(output_width_ * row_width_));
@@ -77,7 +84,8 @@ class fused_projection {
               concatenated[static_cast<std::size_t>(row * input_width() + table * row_width_ + column)]);
         }
       }
-      out.add<float>(host_policy{}, names.post_proj(table), {output_width_, row_width_}, view<const float>(projection));
+      out.add<float>(host_policy{}, ngram_names::post_proj(prefix, table), {output_width_, row_width_},
+                     view<const float>(projection));
     }
   }
 
@@ -109,5 +117,7 @@ class fused_projection {
   std::int64_t output_width_;
   typename Policy::template buffer<Acc> weights_;
 };
+
+static_assert(detail::check_projection<fused_projection<>>());
 
 }  // namespace ngemb

@@ -23,28 +23,19 @@
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/embed/amplification.hpp"
+#include "ngemb/embed/cached_embedding.hpp"
 #include "ngemb/embed/detail/embedding_pipeline.hpp"
 #include "ngemb/embed/fused_projection.hpp"
+#include "ngemb/embed/projection.hpp"
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/hasher.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/hf_config.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/store/store.hpp"
 
 namespace ngemb {
-
-/// What ngram_embedding needs of a projection: T row blocks of width d in, `output_width` values out, one call.
-template <class P>
-concept projection = requires(const P& p, const typename P::policy_type& policy, std::size_t tokens,
-                              view<const typename P::accumulator> in, view<typename P::accumulator> out) {
-  requires gemm_scalar<typename P::accumulator>;
-  { p.num_tables() } -> std::convertible_to<int>;
-  { p.row_width() } -> std::convertible_to<std::int64_t>;
-  { p.input_width() } -> std::convertible_to<std::int64_t>;
-  { p.output_width() } -> std::convertible_to<std::int64_t>;
-  p.project(policy, tokens, in, out);
-};
 
 /// Output element types of a forward.
 template <class T>
@@ -81,41 +72,19 @@ void check_embedding_parts(const char* who, const Hasher& hasher, const Store& s
 }
 
 /// Opens a checkpoint folder as every loader wants it: the config and shared ownership of the mapped files.
-inline std::pair<ngram_config, std::shared_ptr<const safetensors_checkpoint>> open_checkpoint(
-    const std::filesystem::path& path) {
+inline std::pair<ngram_config, std::shared_ptr<const checkpoint>> open_checkpoint(const std::filesystem::path& path) {
   std::error_code unreadable;  // a failed probe reads as "not a folder"; reading the config then says why
   const std::filesystem::path folder = std::filesystem::is_directory(path, unreadable) ? path : path.parent_path();
   return {read_ngram_config(folder), std::make_shared<const safetensors_checkpoint>(path)};
 }
 
-/// Stores that keep the mapping alive (mmap_store) take the shared checkpoint, the others read from it.
-template <class Store, class Policy>
-Store load_store(const Policy& policy, const std::shared_ptr<const safetensors_checkpoint>& checkpoint,
-                 const ngram_config& config, const ngram_tensor_names& names) {
-  if constexpr (requires { Store::load(policy, checkpoint, config, names); }) {
-    return Store::load(policy, checkpoint, config, names);
-  } else {
-    return Store::load(policy, *checkpoint, config, names);
-  }
-}
-
-}  // namespace detail
-
-namespace detail {
-
-/// The readable failures of a part that does not fit (a constrained parameter would only say "not satisfied").
+/// The readable failures of a part that does not fit (a constrained parameter would only say "not satisfied"):
+/// each part kind's check names the member it lacks.
 template <class Hasher, class Store, class Projection>
 constexpr bool check_embedding_types() {
-  static_assert(hasher<Hasher>, "ngram_embedding: Hasher must model ngemb::hasher: ref_type (a trivially copyable "
-                                "hasher_ref), ref(), num_tables(), lookback(), vocab_size(), rows(i), total_rows()");
-  static_assert(std::constructible_from<Hasher, const ngram_config&>,
-                "ngram_embedding: the hasher must be constructible from an ngram_config");
-  static_assert(store<Store>, "ngram_embedding: Store must model ngemb::store: element_type, policy_type, "
-                              "num_tables(), rows(i), row_width(), has_base(), vocab_size(), hidden_size(), "
-                              "ref().row(table, id) and ref().base_row(token)");
-  static_assert(projection<Projection>, "ngram_embedding: Projection must model ngemb::projection: accumulator "
-                                        "(float or double), policy_type, num_tables(), row_width(), input_width(), "
-                                        "output_width(), project(policy, tokens, in, out)");
+  static_assert(check_hasher<Hasher>());
+  static_assert(check_store<Store>());
+  static_assert(check_projection<Projection>());
   static_assert(std::is_same_v<typename Store::policy_type, typename Projection::policy_type>,
                 "ngram_embedding: the store and the projection must live in the same policy's memory");
   return true;
@@ -127,9 +96,7 @@ template <class Hasher, class Store, class Projection = fused_projection<float, 
           class Amplification = no_amplification>
 class ngram_embedding {
   static_assert(detail::check_embedding_types<Hasher, Store, Projection>());
-  static_assert(amplification<Amplification>,
-                "ngram_embedding: Amplification must model ngemb::amplification: needs_statistics, and ref(width) "
-                "with statistics(row, width) and apply(value, column, stats)");
+  static_assert(detail::check_amplification<Amplification, typename Store::policy_type>());
 
  public:
   using policy_type = typename Store::policy_type;
@@ -155,26 +122,37 @@ class ngram_embedding {
   }
 
   /// config.json and the tensors of SPEC §4 from a checkpoint folder (or its index / single .safetensors file).
-  static ngram_embedding load(const policy_type& policy, const std::filesystem::path& path,
-                              const ngram_tensor_names& names = {}) {
-    const auto [config, checkpoint] = detail::open_checkpoint(path);
-    return load(policy, checkpoint, config, names);
+  static ngram_embedding load(const policy_type& policy, const std::filesystem::path& path) {
+    const auto [config, source] = detail::open_checkpoint(path);
+    return load(policy, source, ngram_names::released_owner, config);
   }
 
-  static ngram_embedding load(const policy_type& policy, const std::shared_ptr<const safetensors_checkpoint>& checkpoint,
-                              const ngram_config& config, const ngram_tensor_names& names = {}) {
-    Store store = detail::load_store<Store>(policy, checkpoint, config, names);
-    Projection projection = Projection::load(policy, *checkpoint, config.num_tables(), config.row_width(),
-                                             config.hidden_size, names);
-    Amplification amplification = Amplification::load(policy, *checkpoint, config.hidden_size, names);
+  /// The embedding of the model or layer `prefix` (ngram_names: the store reads `{prefix}.embed_tokens.weight` and
+  /// the module's sub-tables, the projection and amplification the module's). The store may keep `source` alive.
+  static ngram_embedding load(const policy_type& policy, const std::shared_ptr<const checkpoint>& source,
+                              const std::string& prefix, const ngram_config& config) {
+    // The store reads E_0 only where the checkpoint has it (per-layer stores have none); this embedding needs it,
+    // so its absence is a format_error naming the tensor.
+    (void)source->info(ngram_names::base_table(prefix));
+    const std::string module = ngram_names::module(prefix);
+    Store store = Store::load(policy, source, prefix, config);
+    Projection projection = Projection::load(
+        policy, *source, module,
+        typename Projection::shape(projection_shape{.num_tables = config.num_tables(),
+                                                    .row_width = config.row_width(),
+                                                    .output_width = config.hidden_size}));
+    Amplification amplification = Amplification::load(
+        policy, *source, ngram_names::norm(module),
+        typename Amplification::shape(amplification_shape{.width = config.hidden_size}));
     return ngram_embedding(config, std::move(store), std::move(projection), std::move(amplification));
   }
 
-  /// The tensors load() reads (SPEC §4 names), for write_safetensors_checkpoint; config.json is the caller's.
-  void save(const policy_type& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
-    store_.save(policy, out, names);
-    projection_.save(policy, out, names);
-    amplification_.save(policy, out, names);
+  /// The tensors load() reads, for write_safetensors_checkpoint; config.json is the caller's.
+  void save(const policy_type& policy, const std::string& prefix, tensor_collection& out) const {
+    const std::string module = ngram_names::module(prefix);
+    store_.save(policy, prefix, out);
+    projection_.save(policy, module, out);
+    amplification_.save(policy, ngram_names::norm(module), out);
   }
 
   [[nodiscard]] const ngram_config& config() const { return config_; }
@@ -186,33 +164,60 @@ class ngram_embedding {
   [[nodiscard]] std::int64_t output_width() const { return projection_.output_width(); }
 
   /// out [tokens x H] for a ragged batch in which every sequence starts its stream (a prefill). Token and
-  /// output views are in the policy's memory. Errors as hash_tokens raises them, and shape_mismatch for `out`.
-  /// With `deferred`, the offset and token checks are queued there instead of synchronising (see input_checks):
-  /// the forward stays memory-safe on bad input, and checks.raise_if_failed() reports it later.
+  /// output views are in the policy's memory. Errors as hash_tokens raises them (before launching: one
+  /// synchronising read-back on a device), and shape_mismatch for `out`.
   template <std::integral Token, output_element Out>
-  void forward(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out,
-               input_checks<policy_type>* deferred = nullptr) {
+  void forward(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out) {
     run(policy, tokens, out, [&](view<std::uint32_t> ids) {
-      hash_tokens(policy, hasher_, tokens, ids, id_layout::per_table, deferred);
+      hash_tokens(policy, hasher_, tokens, ids);
+    });
+  }
+
+  /// As forward without synchronising: the offset and token checks are queued in `checks` (see input_checks), the
+  /// forward stays memory-safe on bad input, and checks.raise_if_failed() reports it later.
+  template <std::integral Token, output_element Out>
+  void forward_async(const policy_type& policy, ragged_view<const Token> tokens, view<Out> out,
+                     input_checks<policy_type>& checks) {
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) {
+      hash_tokens_async(policy, hasher_, tokens, ids, id_layout::per_table, checks);
     });
   }
 
   /// As above, with `context[s]` the earlier tokens of sequence s (look-back only).
   template <std::integral Token, output_element Out>
   void forward(const policy_type& policy, ragged_view<const Token> tokens, ragged_view<const Token> context,
-               view<Out> out, input_checks<policy_type>* deferred = nullptr) {
+               view<Out> out) {
     run(policy, tokens, out, [&](view<std::uint32_t> ids) {
-      hash_tokens(policy, hasher_, tokens, context, ids, id_layout::per_table, deferred);
+      hash_tokens(policy, hasher_, tokens, context, ids);
+    });
+  }
+
+  /// As above, with the checks queued in `checks` (see the first forward_async).
+  template <std::integral Token, output_element Out>
+  void forward_async(const policy_type& policy, ragged_view<const Token> tokens, ragged_view<const Token> context,
+                     view<Out> out, input_checks<policy_type>& checks) {
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) {
+      hash_tokens_async(policy, hasher_, tokens, context, ids, id_layout::per_table, checks);
     });
   }
 
   /// The next tokens of the sequences in `slots`, with the cache's windows as look-back (prefill and decode).
   /// The cache is not changed: record the tokens with cache.advance / cache.append afterwards.
   template <std::integral Token, output_element Out>
-  void forward(const policy_type& policy, ngram_cache<policy_type, Token>& cache, view<const std::int32_t> slots,
-               ragged_view<const Token> tokens, view<Out> out, input_checks<policy_type>* deferred = nullptr) {
+  void forward(const policy_type& policy, ngram_cache<Token, policy_type>& cache, view<const std::int32_t> slots,
+               ragged_view<const Token> tokens, view<Out> out) {
     run(policy, tokens, out, [&](view<std::uint32_t> ids) {
-      hash_tokens(policy, hasher_, cache, slots, tokens, ids, id_layout::per_table, deferred);
+      hash_tokens(policy, hasher_, cache, slots, tokens, ids);
+    });
+  }
+
+  /// As above, with the slot list checked at once on the host and the token checks queued in `checks`.
+  template <std::integral Token, output_element Out>
+  void forward_async(const policy_type& policy, ngram_cache<Token, policy_type>& cache,
+                     view<const std::int32_t> slots, ragged_view<const Token> tokens, view<Out> out,
+                     input_checks<policy_type>& checks) {
+    run(policy, tokens, out, [&](view<std::uint32_t> ids) {
+      hash_tokens_async(policy, hasher_, cache, slots, tokens, ids, id_layout::per_table, checks);
     });
   }
 

@@ -116,41 +116,77 @@ void launch_hash(const Policy& policy, const Hasher& hasher, ragged_view<const T
 
 }  // namespace detail
 
-/// Ids of every token of a ragged batch, K*(N-1) per token in sub-table order, written to `ids`
-/// ([tokens x K*(N-1)], row-major). Every sequence starts a fresh stream. All views live in the policy's memory.
-/// Throws shape_mismatch for bad offsets or a wrong output size and invalid_argument for tokens outside [0, V);
-/// with `deferred`, the offset and token checks are queued there instead (see input_checks).
-template <class Policy, hasher Hasher, std::integral Token, class Id>
-  requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
-void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, view<Id> ids,
-                 id_layout layout = id_layout::per_table, input_checks<Policy>* deferred = nullptr) {
-  detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
-  detail::checks_or_deferred<Policy> checks(policy, deferred);
+/// The id types hash_tokens writes: 32 bits while every id fits, 64 bits for larger tables.
+template <class Id>
+concept ngram_id = std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>;
+
+namespace detail {
+
+/// The checked hash of a fresh batch; `deferred` (null: raise now) receives the offset and token checks.
+template <class Policy, class Hasher, class Token, class Id>
+void hash_fresh(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, view<Id> ids,
+                id_layout layout, input_checks<Policy>* deferred) {
+  check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
+  checks_or_deferred<Policy> checks(policy, deferred);
   checks->ragged(tokens, "hash_tokens: tokens");
   checks->in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
   checks.before_launch();
-  detail::launch_hash(policy, hasher, tokens, no_context{}, ids, layout);
+  launch_hash(policy, hasher, tokens, no_context{}, ids, layout);
 }
 
-/// As above, with `context[s]` the tokens that precede sequence s (a prompt already processed, oldest first):
-/// they serve as look-back only and get no ids.
-template <class Policy, hasher Hasher, std::integral Token, class Id>
-  requires std::is_same_v<Id, std::uint32_t> || std::is_same_v<Id, std::int64_t>
-void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens,
-                 ragged_view<const Token> context, view<Id> ids, id_layout layout = id_layout::per_table,
-                 input_checks<Policy>* deferred = nullptr) {
-  detail::check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
+/// As hash_fresh, with a ragged context as look-back.
+template <class Policy, class Hasher, class Token, class Id>
+void hash_with_context(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens,
+                       ragged_view<const Token> context, view<Id> ids, id_layout layout,
+                       input_checks<Policy>* deferred) {
+  check_id_output<Hasher, Id>(hasher, tokens.num_values(), ids.size(), layout);
   if (context.num_sequences() != tokens.num_sequences()) {
     throw shape_mismatch("hash_tokens: context has " + std::to_string(context.num_sequences()) +
                          " sequences but tokens have " + std::to_string(tokens.num_sequences()));
   }
-  detail::checks_or_deferred<Policy> checks(policy, deferred);
+  checks_or_deferred<Policy> checks(policy, deferred);
   checks->ragged(tokens, "hash_tokens: tokens");
   checks->ragged(context, "hash_tokens: context");
   checks->in_vocabulary(tokens, hasher.vocab_size(), "hash_tokens: tokens");
   checks->in_vocabulary(context, hasher.vocab_size(), "hash_tokens: context");
   checks.before_launch();
-  detail::launch_hash(policy, hasher, tokens, ragged_context<Token>{context}, ids, layout);
+  launch_hash(policy, hasher, tokens, ragged_context<Token>{context}, ids, layout);
+}
+
+}  // namespace detail
+
+/// Ids of every token of a ragged batch, K*(N-1) per token in sub-table order, written to `ids`
+/// ([tokens x K*(N-1)], row-major). Every sequence starts a fresh stream. All views live in the policy's memory.
+/// Throws shape_mismatch for bad offsets or a wrong output size and invalid_argument for tokens outside [0, V),
+/// before launching (one synchronising read-back on a device).
+template <class Policy, hasher Hasher, std::integral Token, ngram_id Id>
+void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, view<Id> ids,
+                 id_layout layout = id_layout::per_table) {
+  detail::hash_fresh(policy, hasher, tokens, ids, layout, static_cast<input_checks<Policy>*>(nullptr));
+}
+
+/// As hash_tokens without synchronising: the offset and token checks are queued in `checks` (see input_checks),
+/// the launch stays memory-safe on bad input, and checks.raise_if_failed() reports it later.
+template <class Policy, hasher Hasher, std::integral Token, ngram_id Id>
+void hash_tokens_async(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens, view<Id> ids,
+                       id_layout layout, input_checks<Policy>& checks) {
+  detail::hash_fresh(policy, hasher, tokens, ids, layout, &checks);
+}
+
+/// As above, with `context[s]` the tokens that precede sequence s (a prompt already processed, oldest first):
+/// they serve as look-back only and get no ids.
+template <class Policy, hasher Hasher, std::integral Token, ngram_id Id>
+void hash_tokens(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens,
+                 ragged_view<const Token> context, view<Id> ids, id_layout layout = id_layout::per_table) {
+  detail::hash_with_context(policy, hasher, tokens, context, ids, layout, static_cast<input_checks<Policy>*>(nullptr));
+}
+
+/// As above, with the checks queued in `checks` (see the first hash_tokens_async).
+template <class Policy, hasher Hasher, std::integral Token, ngram_id Id>
+void hash_tokens_async(const Policy& policy, const Hasher& hasher, ragged_view<const Token> tokens,
+                       ragged_view<const Token> context, view<Id> ids, id_layout layout,
+                       input_checks<Policy>& checks) {
+  detail::hash_with_context(policy, hasher, tokens, context, ids, layout, &checks);
 }
 
 }  // namespace ngemb

@@ -141,6 +141,6 @@ class longcat_hash {
   std::int64_t total_rows_ = 0;
 };
 
-static_assert(hasher<longcat_hash>);
+static_assert(detail::check_hasher<longcat_hash>());
 
 }  // namespace ngemb

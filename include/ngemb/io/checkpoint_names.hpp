@@ -1,26 +1,35 @@
 #pragma once
-// Tensor names of an n-gram embedding in a checkpoint (SPEC §4, the Hugging Face LongCat names). A prefix selects
-// the module, so per-layer embeddings (PLNE) reuse the same scheme under "model.layers.{l}.ngram_embeddings".
+// Tensor names of an n-gram embedding in a checkpoint (SPEC §4, the Hugging Face LongCat names). Every part takes
+// the prefix of the smallest module holding its tensors and appends its own names: the embedding and its store
+// take the owner's ("model", or "model.layers.{l}" for a per-layer embedding), since the base table sits beside
+// the n-gram module; the projection takes the module's ("model.ngram_embeddings"), the LayerNorm amplification
+// its norm's ("model.ngram_embeddings.norm").
 #include <string>
+#include <string_view>
 
-namespace ngemb {
+namespace ngemb::ngram_names {
 
-struct ngram_tensor_names {
-  /// The n-gram module: `{prefix}.embedders.{i}.weight`, `{prefix}.post_projs.{i}.weight`, `{prefix}.norm.*`.
-  std::string prefix = "model.ngram_embeddings";
-  /// The base table E_0 [V x H]; empty for a module without one (PLNE layers).
-  std::string base = "model.embed_tokens.weight";
+/// The owner of the released layout's embedding.
+inline constexpr char released_owner[] = "model";
 
-  [[nodiscard]] std::string embedder(int table) const { return prefix + ".embedders." + std::to_string(table) + ".weight"; }
-  [[nodiscard]] std::string post_proj(int table) const { return prefix + ".post_projs." + std::to_string(table) + ".weight"; }
-  /// LayerNorm amplification of the n-gram branch (an ngemb extension; the official module has none).
-  [[nodiscard]] std::string norm_weight() const { return prefix + ".norm.weight"; }
-  [[nodiscard]] std::string norm_bias() const { return prefix + ".norm.bias"; }
+/// `{owner}.ngram_embeddings`: the n-gram module of a model or layer.
+[[nodiscard]] inline std::string module(std::string_view owner) { return std::string(owner) + ".ngram_embeddings"; }
+/// `{owner}.embed_tokens.weight`: the base table E_0 [V x H]; a per-layer embedding has none.
+[[nodiscard]] inline std::string base_table(std::string_view owner) {
+  return std::string(owner) + ".embed_tokens.weight";
+}
+/// `{module}.embedders.{i}.weight`: sub-table i [m_i x d].
+[[nodiscard]] inline std::string embedder(std::string_view module, int table) {
+  return std::string(module) + ".embedders." + std::to_string(table) + ".weight";
+}
+/// `{module}.post_projs.{i}.weight`: the projection of sub-table i [out x d].
+[[nodiscard]] inline std::string post_proj(std::string_view module, int table) {
+  return std::string(module) + ".post_projs." + std::to_string(table) + ".weight";
+}
+/// `{module}.norm`: the LayerNorm amplification of the n-gram branch (an ngemb extension; the official module has
+/// none), with `.weight` and `.bias`.
+[[nodiscard]] inline std::string norm(std::string_view module) { return std::string(module) + ".norm"; }
+/// `model.layers.{l}`: the owner of layer l's own tables (PLNE).
+[[nodiscard]] inline std::string layer(int index) { return "model.layers." + std::to_string(index); }
 
-  /// The names of layer `layer`'s own tables and projections (PLNE).
-  [[nodiscard]] static ngram_tensor_names per_layer(int layer) {
-    return {"model.layers." + std::to_string(layer) + ".ngram_embeddings", ""};
-  }
-};
-
-}  // namespace ngemb
+}  // namespace ngemb::ngram_names

@@ -23,7 +23,9 @@
 #include "ngemb/cache/ngram_cache.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/embed/cached_embedding.hpp"
 #include "ngemb/io/checkpoint_folder.hpp"
+#include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
@@ -35,19 +37,6 @@
 #include "ngemb/model/sublayer_shape.hpp"
 
 namespace ngemb {
-
-/// An embedding that can run over the n-gram cache (prefill and decode) and be loaded and saved.
-template <class E>
-concept cached_embedding = requires { typename E::policy_type; } &&
-    requires(E& embedding, const E& constant, const typename E::policy_type& policy,
-             ngram_cache<typename E::policy_type, std::int32_t>& cache, view<const std::int32_t> slots,
-             ragged_view<const std::int32_t> tokens, view<float> out, tensor_collection& collection,
-             const std::shared_ptr<const safetensors_checkpoint>& checkpoint, const ngram_config& config) {
-      embedding.forward(policy, cache, slots, tokens, out);
-      constant.save(policy, collection);
-      { constant.output_width() } -> std::convertible_to<std::int64_t>;
-      { E::load(policy, checkpoint, config) } -> std::same_as<E>;
-    };
 
 /// How many sequences a model serves at once and how long they may grow.
 struct sequence_capacity {
@@ -70,10 +59,7 @@ struct gather_last_rows_op {
 
 template <class Embedding, class Block>
 constexpr bool check_model_parts() {
-  static_assert(cached_embedding<Embedding>,
-                "causal_lm: Embedding must run over the n-gram cache: policy_type, forward(policy, ngram_cache&, "
-                "slots, tokens, out), save(policy, tensor_collection&), output_width() and "
-                "load(policy, shared checkpoint, ngram_config) (ngemb::ngram_embedding has them)");
+  static_assert(check_cached_embedding<Embedding>());  // its static_asserts name what the embedding lacks
   static_assert(check_decoder_block<Block>());  // its static_asserts name what the block lacks
   if constexpr (requires {
                   typename Embedding::policy_type;
@@ -127,7 +113,7 @@ class causal_lm {
   static causal_lm load(const policy_type& policy, const std::filesystem::path& folder, sequence_capacity capacity = {}) {
     const model_config config = read_model_config(folder);
     const auto checkpoint = std::make_shared<const safetensors_checkpoint>(folder);
-    Embedding embedding = Embedding::load(policy, checkpoint, config.ngram);
+    Embedding embedding = Embedding::load(policy, checkpoint, ngram_names::released_owner, config.ngram);
     std::vector<Block> blocks;
     blocks.reserve(static_cast<std::size_t>(config.num_layers));
     for (int layer = 0; layer < config.num_layers; ++layer) {
@@ -164,7 +150,7 @@ class causal_lm {
 
   /// Every parameter under its checkpoint name.
   void collect(const policy_type& policy, tensor_collection& out) const {
-    embedding_.save(policy, out);
+    embedding_.save(policy, ngram_names::released_owner, out);
     for (std::size_t layer = 0; layer < blocks_.size(); ++layer) {
       blocks_[layer].save(policy, layer_prefix(static_cast<int>(layer)), out);
     }
@@ -322,7 +308,7 @@ class causal_lm {
   std::vector<Block> blocks_;
   lm_head<policy_type> head_;
   std::int64_t max_positions_;
-  ngram_cache<policy_type, token_type> ngram_cache_;
+  ngram_cache<token_type, policy_type> ngram_cache_;
   cache_type cache_;
   std::vector<slot_id> slot_of_;
   block_workspace<policy_type> work_;

@@ -1,7 +1,7 @@
 #pragma once
-// mmap_store: the tables read in place from memory-mapped safetensors files. Opening costs no load time and
-// only the pages a gather touches are ever read, so a 60 GB table set runs in the memory its traffic needs.
-// Host memory only; the file dtype must be T (no conversion, no copy).
+// mmap_store: the tables read in place from a checkpoint whose tensors are memory-mapped (safetensors files).
+// Opening costs no load time and only the pages a gather touches are ever read, so a 60 GB table set runs in the
+// memory its traffic needs. Host memory only; the stored dtype must be T (no conversion, no copy).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -12,7 +12,7 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/io/checkpoint_names.hpp"
-#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/checkpoint.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/store/store.hpp"
@@ -25,40 +25,45 @@ class mmap_store {
   using element_type = T;
   using policy_type = host_policy;
 
-  /// Maps the tables named by `names` (SPEC §4). Shapes must be [V, H] and [m_i, d] and the dtype T; otherwise
-  /// format_error names the file and tensor. The store shares ownership of the checkpoint's mappings.
-  mmap_store(std::shared_ptr<const safetensors_checkpoint> checkpoint, const ngram_config& config,
-             const ngram_tensor_names& names = {})
-      : checkpoint_(std::move(checkpoint)), vocab_(config.vocab_size), hidden_(config.hidden_size) {
+  /// Maps sub-table i at `ngram_names::embedder(ngram_names::module(prefix), i)` and, when the checkpoint has it,
+  /// the base table at `ngram_names::base_table(prefix)` (SPEC §4). Shapes must be [m_i, d] and [V, H] and the
+  /// dtype T; otherwise format_error names the file and tensor. The store shares ownership of the checkpoint, whose
+  /// memory it reads in place.
+  mmap_store(std::shared_ptr<const ngemb::checkpoint> source, const std::string& prefix, const ngram_config& config)
+      : checkpoint_(std::move(source)), vocab_size_(config.vocab_size), hidden_(config.hidden_size) {
     config.validate();
     detail::check_table_count(config.num_tables(), "mmap_store");
     rows_.width = config.row_width();
     rows_.hidden = hidden_;
-    if (!names.base.empty()) {
-      const std::int64_t shape[] = {vocab_, hidden_};
-      rows_.base = checkpoint_->tensor<T>(names.base, shape).data();
+    const std::string base = ngram_names::base_table(prefix);
+    if (checkpoint_->contains(base)) {
+      const std::int64_t shape[] = {vocab_size_, hidden_};
+      rows_.base = checkpoint_->tensor<T>(base, shape).data();
     }
+    const std::string module = ngram_names::module(prefix);
     for (int table = 0; table < config.num_tables(); ++table) {
       const std::int64_t shape[] = {config.modulus(table), rows_.width};
-      rows_.tables[table] = checkpoint_->tensor<T>(names.embedder(table), shape).data();
+      rows_.tables[table] = checkpoint_->tensor<T>(ngram_names::embedder(module, table), shape).data();
       row_counts_.push_back(config.modulus(table));
     }
   }
 
   /// The uniform loader every store has (the policy only selects host memory here).
-  static mmap_store load(const host_policy& /*policy*/, std::shared_ptr<const safetensors_checkpoint> checkpoint,
-                         const ngram_config& config, const ngram_tensor_names& names = {}) {
-    return mmap_store(std::move(checkpoint), config, names);
+  static mmap_store load(const host_policy& /*policy*/, std::shared_ptr<const ngemb::checkpoint> source,
+                         const std::string& prefix, const ngram_config& config) {
+    return mmap_store(std::move(source), prefix, config);
   }
 
-  /// Writes the mapped tables under `names` (the rows are copied, so a checkpoint can be re-saved elsewhere).
-  void save(const host_policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+  /// Writes the mapped tables under the names load() reads (the rows are copied, so a checkpoint can be re-saved
+  /// elsewhere).
+  void save(const host_policy& policy, const std::string& prefix, tensor_collection& out) const {
     if (has_base()) {
-      out.add<T>(policy, names.base, {vocab_, hidden_},
-                 view<const T>(rows_.base, static_cast<std::size_t>(vocab_ * hidden_)));
+      out.add<T>(policy, ngram_names::base_table(prefix), {vocab_size_, hidden_},
+                 view<const T>(rows_.base, static_cast<std::size_t>(vocab_size_ * hidden_)));
     }
+    const std::string module = ngram_names::module(prefix);
     for (int table = 0; table < num_tables(); ++table) {
-      out.add<T>(policy, names.embedder(table), {rows(table), rows_.width},
+      out.add<T>(policy, ngram_names::embedder(module, table), {rows(table), rows_.width},
                  view<const T>(rows_.tables[table], static_cast<std::size_t>(rows(table) * rows_.width)));
     }
   }
@@ -67,17 +72,19 @@ class mmap_store {
   [[nodiscard]] std::int64_t rows(int table) const { return row_counts_[static_cast<std::size_t>(table)]; }
   [[nodiscard]] std::int64_t row_width() const { return rows_.width; }
   [[nodiscard]] bool has_base() const { return rows_.base != nullptr; }
-  [[nodiscard]] std::int64_t vocab_size() const { return vocab_; }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }
   [[nodiscard]] std::int64_t hidden_size() const { return hidden_; }
   [[nodiscard]] table_rows_ref<T> ref() const { return rows_; }
-  [[nodiscard]] const safetensors_checkpoint& checkpoint() const { return *checkpoint_; }
+  [[nodiscard]] const ngemb::checkpoint& checkpoint() const { return *checkpoint_; }
 
  private:
-  std::shared_ptr<const safetensors_checkpoint> checkpoint_;
-  std::int64_t vocab_;
+  std::shared_ptr<const ngemb::checkpoint> checkpoint_;
+  std::int64_t vocab_size_;
   std::int64_t hidden_;
   std::vector<std::int64_t> row_counts_;
   table_rows_ref<T> rows_;
 };
+
+static_assert(detail::check_store<mmap_store<float>>());
 
 }  // namespace ngemb

@@ -4,6 +4,7 @@
 // converted on load).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,7 +31,7 @@ class table_store {
   /// Allocates the tables for `config` (with the base table [V x H] or without), contents unspecified: fill them
   /// in place through base() and table(i) (an initialiser, a custom loader).
   table_store(const Policy& policy, const ngram_config& config, bool with_base)
-      : vocab_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
+      : vocab_size_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
     config.validate();
     detail::check_table_count(config.num_tables(), "table_store");
     std::int64_t offset = 0;
@@ -41,7 +42,7 @@ class table_store {
     }
     tables_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(offset * width_));
     if (with_base) {
-      base_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(vocab_ * hidden_));
+      base_ = typename Policy::template buffer<T>(policy, static_cast<std::size_t>(vocab_size_ * hidden_));
     }
   }
 
@@ -65,42 +66,53 @@ class table_store {
     synchronize(policy);  // the host arrays may die when we return
   }
 
-  /// Reads the tables named by `names` (SPEC §4) from a checkpoint. Shapes must be [V, H] and [m_i, d]; a missing
-  /// tensor or a wrong shape or dtype raises format_error naming the file and tensor.
-  static table_store load(const Policy& policy, const checkpoint& checkpoint, const ngram_config& config,
-                          const ngram_tensor_names& names = {}) {
+  /// Reads sub-table i from `ngram_names::embedder(ngram_names::module(prefix), i)` and, when the checkpoint has
+  /// it, the base table from `ngram_names::base_table(prefix)`, in any float dtype (converted to T). Shapes must be
+  /// [m_i, d] and [V, H]; a missing tensor or a wrong shape or dtype raises format_error naming the file and tensor.
+  static table_store load(const Policy& policy, const checkpoint& source, const std::string& prefix,
+                          const ngram_config& config) {
     config.validate();
-    if (!names.base.empty()) {
-      check_float_tensor(checkpoint, names.base, std::vector<std::int64_t>{config.vocab_size, config.hidden_size});
+    const std::string base = ngram_names::base_table(prefix);
+    const std::string module = ngram_names::module(prefix);
+    const bool with_base = source.contains(base);
+    if (with_base) {
+      check_float_tensor(source, base, std::vector<std::int64_t>{config.vocab_size, config.hidden_size});
     }
     for (int table = 0; table < config.num_tables(); ++table) {
-      check_float_tensor(checkpoint, names.embedder(table),
+      check_float_tensor(source, ngram_names::embedder(module, table),
                          std::vector<std::int64_t>{config.modulus(table), config.row_width()});
     }
-    table_store store(policy, config, !names.base.empty());
+    table_store store(policy, config, with_base);
     std::vector<T> staging;
     const auto read = [&](const std::string& name, std::vector<std::int64_t> shape, view<T> destination) {
       staging.resize(destination.size());
-      read_tensor_into<T>(checkpoint, name, shape, std::span<T>(staging));
+      read_tensor_into<T>(source, name, shape, std::span<T>(staging));
       copy_to(policy, view<const T>(staging), destination);
       synchronize(policy);  // the staging vector is reused
     };
     if (store.has_base()) {
-      read(names.base, {store.vocab_, store.hidden_}, store.base_.as_view());
+      read(base, {store.vocab_size_, store.hidden_}, store.base_.as_view());
     }
     for (int table = 0; table < store.num_tables(); ++table) {
-      read(names.embedder(table), {store.rows(table), store.width_}, store.table_view(table));
+      read(ngram_names::embedder(module, table), {store.rows(table), store.width_}, store.table_view(table));
     }
     return store;
   }
 
+  /// The store concept's form: the tables are copied, so the checkpoint is not kept.
+  static table_store load(const Policy& policy, const std::shared_ptr<const checkpoint>& source,
+                          const std::string& prefix, const ngram_config& config) {
+    return load(policy, *source, prefix, config);
+  }
+
   /// Writes the tables under the names load() reads, in T.
-  void save(const Policy& policy, tensor_collection& out, const ngram_tensor_names& names = {}) const {
+  void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
     if (has_base()) {
-      out.add<T>(policy, names.base, {vocab_, hidden_}, base_.as_view());
+      out.add<T>(policy, ngram_names::base_table(prefix), {vocab_size_, hidden_}, base_.as_view());
     }
+    const std::string module = ngram_names::module(prefix);
     for (int table = 0; table < num_tables(); ++table) {
-      out.add<T>(policy, names.embedder(table), {rows(table), width_},
+      out.add<T>(policy, ngram_names::embedder(module, table), {rows(table), width_},
                  tables_.as_view().subview(static_cast<std::size_t>(offsets_[static_cast<std::size_t>(table)] * width_),
                                            table_elements(table)));
     }
@@ -110,7 +122,7 @@ class table_store {
   [[nodiscard]] std::int64_t rows(int table) const { return rows_[static_cast<std::size_t>(table)]; }
   [[nodiscard]] std::int64_t row_width() const { return width_; }
   [[nodiscard]] bool has_base() const { return base_.size() != 0; }
-  [[nodiscard]] std::int64_t vocab_size() const { return vocab_; }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }
   [[nodiscard]] std::int64_t hidden_size() const { return hidden_; }
   /// Bytes of table memory (base and sub-tables).
   [[nodiscard]] std::size_t bytes() const { return (base_.size() + tables_.size()) * sizeof(T); }
@@ -145,7 +157,7 @@ class table_store {
     }
   }
 
-  std::int64_t vocab_;
+  std::int64_t vocab_size_;
   std::int64_t hidden_;
   std::int64_t width_;
   std::vector<std::int64_t> rows_;
@@ -153,5 +165,7 @@ class table_store {
   typename Policy::template buffer<T> base_;
   typename Policy::template buffer<T> tables_;
 };
+
+static_assert(detail::check_store<table_store<float>>());
 
 }  // namespace ngemb
