@@ -3,9 +3,11 @@
 // The checkpoint the blocks load is written first: the demo model (demo_model.hpp), whose types are the README's.
 //
 //   readme_usage <scratch folder>     (emptied and filled: checkpoint/ and copy/)
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <filesystem>
 #include <type_traits>
 #include <vector>
@@ -85,6 +87,37 @@ ngemb::generation_result whole_model(const ngemb::host_policy& policy, const std
   return result;
 }
 
+// [readme:resource]
+/// Any type with allocate / deallocate in cuda::mr's shape is a host resource; this one counts what is live.
+struct counting_resource {
+  std::size_t live_bytes = 0;
+  void* allocate(std::size_t bytes, std::size_t alignment) {
+    live_bytes += bytes;
+    return ngemb::default_host_resource{}.allocate(bytes, alignment);
+  }
+  void deallocate(void* pointer, std::size_t bytes, std::size_t alignment) noexcept {
+    live_bytes -= bytes;
+    ngemb::default_host_resource{}.deallocate(pointer, bytes, alignment);
+  }
+};
+// [readme:end]
+
+/// README "Contracts": a preset model whose every buffer and scratch comes from the caller's resource.
+std::size_t model_on_own_memory(const std::filesystem::path& checkpoint) {
+  // [readme:preset]
+  counting_resource pool;                                             // must outlive the model
+  const ngemb::host_policy policy = ngemb::host_policy{0}.with(pool);  // device: device_policy{}.on(stream).with(r)
+  using lm = ngemb::presets::longcat_shortcut<ngemb::host_policy>::model;
+  auto model = lm::load(policy, checkpoint, {.max_sequences = 2, .max_positions = 64});
+  const auto greedy = ngemb::generate(policy, model, {{1, 17, 42}}, {.max_new_tokens = 4});
+  // [readme:end]
+  const std::size_t held = pool.live_bytes;  // weights, caches and workspace, all from the pool
+  if (held == 0 || greedy.tokens[0].size() != 4) {
+    throw std::runtime_error("readme_usage: the model did not allocate from the caller's resource");
+  }
+  return held;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,8 +139,10 @@ int main(int argc, char** argv) {
     embed_batch(policy, checkpoint, ngemb::ragged_view<const std::int32_t>(tokens, offsets));
 
     const ngemb::generation_result result = whole_model(policy, checkpoint, scratch / "copy");
-    std::printf("readme_usage: ids, cache, embedding; generated %zu + %zu tokens; saved %s\n",
-                result.tokens[0].size(), result.tokens[1].size(), (scratch / "copy").string().c_str());
+    const std::size_t pooled = model_on_own_memory(checkpoint);
+    std::printf("readme_usage: ids, cache, embedding; generated %zu + %zu tokens; saved %s; %zu bytes from the "
+                "caller's resource\n",
+                result.tokens[0].size(), result.tokens[1].size(), (scratch / "copy").string().c_str(), pooled);
     return 0;
   } catch (const std::exception& failure) {
     std::fprintf(stderr, "readme_usage: %s\n", failure.what());

@@ -364,6 +364,7 @@ TEST_CASE("model layer errors") {
 
 #include <nlohmann/json.hpp>
 
+#include "ngemb/model/config_json.hpp"
 #include "ngemb/model/model_config.hpp"
 
 namespace {

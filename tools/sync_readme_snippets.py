@@ -1,3 +1,5 @@
+# Copies each README.md code block's region from its examples/ file (the inverse of the readme_snippets test):
+# run after editing a region. python3 tools/sync_readme_snippets.py, from the repository root.
 import re,sys
 def region(path, name):
     lines=open(path).read().split('\n')
@@ -9,5 +11,5 @@ def region(path, name):
 s=open('README.md').read()
 def rep(m):
     return f'<!-- snippet: {m.group(1)}#{m.group(2)} -->\n```{m.group(3)}\n' + '\n'.join(region(m.group(1),m.group(2))) + '\n```'
-s=re.sub(r'<!-- snippet: ([^#]+)#([\w.-]+) -->\n```(\w+)\n.*?\n```', rep, s, flags=re.S)
+s=re.sub(r'<!-- snippet: ([^#]+)#([\w.-]+) -->\n```(\w+)\n(?:(?!```)[^\n]*\n)*```', rep, s)
 open('README.md','w').write(s)

@@ -33,6 +33,7 @@
 #include "ngemb/model/attention_layer.hpp"
 #include "ngemb/model/blocks.hpp"
 #include "ngemb/model/causal_lm.hpp"
+#include "ngemb/model/config_json.hpp"
 #include "ngemb/model/forward_options.hpp"
 #include "ngemb/model/generate.hpp"
 #include "ngemb/model/kv_cache.hpp"

@@ -12,7 +12,7 @@
 
 #include "fuzz_common.hpp"
 #include "ngemb/io/hf_config.hpp"
-#include "ngemb/model/model_config.hpp"
+#include "ngemb/model/config_json.hpp"
 
 namespace {
 

@@ -30,6 +30,7 @@
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/blocks.hpp"
+#include "ngemb/model/config_json.hpp"
 #include "ngemb/model/forward_options.hpp"
 #include "ngemb/model/lm_head.hpp"
 #include "ngemb/model/model_config.hpp"

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <memory>
 #include <string>
 #include <type_traits>
 
@@ -15,6 +14,7 @@
 #include "ngemb/core/views.hpp"
 #include "ngemb/policy/detail/gemm_checks.hpp"
 #include "ngemb/policy/detail/mixed_gemm_ops.hpp"
+#include "ngemb/policy/host_buffer.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
 namespace ngemb {
@@ -111,15 +111,18 @@ void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_
   if (m <= detail::mixed_gemm_direct_rows) {
     const std::size_t workers = std::clamp<std::size_t>(n * k / detail::min_mixed_weights_per_thread, 1,
                                                         std::min<std::size_t>(policy.resolved_threads(), n));
+    // Scratch comes from the policy's resource, taken here on the caller's thread (a user resource need not be
+    // thread-safe): one widened row per worker.
+    host_buffer<float> scratch(policy, workers * k, for_overwrite);
     for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
-      const std::unique_ptr<float[]> widened(new float[k]);
+      float* const widened = scratch.data() + worker * k;
       for (std::size_t row = n * worker / workers; row < n * (worker + 1) / workers; ++row) {
-        const detail::widen_op<W> widen{b.data() + row * k, widened.get()};
+        const detail::widen_op<W> widen{b.data() + row * k, widened};
         for (std::size_t l = 0; l < k; ++l) {
           widen(l);
         }
         for (std::size_t i = 0; i < m; ++i) {
-          c[i * n + row] = detail::dot(a.data() + i * k, widened.get(), k);
+          c[i * n + row] = detail::dot(a.data() + i * k, widened, k);
         }
       }
     });
@@ -131,16 +134,17 @@ void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_
   const std::size_t work = (m + 1) * n * k;
   const std::size_t workers = std::clamp<std::size_t>(work / detail::min_gemm_work_per_thread, 1,
                                                       std::min<std::size_t>(policy.resolved_threads(), blocks));
+  host_buffer<float> scratch(policy, workers * block_rows * k, for_overwrite);  // a panel per worker
   for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
-    const std::unique_ptr<float[]> scratch(new float[block_rows * k]);
+    float* const panel = scratch.data() + worker * block_rows * k;
     for (std::size_t block = blocks * worker / workers; block < blocks * (worker + 1) / workers; ++block) {
       const std::size_t first = block * block_rows;
       const std::size_t rows = std::min(block_rows, n - first);
-      const detail::widen_op<W> widen{b.data() + first * k, scratch.get()};
+      const detail::widen_op<W> widen{b.data() + first * k, panel};
       for (std::size_t i = 0; i < rows * k; ++i) {
         widen(i);
       }
-      const Eigen::Map<const row_major> widened(scratch.get(), static_cast<Eigen::Index>(rows),
+      const Eigen::Map<const row_major> widened(panel, static_cast<Eigen::Index>(rows),
                                                 static_cast<Eigen::Index>(k));
       result.middleCols(static_cast<Eigen::Index>(first), static_cast<Eigen::Index>(rows)).noalias() =
           lhs * widened.transpose();

@@ -18,6 +18,12 @@
 
 namespace ngemb {
 
+/// Selects the host_buffer constructor that leaves the values unset.
+struct for_overwrite_t {
+  explicit for_overwrite_t() = default;
+};
+inline constexpr for_overwrite_t for_overwrite{};
+
 template <class T>
 class host_buffer {
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>,
@@ -35,7 +41,18 @@ class host_buffer {
     requires requires(const Policy& policy) {
       { get_memory_resource(policy) } -> std::convertible_to<host_resource_ref>;
     }
-  host_buffer(const Policy& policy, std::size_t size) : resource_(get_memory_resource(policy)), size_(size) {
+  host_buffer(const Policy& policy, std::size_t size) : host_buffer(policy, size, for_overwrite) {
+    std::uninitialized_value_construct_n(data_, size_);
+  }
+
+  /// `size` values left as the resource returns them, for scratch the caller writes before reading (as
+  /// std::make_unique_for_overwrite): zeroing a GEMM's widening panels per call would cost as much as filling them.
+  template <class Policy>
+    requires requires(const Policy& policy) {
+      { get_memory_resource(policy) } -> std::convertible_to<host_resource_ref>;
+    }
+  host_buffer(const Policy& policy, std::size_t size, for_overwrite_t /*tag*/)
+      : resource_(get_memory_resource(policy)), size_(size) {
     if (size_ != 0) {
       const std::size_t bytes = checked_bytes<T>(size_, "host_buffer");
       if (bytes > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
@@ -47,7 +64,6 @@ class host_buffer {
       } catch (const std::bad_alloc&) {
         throw out_of_memory("host_buffer: cannot allocate " + std::to_string(bytes) + " bytes");
       }
-      std::uninitialized_value_construct_n(data_, size_);
     }
   }
 
