@@ -72,7 +72,7 @@ std::vector<std::int32_t> next_tokens(const ngemb::device_policy& policy, device
   ngemb::device_buffer<float> logits(policy, sequences * vocab);
   model.forward(policy, ngemb::view<const device_model::sequence_id>(ids),
                 ngemb::ragged_view<const std::int32_t>(tokens, offsets), logits.as_view(),
-                ngemb::logits_for::last_token);
+                {.logits = ngemb::logits_for::last_token});
   std::vector<float> host(logits.size());
   ngemb::copy_to_host(policy, ngemb::view<const float>(logits.as_view()), ngemb::view<float>(host));
   std::vector<std::int32_t> next;

@@ -911,7 +911,7 @@ TEST_CASE("checkpoint: a user's own storage behind the interface loads parts, wi
   const ngemb::rms_norm<ngemb::host_policy> norm(policy, ngemb::view<const float>(weight), 1e-5f);
   const std::vector<ngemb::bf16> halves = {ngemb::bf16(0.25f), ngemb::bf16(-3.0f)};
   ngemb::tensor_collection saved;
-  norm.save(policy, "model.norm.weight", saved);
+  norm.save(policy, "model.norm", saved);
   saved.add<ngemb::bf16>(policy, "halves", {2}, ngemb::view<const ngemb::bf16>(halves));
   const memory_checkpoint storage(saved);
 

@@ -58,10 +58,10 @@ TEST_CASE("device: a policy's buffers come from its memory resource on its strea
     const std::vector<std::vector<std::int32_t>> prompts{{5, 17, 42, 9}, {300}};
     ngemb::generation_options options;
     options.max_new_tokens = 4;
-    const auto generated = model.generate(policy, prompts, options).tokens;
+    const auto generated = ngemb::generate(policy, model, prompts, options).tokens;
     model.save(policy, folder / "model");
     auto loaded = ngemb_examples::demo_model<ngemb::device_policy>::load(policy, folder / "model");
-    CHECK(loaded.generate(policy, prompts, options).tokens == generated);
+    CHECK(ngemb::generate(policy, loaded, prompts, options).tokens == generated);
     CHECK(counting.live_bytes > 0);
   }
   NGEMB_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -40,7 +40,7 @@ concept causal_model = requires {
 
 struct generation_options {
   int max_new_tokens = 16;
-  sampling_options sampling;               ///< greedy by default
+  sampling_options sampling{};             ///< greedy by default
   std::optional<std::int32_t> stop_token = std::nullopt;  ///< a sequence ends after emitting it
   bool profile = false;                    ///< fill generation_result::stages (synchronises between stages)
 };
