@@ -1,13 +1,11 @@
-// moe/: the top-k routers, the SwiGLU FFN and the MoE layer against independent fp64 references
+// moe/: the top-k routers and the MoE layer against independent fp64 references
 // (tests/reference/router_reference.py and moe_reference.py; tolerances in router_golden.hpp and moe_golden.hpp),
 // checkpoint round trips, and the errors of bad options, shapes, names and non-finite logits.
 #include <doctest/doctest.h>
 
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -19,34 +17,15 @@
 #include "ngemb/moe/moe.hpp"
 #include "ngemb/moe/router.hpp"
 #include "router_golden.hpp"
+#include "temp_folder.hpp"
 
 namespace {
 
 // Small thresholds so the tests also run the threaded paths of for_each_n and the GEMMs' splits.
 const ngemb::host_policy policy{2, 64};
 
-namespace fs = std::filesystem;
 
-/// A fresh folder under the system temporary directory, removed with its content at scope exit.
-class temp_folder {
- public:
-  temp_folder() {
-    std::random_device entropy;
-    do {
-      path_ = fs::temp_directory_path() / ("ngemb_test_moe_" + std::to_string(entropy()) + "_" + std::to_string(entropy()));
-    } while (!fs::create_directory(path_));
-  }
-  temp_folder(const temp_folder&) = delete;
-  temp_folder& operator=(const temp_folder&) = delete;
-  ~temp_folder() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ngemb_test::temp_folder;
 
 /// The collection written as a checkpoint and opened again.
 ngemb::safetensors_checkpoint round_trip(const ngemb::tensor_collection& tensors, const temp_folder& folder) {
@@ -62,7 +41,7 @@ std::vector<float> forward(Layer& layer, std::size_t tokens, const std::vector<f
 }
 
 static_assert(ngemb::router<ngemb::softmax_router<>> && ngemb::router<ngemb::sigmoid_router<>>);
-static_assert(!ngemb::router<int> && !ngemb::router<ngemb::swiglu<>>);
+static_assert(!ngemb::router<int> && !ngemb::router<ngemb::swiglu<>>);  // an FFN is not a router
 
 }  // namespace
 
@@ -151,40 +130,6 @@ TEST_CASE("router save and load round trip through a checkpoint folder") {
                  ngemb::view<float>(weights));
     c.check(chosen, weights);
   }
-}
-
-TEST_CASE("swiglu matches the fp64 reference with fp32, bf16 and fp16 weights") {
-  for (const auto& c : ngemb_test::swiglu_cases()) {
-    auto f32 = c.make<float>(policy);
-    CHECK(f32.hidden() == c.hidden);
-    CHECK(f32.intermediate() == c.intermediate);
-    c.check(forward(f32, c.tokens(), c.x));
-    if (c.bf16_weights()) {
-      auto bf16 = c.make<ngemb::bf16>(policy);
-      c.check(forward(bf16, c.tokens(), c.x));
-      // bf16 values have 8 significant bits, so fp16 (11 bits, range 6e-5 .. 65504) holds these weights exactly.
-      auto fp16 = c.make<ngemb::fp16>(policy);
-      c.check(forward(fp16, c.tokens(), c.x));
-    }
-  }
-}
-
-TEST_CASE("swiglu save and load round trip, converting the dtype on load") {
-  const auto c = ngemb_test::swiglu_cases().back();
-  REQUIRE(c.bf16_weights());
-  const auto original = c.make<ngemb::bf16>(policy);
-  ngemb::tensor_collection tensors;
-  original.save(policy, "model.layers.0.mlps.1", tensors);
-  const temp_folder folder;
-  const auto checkpoint = round_trip(tensors, folder);
-  CHECK(checkpoint.info("model.layers.0.mlps.1.down_proj.weight").dtype == "BF16");
-  auto as_f32 = ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1",
-                                      {.hidden = c.hidden, .intermediate = c.intermediate});
-  c.check(forward(as_f32, c.tokens(), c.x));
-  CHECK_THROWS_WITH_AS(ngemb::swiglu<>::load(policy, checkpoint, "model.layers.0.mlps.1",
-                                             {.hidden = c.hidden, .intermediate = c.intermediate + 1}),
-                       doctest::Contains("gate_proj.weight\" has shape [16, 24], expected [17, 24]"),
-                       ngemb::format_error);
 }
 
 TEST_CASE("moe layers match the fp64 reference: zero experts, biases, softmax and sigmoid, normalisation, bf16") {
