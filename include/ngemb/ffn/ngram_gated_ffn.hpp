@@ -58,8 +58,9 @@ class ngram_gated_ffn {
     std::int64_t width = 0;
   };
 
-  /// Host arrays: W_a [F x H] and W_d [H x F], row-major, in any readable element type.
-  template <readable_element W>
+  /// Host arrays: W_a [F x H] and W_d [H x F], row-major, in any readable element type (the constructor checks W:
+  /// clang 14 crashes on a constrained member class template named inside the class).
+  template <class W>
   struct weights {
     view<const W> gate;
     view<const W> down;
