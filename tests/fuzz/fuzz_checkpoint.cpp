@@ -85,7 +85,7 @@ void load_mapped(const policy_type& policy, const std::filesystem::path& folder)
   const ngemb::ngram_config config = ngemb::read_ngram_config(folder);
   const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(folder);
   using embedding_type = ngemb::ngram_embedding<ngemb::longcat_hash, ngemb::mmap_store<T>>;
-  auto embedding = embedding_type::load(policy, checkpoint, config);
+  auto embedding = embedding_type::load(policy, checkpoint, ngemb::ngram_names::released_owner, config);
   embed_a_few(policy, embedding);
 }
 
