@@ -225,7 +225,8 @@ class mtp_module {
     norms_.hidden.forward(policy, tokens, hidden, normed_hidden);
     for_each_n(policy, joined.size(),
                detail::concat_rows_op{normed_embedding.data(), normed_hidden.data(), joined.data(), width});
-    gemm_nt(policy, tokens, width, 2 * width, view<const float>(joined), eh_proj_.as_view(), stream);
+    gemm_nt(policy, tokens, width, 2 * width, view<const float>(joined), view<const Weight>(eh_proj_.as_view()),
+            stream);
 
     stage_clock<policy_type> untimed(policy, nullptr);
     detail::add_attention(policy, norms_.input, attention_, cache, 0, stream, work_, untimed);
