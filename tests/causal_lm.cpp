@@ -547,3 +547,222 @@ TEST_CASE("model_config: config.json round trip and field errors") {
   CHECK_THROWS_WITH_AS(ngemb::parse_model_config(broken.dump()), doctest::Contains("num_key_value_heads"),
                        ngemb::invalid_argument);
 }
+
+// The MTP module (issue 11 item 5; include/ngemb/model/mtp.hpp) against tests/reference/mtp_reference.py, and
+// causal_lm's handling of `model.mtp.*`: ignored unless asked for, then loaded, checked and saved like the rest.
+namespace {
+
+using mtp_part = ngemb::mtp_module<shortcut::attention, shortcut::dense_ffn>;
+using mtp_lm = ngemb::causal_lm<shortcut::embedding, shortcut::block, mtp_part>;
+static_assert(ngemb::mtp_part<mtp_part> && ngemb::causal_model<mtp_lm>);
+static_assert(!shortcut_lm::can_hold_mtp && mtp_lm::can_hold_mtp);
+
+const std::filesystem::path mtp_dir = std::filesystem::path(NGEMB_REFERENCE_DIR) / "mtp";
+
+struct mtp_golden {
+  std::vector<std::vector<std::int32_t>> tokens;
+  std::vector<std::vector<double>> hidden;  // batch order
+  std::vector<std::vector<double>> out;     // batch order
+
+  mtp_golden() {
+    std::ifstream stream(mtp_dir / "expected.json");
+    const nlohmann::json root = nlohmann::json::parse(stream);
+    tokens = root.at("tokens").get<std::vector<std::vector<std::int32_t>>>();
+    hidden = root.at("hidden").get<std::vector<std::vector<double>>>();
+    out = root.at("out").get<std::vector<std::vector<double>>>();
+  }
+
+  /// Batch row of sequence b's row t.
+  [[nodiscard]] std::size_t row_of(std::size_t b, std::size_t t) const {
+    std::size_t row = t;
+    for (std::size_t earlier = 0; earlier < b; ++earlier) {
+      row += tokens[earlier].size();
+    }
+    return row;
+  }
+};
+
+/// One step of the module over (sequence b, rows [first, first + count)) for each entry; checks every output row.
+struct mtp_step_part {
+  std::size_t sequence;
+  std::size_t first;
+  std::size_t count;
+};
+
+void run_mtp_step(mtp_part& mtp, mtp_part::cache_type& cache, const std::vector<mtp_part::cache_type::slot_id>& slots,
+                  const mtp_golden& expected, const std::vector<mtp_step_part>& parts) {
+  std::vector<mtp_part::cache_type::slot_id> step_slots;
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int32_t> tokens;
+  std::vector<float> hidden;
+  std::vector<std::size_t> rows;
+  for (const mtp_step_part& part : parts) {
+    step_slots.push_back(slots[part.sequence]);
+    sizes.push_back(static_cast<std::int64_t>(part.count));
+    for (std::size_t t = part.first; t < part.first + part.count; ++t) {
+      tokens.push_back(expected.tokens[part.sequence][t]);
+      rows.push_back(expected.row_of(part.sequence, t));
+      for (const double value : expected.hidden[rows.back()]) {
+        hidden.push_back(static_cast<float>(value));
+      }
+    }
+  }
+  const std::size_t width = expected.hidden[0].size();
+  std::vector<float> embedded(tokens.size() * width);
+  std::vector<float> out(tokens.size() * width);
+  mtp.embed(host, ngemb::view<const std::int32_t>(tokens), ngemb::view<float>(embedded));
+  cache.begin(host, ngemb::view<const mtp_part::cache_type::slot_id>(step_slots),
+              ngemb::view<const std::int64_t>(sizes));
+  mtp.forward(host, cache, ngemb::view<const float>(hidden), ngemb::view<const float>(embedded),
+              ngemb::view<float>(out));
+  cache.commit();
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    ngemb_test::check_row(out.data() + r * width, expected.out[rows[r]], "MTP output row " + std::to_string(rows[r]));
+  }
+}
+
+/// The shortcut reference checkpoint plus the MTP tensors of tests/reference/mtp (except `skip`, with `replace`),
+/// then `added`.
+void write_with_mtp(const std::filesystem::path& folder, const std::string& skip = "",
+                    const std::map<std::string, ngemb::tensor_to_write>& replace = {},
+                    const std::vector<ngemb::tensor_to_write>& added = {}) {
+  const ngemb::safetensors_checkpoint mtp(mtp_dir);
+  std::vector<ngemb::tensor_to_write> extra;
+  for (const std::string& name : mtp.names()) {
+    if (name == skip) {
+      continue;
+    }
+    if (const auto found = replace.find(name); found != replace.end()) {
+      extra.push_back(found->second);
+      continue;
+    }
+    const ngemb::tensor_info& info = mtp.info(name);
+    extra.push_back({name, info.dtype, info.shape, mtp.file_of(name).bytes(name)});
+  }
+  extra.insert(extra.end(), added.begin(), added.end());
+  copy_checkpoint(model_dir / "shortcut", folder, {}, extra);
+}
+
+}  // namespace
+
+TEST_SUITE("mtp") {
+  TEST_CASE("MTP module: the released wiring matches the float64 reference, one-shot and through its cache") {
+    const mtp_golden expected;
+    const ngemb::model_config config = ngemb::read_model_config(model_dir / "shortcut");
+    auto mtp = mtp_part::load(host, ngemb::safetensors_checkpoint(mtp_dir), mtp_part::released_prefix, config);
+    const auto fresh_slots = [](mtp_part::cache_type& cache) {
+      return std::vector<mtp_part::cache_type::slot_id>{cache.allocate(), cache.allocate(), cache.allocate()};
+    };
+    SUBCASE("one ragged step") {
+      auto cache = mtp_part::make_cache(host, config, 3, 16);
+      const auto slots = fresh_slots(cache);
+      run_mtp_step(mtp, cache, slots, expected, {{0, 0, 7}, {1, 0, 1}, {2, 0, 5}});
+    }
+    SUBCASE("chunked prefill, then decode steps") {
+      auto cache = mtp_part::make_cache(host, config, 3, 16);
+      const auto slots = fresh_slots(cache);
+      run_mtp_step(mtp, cache, slots, expected, {{0, 0, 3}, {2, 0, 2}});
+      run_mtp_step(mtp, cache, slots, expected, {{2, 2, 1}, {1, 0, 1}, {0, 3, 2}});
+      for (std::size_t t = 5; t < 7; ++t) {
+        run_mtp_step(mtp, cache, slots, expected, {{0, t, 1}, {2, t - 2, 1}});
+      }
+      CHECK(cache.length(slots[0]) == 7);
+      CHECK(cache.length(slots[2]) == 5);
+    }
+    SUBCASE("a token outside the vocabulary") {
+      const std::vector<std::int32_t> tokens{3, 97};
+      std::vector<float> rows(2 * 32);
+      CHECK_THROWS_WITH_AS(mtp.embed(host, ngemb::view<const std::int32_t>(tokens), ngemb::view<float>(rows)),
+                           doctest::Contains("97"), ngemb::invalid_argument);
+    }
+  }
+
+  TEST_CASE("causal_lm ignores model.mtp.* unless asked, then loads it") {
+    const temp_folder folder;
+    write_with_mtp(folder.path());
+    const model_golden expected("shortcut");
+    const auto every = ngemb::logits_for::every_token;
+    auto plain = shortcut_lm::load(host, model_dir / "shortcut");
+    const auto reference = ngemb_test::run_batch(plain, host, expected.sequences, start(plain, 3), every);
+
+    auto ignored = shortcut_lm::load(host, folder.path());
+    CHECK_FALSE(ignored.has_mtp());
+    CHECK(ngemb_test::run_batch(ignored, host, expected.sequences, start(ignored, 3), every) == reference);
+    CHECK_THROWS_AS(static_cast<void>(ignored.mtp()), ngemb::invalid_argument);
+    CHECK_FALSE(mtp_lm::load(host, folder.path()).has_mtp());
+    CHECK_THROWS_WITH_AS(shortcut_lm::load(host, folder.path(), {}, {.mtp = true}), doctest::Contains("no MTP part"),
+                         ngemb::invalid_argument);
+
+    auto with_mtp = mtp_lm::load(host, folder.path(), {}, {.mtp = true});
+    REQUIRE(with_mtp.has_mtp());
+    CHECK(ngemb_test::run_batch(with_mtp, host, expected.sequences, start(with_mtp, 3), every) == reference);
+    const mtp_golden golden;
+    auto cache = mtp_part::make_cache(host, with_mtp.config(), 3, 16);
+    const std::vector<mtp_part::cache_type::slot_id> slots{cache.allocate(), cache.allocate(), cache.allocate()};
+    run_mtp_step(with_mtp.mtp(), cache, slots, golden, {{0, 0, 7}, {1, 0, 1}, {2, 0, 5}});
+  }
+
+  TEST_CASE("asked for, the MTP module loads as strictly as the model") {
+    SUBCASE("a missing tensor") {
+      const temp_folder folder;
+      write_with_mtp(folder.path(), "model.mtp.layers.0.hnorm.m.weight");
+      CHECK_THROWS_WITH(mtp_lm::load(host, folder.path(), {}, {.mtp = true}),
+                        doctest::Contains("model.mtp.layers.0.hnorm.m.weight"));
+      CHECK_FALSE(mtp_lm::load(host, folder.path()).has_mtp());  // ignored, so not checked
+    }
+    SUBCASE("a missing tensor of the attention sublayer") {
+      const temp_folder folder;
+      write_with_mtp(folder.path(), "model.mtp.layers.0.self_attn.k_proj.weight");
+      CHECK_THROWS_WITH(mtp_lm::load(host, folder.path(), {}, {.mtp = true}),
+                        doctest::Contains("model.mtp.layers.0.self_attn.k_proj.weight"));
+    }
+    SUBCASE("a tensor of the wrong shape") {
+      const temp_folder folder;
+      const std::vector<float> values(32 * 32, 0.25f);
+      const std::string name = "model.mtp.layers.0.eh_proj.weight";
+      write_with_mtp(folder.path(), "",
+                     {{name, ngemb::tensor_to_write::of(name, {32, 32}, ngemb::view<const float>(values))}});
+      CHECK_THROWS_WITH_AS(mtp_lm::load(host, folder.path(), {}, {.mtp = true}), doctest::Contains(name.c_str()),
+                           ngemb::error);
+    }
+    SUBCASE("an MTP tensor the module has no parameter for") {
+      const temp_folder folder;
+      const std::vector<float> values{1.0f, 2.0f};
+      const std::string name = "model.mtp.layers.0.shared_head.norm.weight";
+      write_with_mtp(folder.path(), "", {}, {ngemb::tensor_to_write::of(name, {2}, ngemb::view<const float>(values))});
+      CHECK_THROWS_WITH_AS(mtp_lm::load(host, folder.path(), {}, {.mtp = true}), doctest::Contains(name.c_str()),
+                           ngemb::format_error);
+      CHECK_FALSE(mtp_lm::load(host, folder.path()).has_mtp());
+    }
+  }
+
+  TEST_CASE("with the MTP module: save then load round-trips every tensor; without it nothing of model.mtp is saved") {
+    const temp_folder source;
+    write_with_mtp(source.path());
+    const ngemb::safetensors_checkpoint original(source.path());
+    auto names = original.names();
+    std::sort(names.begin(), names.end());
+
+    auto model = mtp_lm::load(host, source.path(), {}, {.mtp = true});
+    const temp_folder saved;
+    model.save(host, saved.path(), std::size_t{64} << 10);
+    const ngemb::safetensors_checkpoint written(saved.path());
+    auto written_names = written.names();
+    std::sort(written_names.begin(), written_names.end());
+    CHECK(written_names == names);
+    for (const std::string& name : names) {
+      const auto a = written.file_of(name).bytes(name);
+      const auto b = original.file_of(name).bytes(name);
+      CHECK_MESSAGE(std::equal(a.begin(), a.end(), b.begin(), b.end()), name);
+    }
+    auto reloaded = mtp_lm::load(host, saved.path(), {}, {.mtp = true});
+    CHECK(reloaded.has_mtp());
+
+    auto without = mtp_lm::load(host, source.path());
+    const temp_folder plain;
+    without.save(host, plain.path());
+    for (const std::string& name : ngemb::safetensors_checkpoint(plain.path()).names()) {
+      CHECK_MESSAGE(!name.starts_with("model.mtp."), name);
+    }
+  }
+}

@@ -1,6 +1,7 @@
 #pragma once
-// The whole model as a type: causal_lm<Embedding, Block> = n-gram embedding, num_layers blocks, final norm and
-// lm_head, with the per-sequence state (n-gram cache windows and the attention's cache) for ragged prefill and decode.
+// The whole model as a type: causal_lm<Embedding, Block, Mtp = no_mtp> = n-gram embedding, num_layers blocks, final
+// norm and lm_head, with the per-sequence state (n-gram cache windows and the attention's cache) for ragged prefill and
+// decode; optionally the MTP module (model/mtp.hpp), the draft of speculative decoding.
 //
 //   using lm = ngemb::presets::longcat_shortcut<>::model;             // or causal_lm<embedding, your block>
 //   auto model = lm::load(ngemb::host_policy{}, "checkpoint/");        // config.json + safetensors
@@ -8,12 +9,15 @@
 //
 // Checkpoint: config.json (model_config.hpp) and the tensors `model.embed_tokens.weight`,
 // `model.ngram_embeddings.*` (SPEC §4), `model.layers.{l}.*` (blocks.hpp), `model.norm.weight`, `lm_head.weight`.
-// Loading is strict: a missing, misshapen or unknown tensor is an error naming it.
+// Loading is strict: a missing, misshapen or unknown tensor is an error naming it, except `model.mtp.*` (the MTP
+// module), which is ignored as Hugging Face ignores it unless load_options::mtp asks for it (then it is checked as
+// strictly, and saved with the model).
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -34,6 +38,7 @@
 #include "ngemb/model/forward_options.hpp"
 #include "ngemb/model/lm_head.hpp"
 #include "ngemb/model/model_config.hpp"
+#include "ngemb/model/mtp.hpp"
 #include "ngemb/model/stage_times.hpp"
 #include "ngemb/model/sublayer_shape.hpp"
 
@@ -43,6 +48,13 @@ namespace ngemb {
 struct sequence_capacity {
   std::size_t max_sequences = 8;
   std::int64_t max_positions = 0;  ///< 0: the config's max_position_embeddings
+};
+
+/// What causal_lm::load reads besides the model itself.
+struct load_options {
+  /// Also load the MTP module (`model.mtp.*`, model/mtp.hpp); needs a model type with an Mtp part. When false its
+  /// tensors are ignored.
+  bool mtp = false;
 };
 
 namespace detail {
@@ -58,10 +70,18 @@ struct gather_last_rows_op {
   }
 };
 
-template <class Embedding, class Block>
+template <class Embedding, class Block, class Mtp>
 constexpr bool check_model_parts() {
   static_assert(check_cached_embedding<Embedding>());  // its static_asserts name what the embedding lacks
   static_assert(check_decoder_block<Block>());  // its static_asserts name what the block lacks
+  static_assert(check_mtp_part<Mtp>());  // its static_asserts name what the MTP part lacks
+  if constexpr (requires {
+                  typename Mtp::policy_type;
+                  typename Block::policy_type;
+                }) {
+    static_assert(std::is_same_v<typename Mtp::policy_type, typename Block::policy_type>,
+                  "causal_lm: the MTP part and the blocks must run under the same policy");
+  }
   if constexpr (requires {
                   typename Embedding::policy_type;
                   typename Block::policy_type;
@@ -74,9 +94,9 @@ constexpr bool check_model_parts() {
 
 }  // namespace detail
 
-template <class Embedding, class Block>
+template <class Embedding, class Block, class Mtp = no_mtp>
 class causal_lm {
-  static_assert(detail::check_model_parts<Embedding, Block>());
+  static_assert(detail::check_model_parts<Embedding, Block, Mtp>());
 
  public:
   using policy_type = typename Block::policy_type;
@@ -84,13 +104,19 @@ class causal_lm {
   using sequence_id = std::int32_t;
   /// The per-sequence state of every attention sublayer, as the blocks' attention type lays it out.
   using cache_type = typename Block::attention_type::cache_type;
+  /// The MTP part this model type can hold (no_mtp: none).
+  using mtp_type = Mtp;
+  static constexpr bool can_hold_mtp = !std::is_same_v<Mtp, no_mtp>;
+  /// Where the MTP module's tensors live in a checkpoint.
+  static constexpr const char* mtp_prefix = "model.mtp";
 
   causal_lm(const policy_type& policy, const model_config& config, Embedding embedding, std::vector<Block> blocks,
-            lm_head<policy_type> head, sequence_capacity capacity = {})
+            lm_head<policy_type> head, sequence_capacity capacity = {}, std::optional<Mtp> mtp = std::nullopt)
       : config_(config),
         embedding_(std::move(embedding)),
         blocks_(std::move(blocks)),
         head_(std::move(head)),
+        mtp_(std::move(mtp)),
         max_positions_(capacity.max_positions > 0 ? capacity.max_positions : config.max_position_embeddings),
         ngram_cache_(policy, config.ngram, capacity.max_sequences, 0),
         cache_(Block::attention_type::make_cache(
@@ -108,10 +134,27 @@ class causal_lm {
                            " tokens; the config says hidden_size = " + std::to_string(config_.hidden_size()) +
                            ", vocab_size = " + std::to_string(config_.vocab_size()));
     }
+    if constexpr (requires(const Mtp& part) {
+                    { part.hidden_size() } -> std::convertible_to<std::int64_t>;
+                    { part.vocab_size() } -> std::convertible_to<std::int64_t>;
+                  }) {
+      if (mtp_ && (mtp_->hidden_size() != config_.hidden_size() || mtp_->vocab_size() != config_.vocab_size())) {
+        throw shape_mismatch("causal_lm: the MTP module is " + std::to_string(mtp_->hidden_size()) + " wide over " +
+                             std::to_string(mtp_->vocab_size()) + " tokens; the config says hidden_size = " +
+                             std::to_string(config_.hidden_size()) + ", vocab_size = " +
+                             std::to_string(config_.vocab_size()));
+      }
+    }
   }
 
-  /// config.json and the tensors from a checkpoint folder; strict (see the header comment).
-  static causal_lm load(const policy_type& policy, const std::filesystem::path& folder, sequence_capacity capacity = {}) {
+  /// config.json and the tensors from a checkpoint folder; strict (see the header comment). options.mtp on a model
+  /// type without an MTP part throws invalid_argument.
+  static causal_lm load(const policy_type& policy, const std::filesystem::path& folder, sequence_capacity capacity = {},
+                        const load_options& options = {}) {
+    if (options.mtp && !can_hold_mtp) {
+      throw invalid_argument("causal_lm::load: load_options::mtp asks for the MTP module, but this model type has no "
+                             "MTP part (causal_lm<Embedding, Block, Mtp> with an Mtp such as mtp_module<...>)");
+    }
     const model_config config = read_model_config(folder);
     const auto checkpoint = std::make_shared<const safetensors_checkpoint>(folder);
     Embedding embedding = Embedding::load(policy, checkpoint, ngram_names::released_owner, config.ngram);
@@ -124,7 +167,14 @@ class causal_lm {
                                            {.hidden = config.hidden_size(),
                                             .vocab_size = config.vocab_size(),
                                             .eps = static_cast<float>(config.rms_norm_eps)});
-    causal_lm model(policy, config, std::move(embedding), std::move(blocks), std::move(head), capacity);
+    std::optional<Mtp> mtp;
+    if constexpr (can_hold_mtp) {
+      if (options.mtp) {
+        mtp.emplace(Mtp::load(policy, *checkpoint, mtp_prefix, config));
+      }
+    }
+    causal_lm model(policy, config, std::move(embedding), std::move(blocks), std::move(head), capacity,
+                    std::move(mtp));
     model.reject_unknown_tensors(policy, *checkpoint, folder);
     return model;
   }
@@ -149,13 +199,18 @@ class causal_lm {
     save(policy, folder, save_options{.max_shard_bytes = max_shard_bytes});
   }
 
-  /// Every parameter under its checkpoint name.
+  /// Every parameter under its checkpoint name (the MTP module's when the model holds it).
   void collect(const policy_type& policy, tensor_collection& out) const {
     embedding_.save(policy, ngram_names::released_owner, out);
     for (std::size_t layer = 0; layer < blocks_.size(); ++layer) {
       blocks_[layer].save(policy, layer_prefix(static_cast<int>(layer)), out);
     }
     head_.save(policy, "", out);
+    if constexpr (can_hold_mtp) {
+      if (mtp_) {
+        mtp_->save(policy, mtp_prefix, out);
+      }
+    }
   }
 
   /// A new, empty sequence. Throws invalid_argument when max_sequences are in use.
@@ -235,8 +290,21 @@ class causal_lm {
   [[nodiscard]] const std::vector<Block>& blocks() const { return blocks_; }
   [[nodiscard]] std::int64_t max_positions() const { return max_positions_; }
   [[nodiscard]] std::int64_t vocab_size() const { return config_.vocab_size(); }
+  /// Whether the MTP module was loaded (load_options::mtp) or given.
+  [[nodiscard]] bool has_mtp() const { return mtp_.has_value(); }
+  /// The MTP module; invalid_argument when the model does not hold one.
+  [[nodiscard]] Mtp& mtp() { return checked_mtp(*this); }
+  [[nodiscard]] const Mtp& mtp() const { return checked_mtp(*this); }
 
  private:
+  template <class Self>
+  static auto& checked_mtp(Self& self) {
+    if (!self.mtp_) {
+      throw invalid_argument("causal_lm::mtp: the model holds no MTP module (load it with load_options::mtp)");
+    }
+    return *self.mtp_;
+  }
+
   using slot_id = typename cache_type::slot_id;
 
   static std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer); }
@@ -287,6 +355,11 @@ class causal_lm {
     }
   }
 
+  /// Names a checkpoint may hold that this model leaves unread: the MTP module's when it was not asked for.
+  [[nodiscard]] bool ignored_on_load(const std::string& name) const {
+    return !mtp_ && name.starts_with(std::string(mtp_prefix) + ".");
+  }
+
   void reject_unknown_tensors(const policy_type& policy, const checkpoint& source,
                               const std::filesystem::path& folder) const {
     tensor_collection expected(tensor_collection::mode::names_only);
@@ -296,7 +369,7 @@ class causal_lm {
       known.insert(tensor.name);
     }
     for (const std::string& name : source.names()) {
-      if (!known.contains(name)) {
+      if (!known.contains(name) && !ignored_on_load(name)) {
         throw format_error("causal_lm::load: " + folder.string() + " holds tensor \"" + name +
                            "\", which this model type has no parameter for (a different architecture, or a block "
                            "type that does not match the checkpoint)");
@@ -308,6 +381,7 @@ class causal_lm {
   Embedding embedding_;
   std::vector<Block> blocks_;
   lm_head<policy_type> head_;
+  std::optional<Mtp> mtp_;
   std::int64_t max_positions_;
   ngram_cache<token_type, policy_type> ngram_cache_;
   cache_type cache_;
