@@ -142,6 +142,9 @@ struct model_config {
     in_range(zero_expert_num, "zero_expert_num", 0, max_experts);
     in_range(moe_topk, "moe_topk", 0, max_experts);
     in_range(max_position_embeddings, "max_position_embeddings", 1, max_positions);
+    if (mla) {  // before the head_dim checks: in an MLA model head_dim follows qk_rope_head_dim
+      validate_mla(*mla, fail, in_range);
+    }
     if (num_attention_heads % num_key_value_heads != 0) {
       fail("num_attention_heads = " + std::to_string(num_attention_heads) +
            " must be a multiple of num_key_value_heads = " + std::to_string(num_key_value_heads));
@@ -156,9 +159,6 @@ struct model_config {
     // The router computes in float: a factor that float cannot hold would turn every routed output into inf.
     if (!(std::abs(routed_scaling_factor) <= static_cast<double>(std::numeric_limits<float>::max()))) {
       fail("routed_scaling_factor must be a finite float, got " + std::to_string(routed_scaling_factor));
-    }
-    if (mla) {
-      validate_mla(*mla, fail, in_range);
     }
     validate_rope(fail);
   }
