@@ -23,9 +23,11 @@
 #include "temp_folder.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
+#include "ngemb/embed/plain_embedding.hpp"
 #include "ngemb/ffn/ngram_gated_ffn.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 
@@ -304,4 +306,78 @@ TEST_CASE("a crafted config.json beside real tables is refused before anything i
   CHECK_THROWS_AS(load_with(R"({"vocab_size": 2147483647, "hidden_size": 1048576, "ngram_vocab_size_ratio": 1.5,
                                 "emb_neighbor_num": 2, "emb_split_num": 1})"),
                   ngemb::format_error);
+}
+
+static_assert(ngemb::cached_embedding<ngemb::plain_embedding<>>);
+static_assert(ngemb::cached_embedding<ngemb::plain_embedding<ngemb::bf16>>);
+
+TEST_CASE("plain embedding: the table's rows through the cached_embedding interface, saved and loaded by HF name") {
+  const std::int64_t vocab = 11;
+  const std::int64_t hidden = 6;
+  std::vector<ngemb::bf16> table(static_cast<std::size_t>(vocab * hidden));
+  std::mt19937 random(7);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (auto& value : table) {
+    value = ngemb::bf16(uniform(random));
+  }
+  const ngemb::plain_embedding<ngemb::bf16> original(policy, vocab, hidden, ngemb::view<const ngemb::bf16>(table));
+  ngemb::tensor_collection tensors;
+  original.save(policy, "model", tensors);
+  REQUIRE(tensors.size() == 1);
+  CHECK(tensors.tensors()[0].name == "model.embed_tokens.weight");
+  const ngemb_test::temp_folder folder;
+  ngemb::write_safetensors_checkpoint(folder.path(), tensors.tensors(), std::size_t{1} << 30);
+  const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(folder.path());
+
+  // The cache needs an n-gram config; the plain embedding reads only V and H of it.
+  ngemb::ngram_config config;
+  config.vocab_size = vocab;
+  config.hidden_size = hidden;
+  config.max_order = 2;
+  config.splits = 1;
+  config.ratio = 1.0;
+  auto loaded = ngemb::plain_embedding<float>::load(policy, checkpoint, "model", config);  // bf16 -> float
+  CHECK(loaded.output_width() == hidden);
+  ngemb::ngram_cache<> cache(policy, config, 2, 0);
+  const std::vector<std::int32_t> slots = {cache.allocate(), cache.allocate()};
+  const std::vector<std::int32_t> tokens = {3, 0, 10, 3, 7};
+  const std::vector<std::int64_t> offsets = {0, 3, 5};
+  std::vector<float> out(tokens.size() * static_cast<std::size_t>(hidden), -1.0f);
+  loaded.forward(policy, cache, slots, ngemb::ragged_view<const std::int32_t>(tokens, offsets), ngemb::view<float>(out));
+  std::vector<float> expected;
+  for (const std::int32_t token : tokens) {  // a direct row copy
+    for (std::int64_t column = 0; column < hidden; ++column) {
+      expected.push_back(static_cast<float>(table[static_cast<std::size_t>(token * hidden + column)]));
+    }
+  }
+  CHECK(out == expected);
+
+  SUBCASE("errors") {
+    std::vector<std::int32_t> bad = tokens;
+    bad[3] = static_cast<std::int32_t>(vocab);
+    CHECK_THROWS_WITH_AS(loaded.forward(policy, cache, slots, ngemb::ragged_view<const std::int32_t>(bad, offsets),
+                                        ngemb::view<float>(out)),
+                         doctest::Contains("token id 11 at sequence 1, position 0 (flat index 3) is outside [0, 11)"),
+                         ngemb::token_out_of_range);
+    bad[3] = -1;
+    CHECK_THROWS_AS(loaded.forward(policy, cache, slots, ngemb::ragged_view<const std::int32_t>(bad, offsets),
+                                   ngemb::view<float>(out)),
+                    ngemb::token_out_of_range);
+    std::vector<float> short_out(out.size() - 1);
+    CHECK_THROWS_WITH_AS(loaded.forward(policy, cache, slots, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                                        ngemb::view<float>(short_out)),
+                         doctest::Contains("out must hold tokens x H = 5 x 6 values, got 29"), ngemb::shape_mismatch);
+    const std::vector<std::int32_t> one_slot = {slots[0]};
+    CHECK_THROWS_WITH_AS(loaded.forward(policy, cache, one_slot, ngemb::ragged_view<const std::int32_t>(tokens, offsets),
+                                        ngemb::view<float>(out)),
+                         doctest::Contains("1 slots for 2 sequences"), ngemb::shape_mismatch);
+    ngemb::ngram_config wider = config;
+    wider.hidden_size = hidden + 2;
+    CHECK_THROWS_WITH_AS((void)ngemb::plain_embedding<float>::load(policy, checkpoint, "model", wider),
+                         doctest::Contains("model.embed_tokens.weight"), ngemb::format_error);
+    CHECK_THROWS_WITH_AS((void)ngemb::plain_embedding<float>::load(policy, checkpoint, "model.mtp", config),
+                         doctest::Contains("model.mtp.embed_tokens.weight"), ngemb::format_error);
+    CHECK_THROWS_AS((ngemb::plain_embedding<float>(policy, vocab, hidden, ngemb::view<const float>(expected))),
+                    ngemb::shape_mismatch);
+  }
 }

@@ -6,7 +6,11 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "ngemb/io/hf_config.hpp"
+#include "ngemb/model/config_json.hpp"
+#include "ngemb/model/sublayer_shape.hpp"
 
 namespace {
 
@@ -939,4 +943,251 @@ TEST_CASE("checkpoint: a user's own storage behind the interface loads parts, wi
                                       {"memory: tensor \"halves\" has dtype BF16, expected F32"});
   expect_failure<ngemb::format_error>([&] { (void)ngemb::read_tensor_as<float>(storage, "absent", four); },
                                       {"memory: no tensor \"absent\""});
+}
+
+namespace {
+
+std::filesystem::path lite_config_path() {
+  return std::filesystem::path(NGEMB_REFERENCE_DIR) / "longcat_flash_lite_config.json";
+}
+
+/// What transformers 5.23's save_pretrained writes for a tiny LongcatFlashForCausalLM (model_type longcat_flash,
+/// no n-gram fields, rope_theta only inside rope_parameters, head_dim = qk_rope_head_dim).
+const char* const transformers_json = R"({
+  "architectures": ["LongcatFlashForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 1, "dtype": "float32", "eos_token_id": 2, "expert_ffn_hidden_size": 16, "ffn_hidden_size": 48,
+  "head_dim": 4, "hidden_act": "silu", "hidden_size": 32, "initializer_range": 0.02, "kv_lora_rank": 8,
+  "max_position_embeddings": 128, "model_type": "longcat_flash", "moe_topk": 2, "n_routed_experts": 4,
+  "num_attention_heads": 4, "num_key_value_heads": 4, "num_layers": 1, "output_router_logits": false,
+  "pad_token_id": null, "q_lora_rank": 16, "qk_head_dim": 12, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4,
+  "rms_norm_eps": 1e-05, "rope_parameters": {"rope_theta": 10000000.0, "rope_type": "default"},
+  "routed_scaling_factor": 6.0, "tie_word_embeddings": false, "transformers_version": "5.23.0", "use_cache": true,
+  "v_head_dim": 8, "vocab_size": 64, "zero_expert_num": 2
+})";
+
+nlohmann::json lite_json_object() {
+  std::ifstream file(lite_config_path());
+  return nlohmann::json::parse(file);
+}
+
+template <class Error>
+void expect_model_error(const nlohmann::json& config, const std::string& needle) {
+  CAPTURE(needle);
+  CHECK_THROWS_WITH_AS((void)ngemb::parse_model_config(config.dump(), "crafted/config.json"),
+                       doctest::Contains(needle.c_str()), Error);
+}
+
+}  // namespace
+
+TEST_CASE("model config: the released LongCat-Flash-Lite config.json, every field") {
+  const ngemb::model_config config = ngemb::read_model_config(lite_config_path());
+  CHECK(config.model_type == "longcat_flash_ngram");
+  CHECK(config.has_ngram_embedding());
+  CHECK(config.vocab_size() == 131072);
+  CHECK(config.hidden_size() == 3072);
+  CHECK(config.ngram.max_order == 4);
+  CHECK(config.ngram.splits == 4);
+  CHECK(*config.ngram.ratio == 78.0);
+  CHECK(*config.ngram.eos_token == 2);
+  CHECK(config.num_layers == 14);
+  CHECK(config.num_attention_heads == 32);
+  CHECK(config.num_key_value_heads == 32);
+  CHECK(config.head_dim == 64);  // qk_rope_head_dim: transformers' rotary width
+  CHECK(config.ffn_hidden_size == 6144);
+  CHECK(config.expert_ffn_hidden_size == 1024);
+  CHECK(config.n_routed_experts == 256);
+  CHECK(config.zero_expert_num == 128);
+  CHECK(config.moe_topk == 12);
+  CHECK(config.routed_scaling_factor == 6.0);
+  CHECK_FALSE(config.norm_topk_prob);
+  CHECK_FALSE(config.router_bias);
+  CHECK_FALSE(config.attention_bias);
+  CHECK(config.rms_norm_eps == 1e-5);
+  CHECK(config.rope_theta == 5000000.0);
+  CHECK(config.rope == ngemb::rope_scaling{});
+  CHECK(config.max_position_embeddings == 327680);
+  REQUIRE(config.mla.has_value());
+  CHECK(*config.mla == ngemb::mla_config{.q_lora_rank = 1536, .kv_lora_rank = 512, .qk_nope_head_dim = 128,
+                                         .qk_rope_head_dim = 64, .v_head_dim = 128, .scale_q_lora = true,
+                                         .scale_kv_lora = true});
+  const ngemb::mla_shape shape = ngemb::sublayer_shape(config, std::type_identity<ngemb::mla_shape>{});
+  CHECK(shape.hidden == 3072);
+  CHECK(shape.heads == 32);
+  CHECK(shape.qk_head_dim() == 192);
+  CHECK(shape.rope_theta == 5000000.0);
+  CHECK(ngemb::parse_model_config(ngemb::to_json(config)) == config);
+
+  // The fields the README says may also appear, and the ones LongCat's engine configs carry.
+  nlohmann::json fuller = lite_json_object();
+  fuller["mla_scale_q_lora"] = false;
+  fuller["zero_expert_type"] = "identity";
+  fuller["router_bias"] = true;
+  fuller["attention_bias"] = true;
+  fuller["norm_topk_prob"] = true;
+  fuller["quantization_config"] = {{"quant_method", "fp8"}};  // unknown fields are allowed
+  fuller["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}, {"original_max_position_embeddings", 131072},
+                            {"mscale", 1.0}, {"mscale_all_dim", 1.0}};
+  const ngemb::model_config full = ngemb::parse_model_config(fuller.dump());
+  CHECK_FALSE(full.mla->scale_q_lora);
+  CHECK(full.mla->scale_kv_lora);
+  CHECK(full.router_bias);
+  CHECK(full.attention_bias);
+  CHECK(full.norm_topk_prob);
+  CHECK(full.rope.kind == ngemb::rope_scaling::type::yarn);
+  CHECK(full.rope.factor == 2.0);
+  CHECK(full.rope.original_max_position_embeddings == 131072);
+  CHECK(full.rope.mscale == 1.0);
+  CHECK(full.rope.mscale_all_dim == 1.0);
+  CHECK(full.rope.beta_fast == 32.0);
+  CHECK(full.rope.beta_slow == 1.0);
+  CHECK(full.rope.truncate);
+  CHECK(ngemb::sublayer_shape(full, std::type_identity<ngemb::mla_shape>{}).rope == full.rope);
+  CHECK(ngemb::parse_model_config(ngemb::to_json(full)) == full);
+}
+
+TEST_CASE("model config: a config.json written by transformers' save_pretrained") {
+  const ngemb::model_config config = ngemb::parse_model_config(transformers_json);
+  CHECK(config.model_type == "longcat_flash");
+  CHECK_FALSE(config.has_ngram_embedding());
+  CHECK(config.vocab_size() == 64);
+  CHECK(config.hidden_size() == 32);
+  CHECK(*config.ngram.eos_token == 2);
+  CHECK(config.rope_theta == 10000000.0);  // from rope_parameters
+  CHECK(config.rope.kind == ngemb::rope_scaling::type::none);
+  CHECK(config.head_dim == 4);
+  CHECK(config.n_routed_experts == 4);
+  CHECK(config.zero_expert_num == 2);
+  CHECK(config.mla == ngemb::mla_config{.q_lora_rank = 16, .kv_lora_rank = 8, .qk_nope_head_dim = 8,
+                                        .qk_rope_head_dim = 4, .v_head_dim = 8});
+  CHECK(ngemb::parse_model_config(ngemb::to_json(config)) == config);
+
+  // q_lora_rank null: a single q_proj.
+  nlohmann::json no_q_lora = nlohmann::json::parse(transformers_json);
+  no_q_lora["q_lora_rank"] = nullptr;
+  const ngemb::model_config q_proj = ngemb::parse_model_config(no_q_lora.dump());
+  CHECK(q_proj.mla->q_lora_rank == 0);
+  CHECK(ngemb::parse_model_config(ngemb::to_json(q_proj)) == q_proj);
+  // Absent fields take LongcatFlashConfig's defaults.
+  nlohmann::json sparse = nlohmann::json::parse(transformers_json);
+  for (const char* field : {"q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                            "head_dim", "qk_head_dim", "rope_parameters", "zero_expert_num"}) {
+    sparse.erase(field);
+  }
+  const ngemb::model_config defaults = ngemb::parse_model_config(sparse.dump());
+  CHECK(defaults.mla == ngemb::mla_config{.q_lora_rank = 1536, .kv_lora_rank = 512, .qk_nope_head_dim = 128,
+                                          .qk_rope_head_dim = 64, .v_head_dim = 128});
+  CHECK(defaults.head_dim == 64);
+  CHECK(defaults.rope_theta == 10000000.0);
+  CHECK(defaults.zero_expert_num == 256);
+}
+
+TEST_CASE("model config: rope_scaling and rope_parameters spellings resolve as transformers resolves them") {
+  nlohmann::json base = lite_json_object();
+  const nlohmann::json yarn = {{"factor", 4.0},        {"original_max_position_embeddings", 4096},
+                               {"beta_fast", 16.0},    {"beta_slow", 2.0},
+                               {"mscale", 0.707},      {"mscale_all_dim", 0.707},
+                               {"truncate", false}};
+  nlohmann::json legacy = base;
+  legacy["rope_scaling"] = yarn;
+  legacy["rope_scaling"]["type"] = "yarn";
+  nlohmann::json modern = base;
+  modern.erase("rope_theta");
+  modern["rope_parameters"] = yarn;
+  modern["rope_parameters"]["rope_type"] = "yarn";
+  modern["rope_parameters"]["rope_theta"] = 5000000.0;
+  const ngemb::model_config from_legacy = ngemb::parse_model_config(legacy.dump());
+  const ngemb::model_config from_modern = ngemb::parse_model_config(modern.dump());
+  CHECK(from_legacy.rope == from_modern.rope);
+  CHECK(from_legacy == from_modern);
+  CHECK(from_modern.rope.kind == ngemb::rope_scaling::type::yarn);
+  CHECK(from_modern.rope.factor == 4.0);
+  CHECK(from_modern.rope.original_max_position_embeddings == 4096);
+  CHECK(from_modern.rope.beta_fast == 16.0);
+  CHECK(from_modern.rope.beta_slow == 2.0);
+  CHECK(from_modern.rope.mscale == 0.707);
+  CHECK_FALSE(from_modern.rope.truncate);
+  CHECK(ngemb::parse_model_config(ngemb::to_json(from_modern)) == from_modern);
+
+  // A null factor is max_position_embeddings / original; original defaults to max_position_embeddings; a
+  // top-level original_max_position_embeddings wins (transformers' standardize_rope_params).
+  nlohmann::json derived = base;
+  derived["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", nullptr}, {"original_max_position_embeddings", 81920}};
+  CHECK(ngemb::parse_model_config(derived.dump()).rope.factor == 4.0);
+  derived["original_max_position_embeddings"] = 163840;
+  CHECK(ngemb::parse_model_config(derived.dump()).rope.original_max_position_embeddings == 163840);
+  CHECK(ngemb::parse_model_config(derived.dump()).rope.factor == 2.0);
+  nlohmann::json no_original = base;
+  no_original["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 8.0}, {"attention_factor", 1.25}};
+  const ngemb::model_config defaulted = ngemb::parse_model_config(no_original.dump());
+  CHECK(defaulted.rope.original_max_position_embeddings == 327680);
+  CHECK(defaulted.rope.attention_factor == 1.25);
+  CHECK(defaulted.rope_theta == 5000000.0);  // top level when the object has none
+  CHECK(ngemb::parse_model_config(ngemb::to_json(defaulted)) == defaulted);
+  // rope_theta inside the object wins over the top level; "default" is no scaling; a non-empty rope_scaling
+  // replaces rope_parameters.
+  nlohmann::json both = base;
+  both["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1000.0}};
+  CHECK(ngemb::parse_model_config(both.dump()).rope_theta == 1000.0);
+  CHECK(ngemb::parse_model_config(both.dump()).rope == ngemb::rope_scaling{});
+  both["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}};
+  CHECK(ngemb::parse_model_config(both.dump()).rope_theta == 5000000.0);
+  CHECK(ngemb::parse_model_config(both.dump()).rope.factor == 2.0);
+}
+
+TEST_CASE("model config: unsupported or inconsistent values are errors naming the field") {
+  const nlohmann::json lite = lite_json_object();
+  const auto with = [&](const char* field, const nlohmann::json& value) {
+    nlohmann::json config = lite;
+    config[field] = value;
+    return config;
+  };
+  expect_model_error<ngemb::invalid_argument>(with("zero_expert_type", "ones"), "zero_expert_type \"ones\"");
+  expect_model_error<ngemb::invalid_argument>(with("scoring_func", "sigmoid"), "scoring_func \"sigmoid\"");
+  expect_model_error<ngemb::invalid_argument>(with("hidden_act", "gelu"), "hidden_act \"gelu\"");
+  expect_model_error<ngemb::invalid_argument>(with("model_type", "deepseek_v3"), "model_type \"deepseek_v3\"");
+  expect_model_error<ngemb::format_error>(with("model_type", 3), "\"model_type\" must be a string");
+  expect_model_error<ngemb::invalid_argument>(with("rope_scaling", {{"type", "llama3"}, {"factor", 8.0}}),
+                                              "rope_scaling.rope_type \"llama3\" is not implemented");
+  expect_model_error<ngemb::invalid_argument>(with("rope_parameters", {{"rope_type", "dynamic"}}),
+                                              "rope_parameters.rope_type \"dynamic\"");
+  expect_model_error<ngemb::format_error>(with("rope_scaling", 2.0), "\"rope_scaling\" must be an object");
+  expect_model_error<ngemb::format_error>(with("rope_scaling", {{"type", "yarn"}, {"factor", "2"}}),
+                                          "\"rope_scaling.factor\" must be a number");
+  expect_model_error<ngemb::invalid_argument>(with("rope_scaling", {{"type", "yarn"}, {"factor", -2.0}}),
+                                              "rope_scaling.factor must be finite and > 0");
+  expect_model_error<ngemb::invalid_argument>(with("head_dim", 128), "head_dim = 128 must equal qk_rope_head_dim = 64");
+  expect_model_error<ngemb::invalid_argument>(with("qk_head_dim", 128), "qk_head_dim = 128 must equal");
+  expect_model_error<ngemb::invalid_argument>(with("qk_rope_head_dim", 63), "qk_rope_head_dim must be even");
+  expect_model_error<ngemb::invalid_argument>(with("kv_lora_rank", 0), "kv_lora_rank must be in [1,");
+  expect_model_error<ngemb::format_error>(with("q_lora_rank", "1536"), "\"q_lora_rank\" must be an integer");
+  expect_model_error<ngemb::format_error>(with("mla_scale_kv_lora", 1), "\"mla_scale_kv_lora\" must be true or false");
+  expect_model_error<ngemb::format_error>(with("router_bias", "no"), "\"router_bias\" must be true or false");
+  nlohmann::json no_trio = lite;
+  no_trio.erase("emb_neighbor_num");
+  expect_model_error<ngemb::format_error>(no_trio, "missing field \"emb_neighbor_num\"");
+  // ...which a plain LongCat-Flash does not need.
+  no_trio["model_type"] = "longcat_flash";
+  CHECK_FALSE(ngemb::parse_model_config(no_trio.dump()).has_ngram_embedding());
+
+  // A GQA demo config has no MLA fields: an MLA shape names them.
+  nlohmann::json demo = nlohmann::json::parse(transformers_json);
+  for (const char* field : {"model_type", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+                            "v_head_dim", "qk_head_dim", "rope_parameters"}) {
+    demo.erase(field);
+  }
+  demo["head_dim"] = 8;
+  demo["rope_theta"] = 10000.0;
+  demo["emb_neighbor_num"] = 3;
+  demo["emb_split_num"] = 2;
+  demo["ngram_vocab_size_ratio"] = 5;
+  const ngemb::model_config gqa = ngemb::parse_model_config(demo.dump());
+  CHECK_FALSE(gqa.mla.has_value());
+  CHECK(gqa.model_type.empty());
+  CHECK(ngemb::parse_model_config(ngemb::to_json(gqa)) == gqa);
+  CHECK(ngemb::to_json(gqa).find("model_type") == std::string::npos);
+  CHECK_THROWS_WITH_AS((void)ngemb::sublayer_shape(gqa, std::type_identity<ngemb::mla_shape>{}),
+                       doctest::Contains("kv_lora_rank, q_lora_rank, qk_nope_head_dim, qk_rope_head_dim and v_head_dim"),
+                       ngemb::invalid_argument);
+  demo.erase("rope_theta");
+  expect_model_error<ngemb::format_error>(demo, "missing field \"rope_theta\"");
 }

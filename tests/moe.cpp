@@ -3,6 +3,7 @@
 // checkpoint round trips, and the errors of bad options, shapes, names and non-finite logits.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -251,5 +252,42 @@ TEST_CASE("moe errors") {
     layer.forward_async(policy, c.tokens(), ngemb::view<const float>(x), ngemb::view<float>(y), checks);
     CHECK_THROWS_WITH_AS(checks.raise_if_failed(), doctest::Contains("row 2"), ngemb::invalid_argument);
     CHECK(layer.last_routing(policy).assignments() == static_cast<std::int64_t>(c.tokens()) * c.options.top_k);
+  }
+}
+
+TEST_CASE("moe loads a checkpoint with transformers' zero-expert gate/up tensors and names them as tolerated") {
+  // transformers' save_pretrained writes experts.{e}.{gate_proj,up_proj}.weight for the zero experts E <= e < E+Z.
+  for (const auto& c : ngemb_test::moe_cases()) {
+    if (c.options.zero_experts == 0) {
+      continue;
+    }
+    CAPTURE(c.name);
+    const auto original = c.make<ngemb::softmax_router<>, float>(policy);
+    const std::string prefix = "model.layers.0.mlp";
+    ngemb::tensor_collection tensors;
+    original.save(policy, prefix, tensors);
+    CHECK(tensors.tolerated().empty());  // a checkpoint being written leaves them out
+    const std::vector<float> unused(static_cast<std::size_t>(c.expert_width * c.hidden), 0.5f);
+    std::vector<std::string> zero_names;
+    for (int e = c.options.routed_experts; e < c.options.num_experts(); ++e) {
+      for (const char* projection : {".gate_proj.weight", ".up_proj.weight"}) {
+        zero_names.push_back(prefix + ".experts." + std::to_string(e) + projection);
+        tensors.add<float>(policy, zero_names.back(), {c.expert_width, c.hidden}, ngemb::view<const float>(unused));
+      }
+    }
+    const temp_folder folder;
+    const auto checkpoint = round_trip(tensors, folder);
+    CHECK(checkpoint.contains(zero_names.front()));
+    auto loaded = ngemb::moe<ngemb::softmax_router<>, float>::load(policy, checkpoint, prefix, c.shape());
+    auto again = c.make<ngemb::softmax_router<>, float>(policy);
+    CHECK(forward(loaded, c.tokens(), c.x) == forward(again, c.tokens(), c.x));
+
+    // What a strict loader checks the checkpoint against: the saved names plus the tolerated zero-expert ones.
+    ngemb::tensor_collection expected(ngemb::tensor_collection::mode::names_only);
+    loaded.save(policy, prefix, expected);
+    CHECK(std::vector<std::string>(expected.tolerated().begin(), expected.tolerated().end()) == zero_names);
+    for (const auto& entry : expected.entries()) {
+      CHECK(std::find(zero_names.begin(), zero_names.end(), entry.name) == zero_names.end());
+    }
   }
 }

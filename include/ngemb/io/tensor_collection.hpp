@@ -46,6 +46,18 @@ class tensor_collection {
     tensors_.push_back(tensor_to_write::of<T>(std::move(name), std::move(shape), view<const T>(host)));
   }
 
+  /// Names a tensor a checkpoint may hold that the part ignores on load (transformers writes some a part has no
+  /// use for, such as zero experts' gate/up weights). Recorded only in names_only mode, so a loader's unknown-
+  /// tensor check accepts it; a copy_values collection (a checkpoint being written) leaves it out.
+  void tolerate(std::string name) {
+    if (mode_ == mode::names_only) {
+      tolerated_.push_back(std::move(name));
+    }
+  }
+
+  /// The names passed to tolerate() in names_only mode.
+  [[nodiscard]] std::span<const std::string> tolerated() const { return tolerated_; }
+
   [[nodiscard]] std::span<const tensor_to_write> tensors() const {
     if (mode_ == mode::names_only) {
       throw invalid_argument("tensor_collection: a names-only collection has no values to write");
@@ -74,6 +86,7 @@ class tensor_collection {
   std::deque<std::vector<fp16>> f16_;
   mode mode_;
   std::vector<tensor_to_write> tensors_;
+  std::vector<std::string> tolerated_;
 };
 
 }  // namespace ngemb

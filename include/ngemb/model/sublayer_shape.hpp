@@ -4,10 +4,14 @@
 // dependent lookup. ngemb provides it for its shared shapes; a user part reuses one of them or declares an overload
 // next to its own shape struct (in the struct's namespace), and the blocks load it unchanged.
 #include <concepts>
+#include <string>
 #include <type_traits>
+
+#include "ngemb/core/error.hpp"
 
 #include "ngemb/ffn/feed_forward.hpp"
 #include "ngemb/model/attention.hpp"
+#include "ngemb/model/mla_shape.hpp"
 #include "ngemb/model/model_config.hpp"
 #include "ngemb/moe/router.hpp"
 
@@ -30,6 +34,29 @@ inline attention_shape sublayer_shape(const model_config& config, std::type_iden
           .kv_heads = config.num_key_value_heads,
           .head_dim = config.head_dim,
           .rope_theta = config.rope_theta};
+}
+
+/// MLA attention: the MLA fields, the RoPE (theta and scaling) and the attention bias; invalid_argument when the
+/// config has no MLA fields (a GQA config).
+inline mla_shape sublayer_shape(const model_config& config, std::type_identity<mla_shape> /*shape*/) {
+  if (!config.mla) {
+    throw invalid_argument("sublayer_shape: an MLA attention needs the config fields kv_lora_rank, q_lora_rank, "
+                           "qk_nope_head_dim, qk_rope_head_dim and v_head_dim, which this config (model_type \"" +
+                           config.model_type + "\") does not have");
+  }
+  const mla_config& mla = *config.mla;
+  return {.hidden = config.hidden_size(),
+          .heads = config.num_attention_heads,
+          .q_lora_rank = mla.q_lora_rank,
+          .kv_lora_rank = mla.kv_lora_rank,
+          .qk_nope_head_dim = mla.qk_nope_head_dim,
+          .qk_rope_head_dim = mla.qk_rope_head_dim,
+          .v_head_dim = mla.v_head_dim,
+          .attention_bias = config.attention_bias,
+          .scale_q_lora = mla.scale_q_lora,
+          .scale_kv_lora = mla.scale_kv_lora,
+          .rope_theta = config.rope_theta,
+          .rope = config.rope};
 }
 
 namespace detail {

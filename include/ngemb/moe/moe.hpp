@@ -86,6 +86,10 @@ class moe {
 
   /// The router at `{prefix}.router` (Router::load, with this layer's shape) and the experts at
   /// `{prefix}.experts.{e}.{gate_proj,up_proj,down_proj}.weight`; the HF prefix is `model.layers.{l}.mlp`.
+  /// transformers' save_pretrained also writes `{prefix}.experts.{e}.{gate_proj,up_proj}.weight` for the zero
+  /// experts E <= e < E+Z (its packed gate_up tensor spans all E+Z experts; no down_proj): they are never read, and
+  /// save() names them as tolerated so a strict loader accepts them. Their shape is not checked: an identity
+  /// expert's output cannot depend on them, and transformers itself never reads them in its forward.
   static moe load(const policy_type& policy, const checkpoint& source, const std::string& prefix, const shape& dims) {
     Router router = Router::load(policy, source, prefix + ".router", dims);
     const auto experts = static_cast<std::size_t>(dims.router.routed_experts);
@@ -111,9 +115,15 @@ class moe {
                {.gate = view<const Weight>(gate), .up = view<const Weight>(up), .down = view<const Weight>(down)});
   }
 
-  /// Adds the router's and the experts' tensors under the names load() reads (experts in Weight's dtype).
+  /// Adds the router's and the experts' tensors under the names load() reads (experts in Weight's dtype), and the
+  /// zero experts' gate/up names transformers writes as tolerated (see load()).
   void save(const policy_type& policy, const std::string& prefix, tensor_collection& out) const {
     router_.save(policy, prefix + ".router", out);
+    for (int e = routed_experts(); e < router_.options().num_experts(); ++e) {
+      const std::string name = prefix + ".experts." + std::to_string(e);
+      out.tolerate(name + ".gate_proj.weight");
+      out.tolerate(name + ".up_proj.weight");
+    }
     const std::size_t matrix = matrix_size();
     const view<const Weight> gate_up = gate_up_.as_view();
     const view<const Weight> down = down_.as_view();
