@@ -118,7 +118,7 @@ class causal_lm {
         head_(std::move(head)),
         mtp_(std::move(mtp)),
         max_positions_(capacity.max_positions > 0 ? capacity.max_positions : config.max_position_embeddings),
-        ngram_cache_(policy, config.ngram, capacity.max_sequences, 0),
+        ngram_cache_(policy, detail::ngram_cache_config(config), capacity.max_sequences, 0),
         cache_(Block::attention_type::make_cache(
             policy, detail::shape_from_config<typename Block::attention_type>(config),
             static_cast<int>(config.num_layers) * Block::attention_sublayers, capacity.max_sequences, max_positions_)),
@@ -368,6 +368,7 @@ class causal_lm {
     for (const tensor_to_write& tensor : expected.entries()) {
       known.insert(tensor.name);
     }
+    known.insert(expected.tolerated().begin(), expected.tolerated().end());
     for (const std::string& name : source.names()) {
       if (!known.contains(name) && !ignored_on_load(name)) {
         throw format_error("causal_lm::load: " + folder.string() + " holds tensor \"" + name +
