@@ -130,10 +130,13 @@ struct store_latent_op {
 
 /// Index (token, chunk) of the absorbed form: over the chunk's share of positions [0, position] of the token's
 /// slot, every head's online softmax of scale * (query_latent . c_kv + query_rope . k_rope) and the weighted sum
-/// of c_kv, written as a partial [heads][latent + 2] (sum, then max, then the unnormalised sum of rows). All heads
-/// of a token walk one cache row together, so a step reads each row once.
+/// of c_kv, written as a partial [heads][2 + latent] (sum of weights, running max, unnormalised sum of rows). All
+/// heads of a token walk a block of cache rows together, so a step reads each row from memory once; within a
+/// block the running max moves once and each accumulator element takes the block's rows in one pass.
 template <class Element>
 struct absorbed_attention_op {
+  static constexpr int block = 8;
+
   const float* query_latent;
   const float* query_rope;
   mla_dims dims;
@@ -156,32 +159,49 @@ struct absorbed_attention_op {
     float* part = partials + index * static_cast<std::size_t>(dims.heads) * stride;
     for (int head = 0; head < dims.heads; ++head) {
       float* state = part + static_cast<std::size_t>(head) * stride;
-      state[0] = 0.0f;
-      state[1] = 0.0f;
-      for (int d = 0; d < dims.latent; ++d) {
-        state[2 + d] = 0.0f;
+      for (int d = 0; d < dims.latent + 2; ++d) {
+        state[d] = 0.0f;
       }
     }
-    for (std::int64_t position = begin; position < end; ++position) {
-      const Element* row = cache.values + cache.offset(layer, place.slot, position);
+    for (std::int64_t first = begin; first < end; first += block) {
+      const Element* rows[block];
+      bool present[block];
+      for (int p = 0; p < block; ++p) {
+        present[p] = first + p < end;
+        rows[p] = cache.values + cache.offset(layer, place.slot, present[p] ? first + p : first);
+      }
       for (int head = 0; head < dims.heads; ++head) {
         const float* latent_query =
             query_latent + (static_cast<std::size_t>(head) * tokens + token) * static_cast<std::size_t>(dims.latent);
         const float* rope_query =
             query_rope + (token * static_cast<std::size_t>(dims.heads) + static_cast<std::size_t>(head)) *
                              static_cast<std::size_t>(dims.rope);
-        const float score = scale * (dot_widened(latent_query, row, dims.latent) +
-                                     dot_widened(rope_query, row + dims.latent, dims.rope));
         float* state = part + static_cast<std::size_t>(head) * stride;
-        const float previous_max = position == begin ? score : state[1];
-        const float running_max = score > previous_max ? score : previous_max;
-        const float rescale = ::expf(previous_max - running_max);
-        const float weight = ::expf(score - running_max);
-        state[0] = state[0] * rescale + weight;
+        float scores[block];
+        float block_max = 0.0f;
+        for (int p = 0; p < block; ++p) {
+          scores[p] = scale * (dot_widened(latent_query, rows[p], dims.latent) +
+                               dot_widened(rope_query, rows[p] + dims.latent, dims.rope));
+          block_max = p == 0 || scores[p] > block_max ? scores[p] : block_max;  // rows[p] repeats a present row
+        }
+        const bool started = first != begin;
+        const float running_max = started && state[1] > block_max ? state[1] : block_max;
+        const float rescale = started ? ::expf(state[1] - running_max) : 0.0f;
+        float weights[block];
+        float weight_sum = 0.0f;
+        for (int p = 0; p < block; ++p) {
+          weights[p] = present[p] ? ::expf(scores[p] - running_max) : 0.0f;
+          weight_sum += weights[p];
+        }
+        state[0] = state[0] * rescale + weight_sum;
         state[1] = running_max;
         float* sum = state + 2;
         for (int d = 0; d < dims.latent; ++d) {
-          sum[d] = sum[d] * rescale + weight * static_cast<float>(row[d]);
+          float value = sum[d] * rescale;
+          for (int p = 0; p < block; ++p) {
+            value += weights[p] * static_cast<float>(rows[p][d]);
+          }
+          sum[d] = value;
         }
       }
     }
