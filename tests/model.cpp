@@ -1,6 +1,7 @@
 // model/: RMSNorm, RoPE attention with a KV cache over ragged prefill/decode/chunked steps and the LM head against
 // the fp64 PyTorch reference (tests/reference/attention_reference.py, tolerances in attention_golden.hpp);
-// speculative rollback, checkpoint round trips, the KV cache's slot bookkeeping, and the errors.
+// speculative rollback, checkpoint round trips, the KV cache's slot bookkeeping, and the errors. MLA (issue 11) and
+// its latent cache against transformers' LongcatFlashMLA (tests/reference/mla_reference.py, mla_golden.hpp).
 #include <doctest/doctest.h>
 
 #include <cmath>

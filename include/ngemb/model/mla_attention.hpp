@@ -93,21 +93,22 @@ class mla_attention {
       for (const std::int64_t extent : entry.dims) {
         expected *= static_cast<std::size_t>(extent);
       }
-      const std::size_t given = (parameters.*entry.member).size();
+      const std::size_t given = field(parameters, entry.id).size();
       if (given != expected) {
         throw shape_mismatch("mla_attention: " + entry.name + " must hold " + describe(entry.dims) + " = " +
                              std::to_string(expected) + " values, got " + std::to_string(given));
       }
     }
-    for (const tensor_entry& entry : all_tensors()) {
-      if (!(parameters.*entry.member).empty() && !uses(table, entry.id)) {
-        throw invalid_argument("mla_attention: " + entry.name + " is given but this shape (q_lora_rank = " +
+    for (int index = 0; index < tensor_count; ++index) {
+      const auto id = static_cast<tensor_id>(index);
+      if (!field(parameters, id).empty() && !has(id, dimensions)) {
+        throw invalid_argument(std::string("mla_attention: ") + name_of(id) + " is given but this shape (q_lora_rank = " +
                                std::to_string(dimensions.q_lora_rank) + ", attention_bias = " +
                                (dimensions.attention_bias ? "true" : "false") + ") has no such tensor");
       }
     }
     for (const tensor_entry& entry : table) {
-      parameters_[entry.id] = upload(policy, parameters.*entry.member);
+      parameters_[entry.id] = upload(policy, field(parameters, entry.id));
     }
     // kv_b_proj's K half per head, transposed to [L x nope]: q_latent_h = q_nope_h W_K,h is then one gemm_nt.
     const int latent = dimensions.kv_lora_rank;
@@ -142,7 +143,7 @@ class mla_attention {
       values.push_back(read_tensor_as<float>(source, prefix + "." + entry.name, entry.dims));
     }
     for (std::size_t i = 0; i < table.size(); ++i) {
-      parameters.*table[i].member = view<const float>(values[i]);
+      field(parameters, table[i].id) = view<const float>(values[i]);
     }
     return mla_attention(policy, dimensions, parameters);
   }
@@ -224,65 +225,86 @@ class mla_attention {
     tensor_id id;
     std::string name;
     std::vector<std::int64_t> dims;
-    view<const float> weights::*member;
   };
 
-  /// Every tensor of any shape, named; dims unset.
-  static std::vector<tensor_entry> all_tensors() {
-    return {{q_a, "q_a_proj.weight", {}, &weights::q_a_proj},
-            {q_a_bias, "q_a_proj.bias", {}, &weights::q_a_proj_bias},
-            {q_a_norm, "q_a_layernorm.weight", {}, &weights::q_a_layernorm},
-            {q_b, "q_b_proj.weight", {}, &weights::q_b_proj},
-            {q_full, "q_proj.weight", {}, &weights::q_proj},
-            {kv_a, "kv_a_proj_with_mqa.weight", {}, &weights::kv_a_proj_with_mqa},
-            {kv_a_bias, "kv_a_proj_with_mqa.bias", {}, &weights::kv_a_proj_with_mqa_bias},
-            {kv_a_norm, "kv_a_layernorm.weight", {}, &weights::kv_a_layernorm},
-            {kv_b, "kv_b_proj.weight", {}, &weights::kv_b_proj},
-            {o, "o_proj.weight", {}, &weights::o_proj},
-            {o_bias, "o_proj.bias", {}, &weights::o_proj_bias}};
+  static const char* name_of(tensor_id id) {
+    switch (id) {
+      case q_a: return "q_a_proj.weight";
+      case q_a_bias: return "q_a_proj.bias";
+      case q_a_norm: return "q_a_layernorm.weight";
+      case q_b: return "q_b_proj.weight";
+      case q_full: return "q_proj.weight";
+      case kv_a: return "kv_a_proj_with_mqa.weight";
+      case kv_a_bias: return "kv_a_proj_with_mqa.bias";
+      case kv_a_norm: return "kv_a_layernorm.weight";
+      case kv_b: return "kv_b_proj.weight";
+      case o: return "o_proj.weight";
+      default: return "o_proj.bias";
+    }
+  }
+
+  /// The weights member of tensor `id` (const or not, as `parameters`).
+  template <class Weights>
+  static auto& field(Weights& parameters, tensor_id id) {
+    switch (id) {
+      case q_a: return parameters.q_a_proj;
+      case q_a_bias: return parameters.q_a_proj_bias;
+      case q_a_norm: return parameters.q_a_layernorm;
+      case q_b: return parameters.q_b_proj;
+      case q_full: return parameters.q_proj;
+      case kv_a: return parameters.kv_a_proj_with_mqa;
+      case kv_a_bias: return parameters.kv_a_proj_with_mqa_bias;
+      case kv_a_norm: return parameters.kv_a_layernorm;
+      case kv_b: return parameters.kv_b_proj;
+      case o: return parameters.o_proj;
+      default: return parameters.o_proj_bias;
+    }
+  }
+
+  /// Tensor `id`'s shape under `dims`.
+  static std::vector<std::int64_t> dims_of(tensor_id id, const shape& dims) {
+    const std::int64_t query_rows = static_cast<std::int64_t>(dims.heads) * dims.qk_head_dim();
+    switch (id) {
+      case q_a: return {dims.q_lora_rank, dims.hidden};
+      case q_a_bias:
+      case q_a_norm: return {dims.q_lora_rank};
+      case q_b: return {query_rows, dims.q_lora_rank};
+      case q_full: return {query_rows, dims.hidden};
+      case kv_a: return {dims.kv_lora_rank + dims.qk_rope_head_dim, dims.hidden};
+      case kv_a_bias: return {dims.kv_lora_rank + dims.qk_rope_head_dim};
+      case kv_a_norm: return {dims.kv_lora_rank};
+      case kv_b:
+        return {static_cast<std::int64_t>(dims.heads) * (dims.qk_nope_head_dim + dims.v_head_dim), dims.kv_lora_rank};
+      case o: return {dims.hidden, static_cast<std::int64_t>(dims.heads) * dims.v_head_dim};
+      default: return {dims.hidden};
+    }
+  }
+
+  /// Whether `dims` has tensor `id` (q_proj or the q LoRA chain; biases with attention_bias).
+  static bool has(tensor_id id, const shape& dims) {
+    const bool q_lora = dims.q_lora_rank > 0;
+    switch (id) {
+      case q_full: return !q_lora;
+      case q_a:
+      case q_a_norm:
+      case q_b: return q_lora;
+      case q_a_bias: return q_lora && dims.attention_bias;
+      case kv_a_bias:
+      case o_bias: return dims.attention_bias;
+      default: return true;
+    }
   }
 
   /// The tensors of `dims` with their shapes, in checkpoint order.
   static std::vector<tensor_entry> tensor_table(const shape& dims) {
-    const std::int64_t hidden = dims.hidden;
-    const std::int64_t query_rows = static_cast<std::int64_t>(dims.heads) * dims.qk_head_dim();
-    const std::int64_t rank = dims.q_lora_rank;
-    const std::int64_t latent = dims.kv_lora_rank;
-    std::vector<std::vector<std::int64_t>> shapes(tensor_count);
-    shapes[q_a] = {rank, hidden};
-    shapes[q_a_bias] = {rank};
-    shapes[q_a_norm] = {rank};
-    shapes[q_b] = {query_rows, rank};
-    shapes[q_full] = {query_rows, hidden};
-    shapes[kv_a] = {latent + dims.qk_rope_head_dim, hidden};
-    shapes[kv_a_bias] = {latent + dims.qk_rope_head_dim};
-    shapes[kv_a_norm] = {latent};
-    shapes[kv_b] = {static_cast<std::int64_t>(dims.heads) * (dims.qk_nope_head_dim + dims.v_head_dim), latent};
-    shapes[o] = {hidden, static_cast<std::int64_t>(dims.heads) * dims.v_head_dim};
-    shapes[o_bias] = {hidden};
     std::vector<tensor_entry> table;
-    for (tensor_entry& entry : all_tensors()) {
-      const bool q_lora = dims.q_lora_rank > 0;
-      const bool wanted = entry.id == q_full ? !q_lora
-                          : entry.id == q_a || entry.id == q_a_norm || entry.id == q_b ? q_lora
-                          : entry.id == q_a_bias ? q_lora && dims.attention_bias
-                          : entry.id == kv_a_bias || entry.id == o_bias ? dims.attention_bias
-                                                                         : true;
-      if (wanted) {
-        entry.dims = shapes[entry.id];
-        table.push_back(std::move(entry));
+    for (int index = 0; index < tensor_count; ++index) {
+      const auto id = static_cast<tensor_id>(index);
+      if (has(id, dims)) {
+        table.push_back({id, name_of(id), dims_of(id, dims)});
       }
     }
     return table;
-  }
-
-  static bool uses(const std::vector<tensor_entry>& table, tensor_id id) {
-    for (const tensor_entry& entry : table) {
-      if (entry.id == id) {
-        return true;
-      }
-    }
-    return false;
   }
 
   static std::string describe(const std::vector<std::int64_t>& dims) {
@@ -431,13 +453,14 @@ class mla_attention {
     gathered_places_host_.clear();
     first_row_host_.clear();
     for (std::size_t s = 0; s < cache.step_slots().size(); ++s) {
-      const auto slot = cache.step_slots()[s];
-      const std::int64_t attended = cache.length(slot) + cache.step_sizes()[s];
-      const auto first = static_cast<std::int64_t>(gathered_places_host_.size());
-      for (std::int64_t i = 0; i < cache.step_sizes()[s]; ++i) {
-        first_row_host_.push_back(first);
+      const std::int64_t size = cache.step_sizes()[s];
+      if (size == 0) {
+        continue;
       }
-      for (std::int64_t position = 0; position < attended && cache.step_sizes()[s] > 0; ++position) {
+      const auto slot = cache.step_slots()[s];
+      const auto first = static_cast<std::int64_t>(gathered_places_host_.size());
+      first_row_host_.insert(first_row_host_.end(), static_cast<std::size_t>(size), first);
+      for (std::int64_t position = 0; position < cache.length(slot) + size; ++position) {
         gathered_places_host_.push_back({slot, position});
       }
     }
