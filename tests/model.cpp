@@ -1,13 +1,17 @@
 // model/: RMSNorm, RoPE attention with a KV cache over ragged prefill/decode/chunked steps and the LM head against
 // the fp64 PyTorch reference (tests/reference/attention_reference.py, tolerances in attention_golden.hpp);
-// speculative rollback, checkpoint round trips, the KV cache's slot bookkeeping, and the errors.
+// speculative rollback, checkpoint round trips, the KV cache's slot bookkeeping, and the errors. MLA (issue 11) and
+// its latent cache against transformers' LongcatFlashMLA (tests/reference/mla_reference.py, mla_golden.hpp).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "attention_golden.hpp"
@@ -418,4 +422,321 @@ TEST_CASE("kv_cache: a cache too large for memory is out_of_memory naming the si
                        ngemb::invalid_argument);
   CHECK_THROWS_WITH_AS(ngemb::kv_cache<ngemb::host_policy>(policy, 64, 64, 256, 1024, std::int64_t{1} << 20),
                        doctest::Contains("lower max_sequences or max_positions"), ngemb::out_of_memory);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// MLA (issue 11): mla_attention and its latent cache against transformers' own LongcatFlashMLA
+// (tests/reference/mla_reference.py, tolerances in mla_golden.hpp), both forms, rollback, round trip and errors.
+
+#include "mla_golden.hpp"
+#include "ngemb/model/latent_cache.hpp"
+#include "ngemb/model/mla_attention.hpp"
+
+namespace {
+
+using ngemb::mla_form;
+
+static_assert(ngemb::attention_cache<ngemb::latent_cache<>> &&
+              ngemb::attention_cache<ngemb::latent_cache<ngemb::host_policy, ngemb::bf16>>);
+static_assert(ngemb::attention_layer<ngemb::mla_attention<>> &&
+              ngemb::attention_layer<ngemb::mla_attention<ngemb::host_policy, ngemb::bf16>>);
+static_assert(std::is_same_v<ngemb::mla_attention<>::cache_type, ngemb::latent_cache<>> &&
+              std::is_same_v<ngemb::mla_attention<>::shape, ngemb::mla_shape>);
+
+/// A checkpoint that forwards to another but hides one tensor or reports another dtype for it.
+class altered_checkpoint final : public ngemb::checkpoint {
+ public:
+  altered_checkpoint(const ngemb::checkpoint& inner, std::string name, std::string dtype = "")
+      : inner_(inner), name_(std::move(name)), dtype_(std::move(dtype)) {
+    if (!dtype_.empty()) {
+      altered_ = inner.info(name_);
+      altered_.dtype = dtype_;
+    }
+  }
+  [[nodiscard]] bool contains(std::string_view name) const override {
+    return (dtype_.empty() && name == name_) ? false : inner_.contains(name);
+  }
+  [[nodiscard]] const ngemb::tensor_info& info(std::string_view name) const override {
+    if (name == name_) {
+      if (dtype_.empty()) {
+        throw ngemb::format_error("altered checkpoint: no tensor \"" + std::string(name) + "\"");
+      }
+      return altered_;
+    }
+    return inner_.info(name);
+  }
+  [[nodiscard]] std::span<const std::byte> bytes(std::string_view name) const override { return inner_.bytes(name); }
+  [[nodiscard]] std::vector<std::string> names() const override {
+    std::vector<std::string> kept;
+    for (std::string& name : inner_.names()) {
+      if (!dtype_.empty() || name != name_) {
+        kept.push_back(std::move(name));
+      }
+    }
+    return kept;
+  }
+  [[nodiscard]] std::string location_of(std::string_view name) const override { return inner_.location_of(name); }
+
+ private:
+  const ngemb::checkpoint& inner_;
+  std::string name_;
+  std::string dtype_;
+  ngemb::tensor_info altered_;
+};
+
+}  // namespace
+
+TEST_CASE("mla_attention matches transformers' LongcatFlashMLA over ragged prefill, decode and chunked steps") {
+  for (const auto& c : ngemb_test::mla_cases()) {
+    auto layer = ngemb_test::load_mla(policy, c);
+    for (const mla_form form : {mla_form::absorbed, mla_form::expanded, mla_form::automatic}) {
+      INFO(c.name << " form " << static_cast<int>(form));
+      layer.set_form(form);
+      ngemb_test::check_mla_against_reference(c, ngemb_test::run_mla_schedule(policy, layer, c.steps, c.inputs));
+    }
+  }
+}
+
+TEST_CASE("rotary: YaRN inverse frequencies, attention factor and MLA softmax scale equal transformers'") {
+  for (const auto& c : ngemb_test::mla_cases()) {
+    INFO(c.name);
+    const auto frequencies =
+        ngemb::rotary_frequencies::of(c.shape.qk_rope_head_dim, c.shape.rope_theta, c.shape.rope);
+    const std::vector<double> inverses = frequencies.inverses();
+    REQUIRE(inverses.size() == c.inv_freq.size());
+    for (std::size_t i = 0; i < inverses.size(); ++i) {
+      CHECK(inverses[i] == doctest::Approx(c.inv_freq[i]).epsilon(1e-6));  // transformers computes them in fp32
+    }
+    CHECK(frequencies.attention_factor == doctest::Approx(c.attention_scaling).epsilon(1e-12));
+    CHECK(std::pow(c.shape.qk_head_dim(), -0.5) * c.shape.rope.softmax_scale_factor() ==
+          doctest::Approx(c.softmax_scale).epsilon(1e-12));
+  }
+  const auto yarn = ngemb_test::mla_cases().at(2);
+  REQUIRE(yarn.name == "yarn");
+  CHECK(yarn.attention_scaling != 1.0);  // the case exercises the factor and a ramp strictly inside (0, 1)
+  CHECK(yarn.inv_freq[1] != doctest::Approx(0.1));
+}
+
+TEST_CASE("interleaved rotary: pairs (2i, 2i+1) written de-interleaved; position 0 only de-interleaves") {
+  const ngemb::interleaved_rotary rotary{ngemb::rotary_frequencies::of(6, 10000.0, {})};
+  const std::vector<float> head = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+  std::vector<float> out(6);
+  rotary.apply(head.data(), out.data(), 0);
+  CHECK(out == std::vector<float>{1.0f, 3.0f, 5.0f, 2.0f, 4.0f, 6.0f});
+  rotary.apply(head.data(), out.data(), 3);
+  CHECK(out[0] == doctest::Approx(1.0 * std::cos(3.0) - 2.0 * std::sin(3.0)));
+  CHECK(out[3] == doctest::Approx(2.0 * std::cos(3.0) + 1.0 * std::sin(3.0)));
+}
+
+TEST_CASE("mla: the absorbed and the expanded form agree within 1e-5 over mixed ragged steps") {
+  for (const int q_lora_rank : {16, 0}) {
+    const ngemb::mla_shape shape = ngemb_test::random_form_shape(q_lora_rank);
+    const ngemb_test::random_mla_weights weights(shape, 11u + static_cast<unsigned>(q_lora_rank));
+    const auto inputs = ngemb_test::random_inputs(ngemb_test::mixed_lengths(), shape.hidden, 5);
+    ngemb::mla_attention<> layer(policy, shape, weights.views);
+    layer.set_form(mla_form::absorbed);
+    const auto absorbed = ngemb_test::run_mla_schedule(policy, layer, ngemb_test::mixed_steps(), inputs);
+    layer.set_form(mla_form::expanded);
+    const auto expanded = ngemb_test::run_mla_schedule(policy, layer, ngemb_test::mixed_steps(), inputs);
+    const double difference = ngemb_test::relative_difference(absorbed, expanded);
+    INFO("q_lora_rank " << q_lora_rank << ": absorbed vs expanded " << difference);
+    CHECK(difference <= ngemb_test::form_tolerance);
+    CHECK(difference > 0.0);  // two computations, not one run twice
+
+    ngemb::mla_attention<ngemb::host_policy, ngemb::bf16> bf16_layer(policy, shape, weights.views);
+    bf16_layer.set_form(mla_form::absorbed);
+    const auto bf16_absorbed = ngemb_test::run_mla_schedule(policy, bf16_layer, ngemb_test::mixed_steps(), inputs);
+    bf16_layer.set_form(mla_form::expanded);
+    const auto bf16_expanded = ngemb_test::run_mla_schedule(policy, bf16_layer, ngemb_test::mixed_steps(), inputs);
+    CHECK(ngemb_test::relative_difference(bf16_absorbed, bf16_expanded) <= ngemb_test::form_tolerance);
+  }
+}
+
+TEST_CASE("latent_cache: exactly kv_lora_rank + rope values per token; bf16 rounds them and stays in tolerance") {
+  const auto c = ngemb_test::mla_cases().at(0);
+  const int values = c.shape.kv_lora_rank + c.shape.qk_rope_head_dim;
+  auto cache = ngemb::mla_attention<>::make_cache(policy, c.shape, 3, 2, 5);
+  CHECK(cache.values_per_token() == values);
+  CHECK(cache.bytes_per_token() == static_cast<std::size_t>(values) * 4);
+  CHECK(cache.stored_values() == static_cast<std::size_t>(3 * 2 * 5 * values));
+  auto bf16_cache = ngemb::mla_attention<ngemb::host_policy, ngemb::bf16>::make_cache(policy, c.shape, 3, 2, 5);
+  CHECK(bf16_cache.bytes_per_token() == static_cast<std::size_t>(values) * 2);
+  CHECK(bf16_cache.stored_values() == cache.stored_values());
+
+  // The same steps into an fp32 and a bf16 cache: every stored bf16 value is the fp32 value rounded.
+  auto layer = ngemb_test::load_mla(policy, c);
+  auto bf16_layer = ngemb_test::load_mla<ngemb::host_policy, ngemb::bf16>(policy, c);
+  ngemb_test::mla_schedule_cache<ngemb::mla_attention<>> state(policy, c.shape);
+  ngemb_test::mla_schedule_cache<ngemb::mla_attention<ngemb::host_policy, ngemb::bf16>> bf16_state(policy, c.shape);
+  const auto& step = c.steps.at(0);
+  ngemb_test::run_mla_step(policy, layer, state, c.inputs, step, {0, 0});
+  ngemb_test::run_mla_step(policy, bf16_layer, bf16_state, c.inputs, step, {0, 0});
+  const std::int32_t slot = state.slot_of[0];
+  for (std::int64_t position = 0; position < step.sizes[0]; ++position) {
+    const auto exact = state.cache.token_values(policy, ngemb_test::mla_schedule_layer, slot, position);
+    const auto rounded = bf16_state.cache.token_values(policy, ngemb_test::mla_schedule_layer, slot, position);
+    REQUIRE(exact.size() == static_cast<std::size_t>(values));
+    for (std::size_t i = 0; i < exact.size(); ++i) {
+      CHECK(rounded[i] == static_cast<float>(ngemb::bf16(exact[i])));
+    }
+  }
+  CHECK_THROWS_AS((void)state.cache.token_values(policy, 0, slot, step.sizes[0]), ngemb::invalid_argument);
+
+  for (const auto& golden : ngemb_test::mla_cases()) {
+    auto bf16_golden = ngemb_test::load_mla<ngemb::host_policy, ngemb::bf16>(policy, golden);
+    ngemb_test::check_mla_against_reference(
+        golden, ngemb_test::run_mla_schedule(policy, bf16_golden, golden.steps, golden.inputs),
+        ngemb_test::bf16_tolerance);
+  }
+}
+
+TEST_CASE("mla: a rejected speculative step, truncated away, leaves the outputs of a fresh run") {
+  for (const auto& c : ngemb_test::mla_cases()) {
+    auto layer = ngemb_test::load_mla(policy, c);
+    for (const mla_form form : {mla_form::absorbed, mla_form::expanded}) {
+      layer.set_form(form);
+      const auto fresh = ngemb_test::run_mla_schedule(policy, layer, c.steps, c.inputs);
+      for (const int rejected_after : {0, 2}) {
+        INFO(c.name << " form " << static_cast<int>(form) << " rejected after step " << rejected_after);
+        CHECK(ngemb_test::run_mla_schedule(policy, layer, c.steps, c.inputs, rejected_after) == fresh);
+      }
+    }
+  }
+}
+
+TEST_CASE("mla: save then load gives the same tensors and outputs") {
+  temporary_folder folder("mla_round_trip");
+  ngemb::tensor_collection saved;
+  const auto cases = ngemb_test::mla_cases();
+  for (const auto& c : cases) {
+    ngemb_test::load_mla(policy, c).save(policy, c.prefix, saved);
+  }
+  ngemb::write_safetensors_checkpoint(folder.path(), saved.tensors(), std::size_t{1} << 14);
+  const ngemb::safetensors_checkpoint written(folder.path());
+  const auto& original = ngemb_test::mla_checkpoint();
+  CHECK(written.names() == original.names());
+  for (const std::string& name : original.names()) {
+    INFO(name);
+    const auto shape = original.info(name).shape;
+    CHECK(written.info(name).shape == shape);
+    CHECK(ngemb::read_tensor_as<float>(written, name, shape) == ngemb::read_tensor_as<float>(original, name, shape));
+  }
+  for (const auto& c : cases) {
+    auto reloaded = ngemb::mla_attention<>::load(policy, written, c.prefix, c.shape);
+    auto layer = ngemb_test::load_mla(policy, c);
+    CHECK(ngemb_test::run_mla_schedule(policy, reloaded, c.steps, c.inputs) ==
+          ngemb_test::run_mla_schedule(policy, layer, c.steps, c.inputs));
+  }
+}
+
+TEST_CASE("mla: bad input is a typed error naming the tensor, field or cache") {
+  const auto cases = ngemb_test::mla_cases();
+  const auto& c = cases.at(3);  // attention_bias: every tensor kind
+  REQUIRE(c.name == "bias");
+  const auto& checkpoint = ngemb_test::mla_checkpoint();
+  using layer_type = ngemb::mla_attention<>;
+
+  SUBCASE("a missing tensor") {
+    for (const char* tensor : {"kv_b_proj.weight", "o_proj.bias", "q_a_layernorm.weight"}) {
+      const altered_checkpoint missing(checkpoint, c.prefix + "." + tensor);
+      CHECK_THROWS_WITH_AS(layer_type::load(policy, missing, c.prefix, c.shape),
+                           doctest::Contains(("no tensor \"" + c.prefix + "." + tensor + "\"").c_str()),
+                           ngemb::format_error);
+    }
+    ngemb::mla_shape no_q_lora = c.shape;
+    no_q_lora.q_lora_rank = 0;
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, checkpoint, c.prefix, no_q_lora),
+                         doctest::Contains((c.prefix + ".q_proj.weight").c_str()), ngemb::format_error);
+  }
+  SUBCASE("a wrong shape") {
+    ngemb::mla_shape narrow = c.shape;
+    narrow.kv_lora_rank = 20;
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, checkpoint, c.prefix, narrow),
+                         doctest::Contains("kv_a_proj_with_mqa.weight\" has shape [32, 32], expected [28, 32]"),
+                         ngemb::format_error);
+    ngemb::mla_shape more_heads = c.shape;
+    more_heads.heads = 5;
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, checkpoint, c.prefix, more_heads),
+                         doctest::Contains("q_b_proj.weight\" has shape [64, 16], expected [80, 16]"),
+                         ngemb::format_error);
+    const ngemb_test::random_mla_weights weights(c.shape, 3);
+    auto short_kv_b = weights.views;
+    short_kv_b.kv_b_proj = short_kv_b.kv_b_proj.subview(0, short_kv_b.kv_b_proj.size() - 1);
+    CHECK_THROWS_WITH_AS(layer_type(policy, c.shape, short_kv_b),
+                         doctest::Contains("mla_attention: kv_b_proj.weight must hold [80 x 24] = 1920 values, got 1919"),
+                         ngemb::shape_mismatch);
+    auto stray_q_proj = weights.views;
+    stray_q_proj.q_proj = weights.views.q_b_proj;
+    CHECK_THROWS_WITH_AS(layer_type(policy, c.shape, stray_q_proj),
+                         doctest::Contains("q_proj.weight is given but this shape (q_lora_rank = 16"),
+                         ngemb::invalid_argument);
+  }
+  SUBCASE("a wrong dtype") {
+    const altered_checkpoint integer(checkpoint, c.prefix + ".o_proj.weight", "I32");
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, integer, c.prefix, c.shape),
+                         doctest::Contains("o_proj.weight\" has dtype I32, expected F32, BF16 or F16"),
+                         ngemb::format_error);
+  }
+  SUBCASE("a bad shape field") {
+    ngemb::mla_shape odd = c.shape;
+    odd.qk_rope_head_dim = 7;
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, checkpoint, c.prefix, odd),
+                         doctest::Contains("qk_rope_head_dim = 7 must be even"), ngemb::invalid_argument);
+    ngemb::mla_shape no_latent = c.shape;
+    no_latent.kv_lora_rank = 0;
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, checkpoint, c.prefix, no_latent),
+                         doctest::Contains("kv_lora_rank must be >= 1, got 0"), ngemb::invalid_argument);
+    ngemb::mla_shape bad_yarn = c.shape;
+    bad_yarn.rope.kind = ngemb::rope_scaling::type::yarn;
+    bad_yarn.rope.factor = 4.0;
+    CHECK_THROWS_WITH_AS(layer_type::load(policy, checkpoint, c.prefix, bad_yarn),
+                         doctest::Contains("original_max_position_embeddings must be >= 1, got 0"),
+                         ngemb::invalid_argument);
+  }
+  SUBCASE("a cache of another shape, no begun step, a foreign layer, x of the wrong size") {
+    auto layer = ngemb_test::load_mla(policy, c);
+    auto cache = layer_type::make_cache(policy, c.shape, 2, 2, 6);
+    const std::int32_t slot = cache.allocate();
+    const std::vector<std::int64_t> sizes = {2};
+    std::vector<float> x(2 * 32, 0.5f);
+    std::vector<float> out(2 * 32);
+    CHECK_THROWS_WITH_AS(layer.forward(policy, cache, 0, view<const float>(x), view<float>(out)),
+                         doctest::Contains("no begun step"), ngemb::invalid_argument);
+    cache.begin(policy, view<const std::int32_t>(&slot, 1), view<const std::int64_t>(sizes));
+    CHECK_THROWS_WITH_AS(layer.forward(policy, cache, 0, view<const float>(x).subview(0, 63), view<float>(out)),
+                         doctest::Contains("mla_attention: x must hold 2 x 32 = 64 values, got 63"),
+                         ngemb::shape_mismatch);
+    CHECK_THROWS_WITH_AS(layer.forward(policy, cache, 2, view<const float>(x), view<float>(out)),
+                         doctest::Contains("layer 2 is outside the cache's 2 attention layers"),
+                         ngemb::invalid_argument);
+    ngemb::mla_shape other_shape = c.shape;
+    other_shape.kv_lora_rank = 20;
+    auto other = layer_type::make_cache(policy, other_shape, 2, 2, 6);
+    const std::int32_t other_slot = other.allocate();
+    other.begin(policy, view<const std::int32_t>(&other_slot, 1), view<const std::int64_t>(sizes));
+    CHECK_THROWS_WITH_AS(layer.forward(policy, other, 0, view<const float>(x), view<float>(out)),
+                         doctest::Contains("latent cache holds kv_lora_rank + rope = 20 + 8 values per token, the "
+                                           "layer needs 24 + 8"),
+                         ngemb::shape_mismatch);
+    layer.forward(policy, cache, 0, view<const float>(x), view<float>(out));  // the checks left the step usable
+    cache.commit();
+    CHECK(cache.length(slot) == 2);
+  }
+  SUBCASE("latent_cache slots and steps: kv_cache's errors under its own name") {
+    auto cache = layer_type::make_cache(policy, c.shape, 1, 2, 4);
+    const std::int32_t slot = cache.allocate();
+    cache.allocate();
+    CHECK_THROWS_WITH_AS(cache.allocate(), doctest::Contains("latent_cache: all 2 slots are in use"),
+                         ngemb::invalid_argument);
+    const std::vector<std::int64_t> five = {5};
+    CHECK_THROWS_WITH_AS(cache.begin(policy, view<const std::int32_t>(&slot, 1), view<const std::int64_t>(five)),
+                         doctest::Contains("latent_cache::begin: slot 0 holds 0 positions and cannot take 5 more"),
+                         ngemb::invalid_argument);
+    CHECK_THROWS_WITH_AS(cache.commit(), doctest::Contains("latent_cache::commit: no step is begun"),
+                         ngemb::invalid_argument);
+    CHECK_THROWS_WITH_AS(cache.truncate(slot, 1), doctest::Contains("holds 0 positions, cannot keep 1"),
+                         ngemb::invalid_argument);
+    CHECK_THROWS_WITH_AS(ngemb::latent_cache<>(policy, 1, 0, 8, 1, 1),
+                         doctest::Contains("latent_cache: kv_lora_rank must be >= 1, got 0"), ngemb::invalid_argument);
+  }
 }

@@ -1,0 +1,344 @@
+#pragma once
+// The element operations of one MLA layer's step, shared by host and device (model/mla_attention.hpp sequences
+// them with the GEMMs). Layouts, T = the step's tokens:
+//   q            [T][heads][nope + rope]     the query projection's output
+//   query_nope   [heads][T][nope]            scaled, head-major so each head's absorption is one GEMM
+//   query_rope   [T][heads][rope]            scaled and rotated
+//   kv           [T][latent + rope]          kv_a_proj_with_mqa's output
+//   cache row    [latent + rope]             the normed, scaled c_kv and the rotated k_rope of one position
+//   query_latent [heads][T][latent]          query_nope times kv_b_proj's K half (absorbed form)
+//   latent_context [heads][T][latent]        softmax-weighted cache rows (absorbed form)
+//   expanded     [rows][heads][nope + v]     kv_b_proj of the gathered cache rows (expanded form)
+#include <cstddef>
+#include <cstdint>
+
+#include "ngemb/core/macros.hpp"
+#include "ngemb/model/detail/kv_layout.hpp"
+#include "ngemb/model/rotary.hpp"
+
+namespace ngemb::detail {
+
+struct mla_dims {
+  int heads;
+  int nope;
+  int rope;
+  int v;
+  int latent;  ///< kv_lora_rank
+
+  NGEMB_HD int query_width() const { return nope + rope; }
+  NGEMB_HD int cache_width() const { return latent + rope; }
+  NGEMB_HD int expanded_width() const { return nope + v; }
+};
+
+/// The latent cache: [layers][slots][max_positions][latent + rope] of Element.
+template <class Element>
+struct latent_storage {
+  Element* values;
+  std::size_t slots;
+  std::int64_t max_positions;
+  int width;  ///< latent + rope
+
+  NGEMB_HD std::size_t offset(int layer, std::int32_t slot, std::int64_t position) const {
+    const std::size_t sequence = static_cast<std::size_t>(layer) * slots + static_cast<std::size_t>(slot);
+    return (sequence * static_cast<std::size_t>(max_positions) + static_cast<std::size_t>(position)) *
+           static_cast<std::size_t>(width);
+  }
+};
+
+/// sum a[i] * b[i] in fp32 over independent partial sums (the host compiler vectorises them).
+template <class Element>
+NGEMB_HD float dot_widened(const float* a, const Element* b, int n) {
+  constexpr int lanes = 8;
+  float partial[lanes] = {};
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    for (int j = 0; j < lanes; ++j) {
+      partial[j] += a[i + j] * static_cast<float>(b[i + j]);
+    }
+  }
+  float sum = 0.0f;
+  for (const float value : partial) {
+    sum += value;
+  }
+  for (; i < n; ++i) {
+    sum += a[i] * static_cast<float>(b[i]);
+  }
+  return sum;
+}
+
+/// Index over elements of [rows x width]: y += bias per column.
+struct add_bias_op {
+  float* y;
+  const float* bias;
+  std::size_t width;
+
+  NGEMB_HD void operator()(std::size_t index) const { y[index] += bias[index % width]; }
+};
+
+/// Index (token, head): the query's LoRA scaling, nope part into query_nope, rope part rotated into query_rope.
+struct prepare_query_op {
+  const float* q;
+  mla_dims dims;
+  std::size_t tokens;
+  const token_place* plan;
+  float scale;
+  interleaved_rotary rotary;
+  float* query_nope;
+  float* query_rope;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const std::size_t token = index / static_cast<std::size_t>(dims.heads);
+    const auto head = static_cast<std::size_t>(index % static_cast<std::size_t>(dims.heads));
+    const float* in = q + index * static_cast<std::size_t>(dims.query_width());
+    float* nope = query_nope + (head * tokens + token) * static_cast<std::size_t>(dims.nope);
+    for (int d = 0; d < dims.nope; ++d) {
+      nope[d] = in[d] * scale;
+    }
+    rotary.apply(in + dims.nope, query_rope + index * static_cast<std::size_t>(dims.rope), plan[token].position, scale);
+  }
+};
+
+/// Index token: kv_a_layernorm on the latent c_kv times its LoRA scaling, and the rotated k_rope, stored in the
+/// cache at the token's slot and position.
+template <class Element>
+struct store_latent_op {
+  const float* kv;
+  const float* norm_weight;
+  float eps;
+  float scale;
+  mla_dims dims;
+  const token_place* plan;
+  latent_storage<Element> cache;
+  int layer;
+  interleaved_rotary rotary;
+
+  NGEMB_HD void operator()(std::size_t token) const {
+    const float* in = kv + token * static_cast<std::size_t>(dims.cache_width());
+    const token_place place = plan[token];
+    Element* out = cache.values + cache.offset(layer, place.slot, place.position);
+    float sum_of_squares = 0.0f;
+    for (int i = 0; i < dims.latent; ++i) {
+      sum_of_squares += in[i] * in[i];
+    }
+    const float inverse_rms = 1.0f / ::sqrtf(sum_of_squares / static_cast<float>(dims.latent) + eps);
+    for (int i = 0; i < dims.latent; ++i) {
+      out[i] = Element(norm_weight[i] * (in[i] * inverse_rms) * scale);
+    }
+    rotary.apply(in + dims.latent, out + dims.latent, place.position);
+  }
+};
+
+/// Index (token, chunk) of the absorbed form: over the chunk's share of positions [0, position] of the token's
+/// slot, every head's online softmax of scale * (query_latent . c_kv + query_rope . k_rope) and the weighted sum
+/// of c_kv, written as a partial [heads][2 + latent] (sum of weights, running max, unnormalised sum of rows). All
+/// heads of a token walk a block of cache rows together, so a step reads each row from memory once; within a
+/// block the running max moves once and each accumulator element takes the block's rows in one pass.
+template <class Element>
+struct absorbed_attention_op {
+  static constexpr int block = 8;
+
+  const float* query_latent;
+  const float* query_rope;
+  mla_dims dims;
+  std::size_t tokens;
+  const token_place* plan;
+  latent_storage<const Element> cache;
+  int layer;
+  float scale;
+  std::int64_t chunk_positions;
+  std::size_t chunks;
+  float* partials;  ///< [tokens][chunks][heads][2 + latent]
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const std::size_t token = index / chunks;
+    const auto chunk = static_cast<std::int64_t>(index % chunks);
+    const token_place place = plan[token];
+    const std::int64_t begin = chunk * chunk_positions;
+    const std::int64_t end = begin + chunk_positions < place.position + 1 ? begin + chunk_positions : place.position + 1;
+    const auto stride = static_cast<std::size_t>(dims.latent + 2);
+    float* part = partials + index * static_cast<std::size_t>(dims.heads) * stride;
+    for (int head = 0; head < dims.heads; ++head) {
+      float* state = part + static_cast<std::size_t>(head) * stride;
+      for (int d = 0; d < dims.latent + 2; ++d) {
+        state[d] = 0.0f;
+      }
+    }
+    for (std::int64_t first = begin; first < end; first += block) {
+      const Element* rows[block];
+      bool present[block];
+      for (int p = 0; p < block; ++p) {
+        present[p] = first + p < end;
+        rows[p] = cache.values + cache.offset(layer, place.slot, present[p] ? first + p : first);
+      }
+      for (int head = 0; head < dims.heads; ++head) {
+        const float* latent_query =
+            query_latent + (static_cast<std::size_t>(head) * tokens + token) * static_cast<std::size_t>(dims.latent);
+        const float* rope_query =
+            query_rope + (token * static_cast<std::size_t>(dims.heads) + static_cast<std::size_t>(head)) *
+                             static_cast<std::size_t>(dims.rope);
+        float* state = part + static_cast<std::size_t>(head) * stride;
+        float scores[block];
+        float block_max = 0.0f;
+        for (int p = 0; p < block; ++p) {
+          scores[p] = scale * (dot_widened(latent_query, rows[p], dims.latent) +
+                               dot_widened(rope_query, rows[p] + dims.latent, dims.rope));
+          block_max = p == 0 || scores[p] > block_max ? scores[p] : block_max;  // rows[p] repeats a present row
+        }
+        const bool started = first != begin;
+        const float running_max = started && state[1] > block_max ? state[1] : block_max;
+        const float rescale = started ? ::expf(state[1] - running_max) : 0.0f;
+        float weights[block];
+        float weight_sum = 0.0f;
+        for (int p = 0; p < block; ++p) {
+          weights[p] = present[p] ? ::expf(scores[p] - running_max) : 0.0f;
+          weight_sum += weights[p];
+        }
+        state[0] = state[0] * rescale + weight_sum;
+        state[1] = running_max;
+        float* sum = state + 2;
+        for (int d = 0; d < dims.latent; ++d) {
+          float value = sum[d] * rescale;
+          for (int p = 0; p < block; ++p) {
+            value += weights[p] * static_cast<float>(rows[p][d]);
+          }
+          sum[d] = value;
+        }
+      }
+    }
+  }
+};
+
+/// Index (token, head): merges the token's chunk partials into latent_context [heads][T][latent].
+struct merge_partials_op {
+  const float* partials;
+  mla_dims dims;
+  std::size_t tokens;
+  std::size_t chunks;
+  float* latent_context;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const std::size_t token = index / static_cast<std::size_t>(dims.heads);
+    const auto head = static_cast<std::size_t>(index % static_cast<std::size_t>(dims.heads));
+    const auto stride = static_cast<std::size_t>(dims.latent + 2);
+    const auto state = [&](std::size_t chunk) {
+      return partials + ((token * chunks + chunk) * static_cast<std::size_t>(dims.heads) + head) * stride;
+    };
+    float overall_max = 0.0f;
+    bool any = false;
+    for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
+      const float* s = state(chunk);
+      if (s[0] > 0.0f && (!any || s[1] > overall_max)) {
+        overall_max = s[1];
+        any = true;
+      }
+    }
+    float* out = latent_context + (head * tokens + token) * static_cast<std::size_t>(dims.latent);
+    for (int d = 0; d < dims.latent; ++d) {
+      out[d] = 0.0f;
+    }
+    float total = 0.0f;
+    for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
+      const float* s = state(chunk);
+      if (s[0] == 0.0f) {
+        continue;  // a chunk past the token's position
+      }
+      const float weight = ::expf(s[1] - overall_max);
+      total += s[0] * weight;
+      for (int d = 0; d < dims.latent; ++d) {
+        out[d] += weight * s[2 + d];
+      }
+    }
+    for (int d = 0; d < dims.latent; ++d) {
+      out[d] /= total;
+    }
+  }
+};
+
+/// Index (head, token): head_values [heads][T][v] into context [T][heads][v], o_proj's input.
+struct heads_to_tokens_op {
+  const float* head_values;
+  mla_dims dims;
+  std::size_t tokens;
+  float* context;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const std::size_t head = index / tokens;
+    const std::size_t token = index % tokens;
+    const float* in = head_values + index * static_cast<std::size_t>(dims.v);
+    float* out = context + (token * static_cast<std::size_t>(dims.heads) + head) * static_cast<std::size_t>(dims.v);
+    for (int d = 0; d < dims.v; ++d) {
+      out[d] = in[d];
+    }
+  }
+};
+
+/// Index row: the cache row of rows[row]'s c_kv as fp32 into gathered [rows][latent] (expanded form).
+template <class Element>
+struct gather_latent_op {
+  const token_place* rows;
+  latent_storage<const Element> cache;
+  int layer;
+  int latent;
+  float* gathered;
+
+  NGEMB_HD void operator()(std::size_t row) const {
+    const Element* in = cache.values + cache.offset(layer, rows[row].slot, rows[row].position);
+    float* out = gathered + row * static_cast<std::size_t>(latent);
+    for (int d = 0; d < latent; ++d) {
+      out[d] = static_cast<float>(in[d]);
+    }
+  }
+};
+
+/// Index (token, head) of the expanded form: softmax(scale * (q_nope . k_nope + q_rope . k_rope)) over positions
+/// [0, position] of the token's sequence, whose k_nope and v are expanded rows first_row[token] + position, times v.
+template <class Element>
+struct expanded_attention_op {
+  const float* query_nope;
+  const float* query_rope;
+  const float* expanded;
+  const std::int64_t* first_row;
+  mla_dims dims;
+  std::size_t tokens;
+  const token_place* plan;
+  latent_storage<const Element> cache;
+  int layer;
+  float scale;
+  float* context;  ///< [T][heads][v]
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const std::size_t token = index / static_cast<std::size_t>(dims.heads);
+    const auto head = static_cast<std::size_t>(index % static_cast<std::size_t>(dims.heads));
+    const float* nope = query_nope + (head * tokens + token) * static_cast<std::size_t>(dims.nope);
+    const float* rope = query_rope + index * static_cast<std::size_t>(dims.rope);
+    const token_place place = plan[token];
+    float* out = context + index * static_cast<std::size_t>(dims.v);
+    for (int d = 0; d < dims.v; ++d) {
+      out[d] = 0.0f;
+    }
+    const std::size_t row_width = static_cast<std::size_t>(dims.heads) * static_cast<std::size_t>(dims.expanded_width());
+    float running_max = 0.0f;
+    float sum = 0.0f;
+    for (std::int64_t position = 0; position <= place.position; ++position) {
+      const float* key = expanded + static_cast<std::size_t>(first_row[token] + position) * row_width +
+                         head * static_cast<std::size_t>(dims.expanded_width());
+      const Element* rotated = cache.values + cache.offset(layer, place.slot, position) + dims.latent;
+      const float score =
+          scale * (dot_widened(nope, key, dims.nope) + dot_widened(rope, rotated, dims.rope));
+      const float previous_max = position == 0 ? score : running_max;
+      running_max = score > previous_max ? score : previous_max;
+      const float rescale = ::expf(previous_max - running_max);
+      const float weight = ::expf(score - running_max);
+      sum = sum * rescale + weight;
+      const float* value = key + dims.nope;
+      for (int d = 0; d < dims.v; ++d) {
+        out[d] = out[d] * rescale + weight * value[d];
+      }
+    }
+    for (int d = 0; d < dims.v; ++d) {
+      out[d] /= sum;
+    }
+  }
+};
+
+}  // namespace ngemb::detail
