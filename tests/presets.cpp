@@ -1,0 +1,165 @@
+// The presets (include/ngemb/presets/) against transformers itself: tiny LongcatFlashForCausalLM checkpoints saved
+// by save_pretrained (tests/reference/longcat_flash_reference.py) load unchanged as presets::longcat_flash (plain
+// embedding) and presets::longcat_flash_lite (n-gram embedding) and give transformers' logits through prefill,
+// chunked prefill and decode, and its greedy tokens; a broken copy of such a checkpoint is a typed error naming
+// the tensor or field.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "longcat_flash_golden.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
+#include "ngemb/presets/longcat.hpp"
+#include "temp_folder.hpp"
+
+namespace {
+
+// The goldens hold fp32 weights throughout.
+using plain_lm = ngemb::presets::longcat_flash<ngemb::host_policy, float>::model;
+using ngram_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy, float>::model;
+static_assert(ngemb::causal_model<plain_lm> && ngemb::causal_model<ngram_lm>);
+using ngemb_test::check_against_transformers;
+using ngemb_test::longcat_flash_dir;
+using ngemb_test::temp_folder;
+const ngemb::host_policy host;
+
+/// `source`'s tensors (raw bytes) without `drop`, with `replace` applied, into `folder`, and its config.json
+/// changed by `edit`.
+void copy_checkpoint(const std::filesystem::path& source, const std::filesystem::path& folder,
+                     const std::set<std::string>& drop, const std::vector<ngemb::tensor_to_write>& replace = {},
+                     const std::function<void(nlohmann::json&)>& edit = {}) {
+  const ngemb::safetensors_checkpoint checkpoint(source);
+  std::vector<ngemb::tensor_to_write> tensors;
+  for (const std::string& name : checkpoint.names()) {
+    const auto replaced = std::find_if(replace.begin(), replace.end(),
+                                       [&](const ngemb::tensor_to_write& tensor) { return tensor.name == name; });
+    if (replaced != replace.end()) {
+      tensors.push_back(*replaced);
+    } else if (!drop.contains(name)) {
+      const ngemb::tensor_info& info = checkpoint.info(name);
+      tensors.push_back({name, info.dtype, info.shape, checkpoint.file_of(name).bytes(name)});
+    }
+  }
+  ngemb::write_safetensors_checkpoint(folder, tensors, std::size_t{1} << 20);
+  std::ifstream in(source / "config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  if (edit) {
+    edit(config);
+  }
+  std::ofstream(folder / "config.json", std::ios::trunc) << config.dump(2);
+}
+
+}  // namespace
+
+TEST_CASE("presets::longcat_flash matches transformers: q LoRA and default RoPE, zero experts") {
+  check_against_transformers<plain_lm>(host, "plain");
+}
+
+TEST_CASE("presets::longcat_flash matches transformers: q_lora_rank null (a single q_proj)") {
+  check_against_transformers<plain_lm>(host, "q_proj");
+}
+
+TEST_CASE("presets::longcat_flash matches transformers: YaRN in rope_parameters, norm_topk_prob") {
+  check_against_transformers<plain_lm>(host, "yarn");
+}
+
+TEST_CASE("presets::longcat_flash matches transformers: YaRN in the old rope_scaling spelling") {
+  check_against_transformers<plain_lm>(host, "yarn_rope_scaling");
+}
+
+TEST_CASE("presets::longcat_flash matches transformers: attention and router biases") {
+  check_against_transformers<plain_lm>(host, "attention_bias");
+}
+
+TEST_CASE("presets::longcat_flash_lite matches transformers fed the n-gram embedding: N=3, K=2") {
+  check_against_transformers<ngram_lm>(host, "ngram_n3k2");
+}
+
+TEST_CASE("presets::longcat_flash_lite matches transformers fed the n-gram embedding: N=4, K=3, YaRN") {
+  check_against_transformers<ngram_lm>(host, "ngram_n4k3");
+}
+
+TEST_CASE("presets: the goldens are the cases the reference script writes") {
+  std::set<std::string> folders;
+  for (const auto& entry : std::filesystem::directory_iterator(longcat_flash_dir)) {
+    folders.insert(entry.path().filename().string());
+  }
+  std::set<std::string> cases(ngemb_test::plain_longcat_cases.begin(), ngemb_test::plain_longcat_cases.end());
+  cases.insert(ngemb_test::ngram_longcat_cases.begin(), ngemb_test::ngram_longcat_cases.end());
+  CHECK(folders == cases);
+}
+
+TEST_CASE("presets: a broken LongCat checkpoint is a typed error naming the tensor or field") {
+  const auto plain = longcat_flash_dir / "plain";
+  const auto q_proj = longcat_flash_dir / "q_proj";
+  const temp_folder folder;
+  const auto load_plain = [&] { static_cast<void>(plain_lm::load(host, folder.path())); };
+
+  SUBCASE("a missing MLA tensor") {
+    for (const std::string name : {"model.layers.1.self_attn.0.kv_b_proj.weight",
+                                   "model.layers.0.self_attn.1.kv_a_layernorm.weight",
+                                   "model.layers.0.self_attn.0.q_a_layernorm.weight"}) {
+      CAPTURE(name);
+      const temp_folder copy;
+      copy_checkpoint(plain, copy.path(), {name});
+      CHECK_THROWS_WITH_AS(plain_lm::load(host, copy.path()), doctest::Contains(name.c_str()), ngemb::format_error);
+    }
+    const std::string missing = "model.layers.1.self_attn.1.q_proj.weight";
+    copy_checkpoint(q_proj, folder.path(), {missing});
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains(missing.c_str()), ngemb::format_error);
+  }
+  SUBCASE("an MLA tensor of the wrong shape") {
+    // q_b_proj is [heads * qk_head_dim, q_lora_rank] = [56, 10]; one column more
+    const std::string name = "model.layers.0.self_attn.1.q_b_proj.weight";
+    const std::vector<float> values(56 * 11, 0.25f);
+    copy_checkpoint(plain, folder.path(), {},
+                    {ngemb::tensor_to_write::of(name, {56, 11}, ngemb::view<const float>(values))});
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains(name.c_str()), ngemb::format_error);
+  }
+  SUBCASE("kv_b_proj sized for another v_head_dim") {
+    const std::string name = "model.layers.1.self_attn.1.kv_b_proj.weight";  // [heads * (nope + v), kv_lora]
+    const std::vector<float> values(4 * (6 + 5) * 12, 0.25f);
+    copy_checkpoint(plain, folder.path(), {},
+                    {ngemb::tensor_to_write::of(name, {44, 12}, ngemb::view<const float>(values))});
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains(name.c_str()), ngemb::format_error);
+  }
+  SUBCASE("a q LoRA checkpoint whose config says q_lora_rank null") {
+    // Either the missing q_proj or the then unexpected q_a_proj/q_b_proj/q_a_layernorm tensors are named.
+    copy_checkpoint(plain, folder.path(), {}, {}, [](nlohmann::json& config) { config["q_lora_rank"] = nullptr; });
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("model.layers.0.self_attn.0.q_"), ngemb::format_error);
+  }
+  SUBCASE("a config without the MLA fields") {
+    copy_checkpoint(plain, folder.path(), {}, {}, [](nlohmann::json& config) { config.erase("kv_lora_rank"); });
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("kv_lora_rank"), ngemb::error);
+  }
+  SUBCASE("an unsupported zero-expert type") {
+    copy_checkpoint(plain, folder.path(), {}, {},
+                    [](nlohmann::json& config) { config["zero_expert_type"] = "constant"; });
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("zero_expert_type"), ngemb::error);
+  }
+  SUBCASE("an unsupported RoPE type") {
+    copy_checkpoint(plain, folder.path(), {}, {},
+                    [](nlohmann::json& config) { config["rope_parameters"]["rope_type"] = "longrope"; });
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("rope_type"), ngemb::error);
+  }
+  SUBCASE("an n-gram checkpoint without its sub-tables") {
+    const std::string name = "model.ngram_embeddings.embedders.3.weight";
+    copy_checkpoint(longcat_flash_dir / "ngram_n3k2", folder.path(), {name});
+    CHECK_THROWS_WITH_AS(static_cast<void>(ngram_lm::load(host, folder.path())), doctest::Contains(name.c_str()),
+                         ngemb::format_error);
+  }
+  SUBCASE("the plain preset refuses an n-gram checkpoint, the n-gram preset a plain one") {
+    CHECK_THROWS_AS(static_cast<void>(plain_lm::load(host, longcat_flash_dir / "ngram_n3k2")), ngemb::error);
+    CHECK_THROWS_AS(static_cast<void>(ngram_lm::load(host, plain)), ngemb::error);
+  }
+}
