@@ -1,7 +1,8 @@
 // generate: a whole LongCat-shaped model, end to end. Without arguments it builds a small model (n-gram
 // embedding, shortcut-connected blocks, MoE with zero experts) from a fixed seed, saves it as a checkpoint in a
 // temporary folder, loads it back, and generates from a batch of prompts, printing the tokens, prefill and decode
-// tokens/s and where the time went. With --checkpoint DIR it runs a saved model of the same type. Every option is
+// tokens/s and where the time went. With --checkpoint DIR it runs a saved model as the layout its config.json's
+// model_type names: "longcat_flash_ngram" (LongCat-Flash-Lite), "longcat_flash", or none (the demo's). Every option is
 // checked before any work: ranges when parsed, prompt token ids and lengths against config.json before the weights.
 #include <stdlib.h>  // mkdtemp
 
@@ -130,6 +131,8 @@ void print_help() {
   std::puts(
       "usage: generate [--checkpoint DIR | --save DIR] [--prompt \"ID ID ...\"]... [--max-new-tokens N]\n"
       "                [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]\n"
+      "With --checkpoint DIR: runs the checkpoint as the layout config.json's model_type names\n"
+      "(longcat_flash_ngram, longcat_flash, or none for the demo layout).\n"
       "Without --checkpoint: builds a small LongCat-shaped model from a fixed seed, saves it to a temporary\n"
       "folder (or --save DIR, a new or empty folder) and loads it back. Greedy unless --temperature > 0. Each\n"
       "--prompt adds a sequence (at most 16).");
@@ -253,6 +256,43 @@ std::string join(const std::vector<std::int32_t>& tokens) {
   return text;
 }
 
+/// Loads `folder` as a Model and generates from the prompts, printing tokens, speeds and the time share.
+template <class Model>
+int load_and_generate(const ngemb::host_policy& policy, const fs::path& folder,
+                      const std::vector<std::vector<std::int32_t>>& prompts, const arguments& args) {
+  const auto load_start = std::chrono::steady_clock::now();
+  Model lm = Model::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0});
+  std::printf("loaded %s in %.2f s\n", folder.c_str(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+  ngemb::generation_options options = args.generation;
+  options.profile = true;
+  const bool terminal = ::isatty(STDERR_FILENO) != 0;
+  const auto result = ngemb::generate(policy, lm, prompts, options, [&](const ngemb::generation_progress& progress) {
+    if (terminal || progress.active_sequences == 0) {
+      std::fprintf(stderr, "\rstep %d/%d: %zu sequences active, %zu tokens generated, %.2f s%s", progress.step,
+                   progress.max_steps, progress.active_sequences, progress.generated_tokens, progress.elapsed_seconds,
+                   progress.active_sequences == 0 ? "\n" : "");
+    }
+  });
+  for (std::size_t p = 0; p < prompts.size(); ++p) {
+    std::printf("prompt %zu (%zu tokens): %s\n  -> %s\n", p, prompts[p].size(), join(prompts[p]).c_str(),
+                join(result.tokens[p]).c_str());
+  }
+  std::printf("prefill: %zu tokens in %.1f ms (%.0f tokens/s)\n", result.prefill_tokens,
+              result.prefill_seconds * 1e3, static_cast<double>(result.prefill_tokens) / result.prefill_seconds);
+  if (result.decode_tokens > 0) {
+    std::printf("decode:  %zu tokens in %.1f ms (%.0f tokens/s)\n", result.decode_tokens, result.decode_seconds * 1e3,
+                static_cast<double>(result.decode_tokens) / result.decode_seconds);
+  }
+  std::printf("time share:");
+  for (std::size_t stage = 0; stage < static_cast<std::size_t>(ngemb::model_stage::count); ++stage) {
+    const auto which = static_cast<ngemb::model_stage>(stage);
+    std::printf("%s %s %.1f%%", stage == 0 ? "" : ",", ngemb::name_of(which), 100.0 * result.stages.share(which));
+  }
+  std::printf("\n");
+  return 0;
+}
+
 int run(const arguments& args) {
   const ngemb::host_policy policy{args.threads};
   constexpr std::uint64_t seed = 2026;
@@ -295,37 +335,15 @@ int run(const arguments& args) {
                 static_cast<double>(folder_bytes(folder)) / 1e6,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - built).count());
   }
-  const auto load_start = std::chrono::steady_clock::now();
-  model lm = model::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0});
-  std::printf("loaded %s in %.2f s\n", folder.c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
-  ngemb::generation_options options = args.generation;
-  options.profile = true;
-  const bool terminal = ::isatty(STDERR_FILENO) != 0;
-  const auto result = ngemb::generate(policy, lm, prompts, options, [&](const ngemb::generation_progress& progress) {
-    if (terminal || progress.active_sequences == 0) {
-      std::fprintf(stderr, "\rstep %d/%d: %zu sequences active, %zu tokens generated, %.2f s%s", progress.step,
-                   progress.max_steps, progress.active_sequences, progress.generated_tokens, progress.elapsed_seconds,
-                   progress.active_sequences == 0 ? "\n" : "");
-    }
-  });
-  for (std::size_t p = 0; p < prompts.size(); ++p) {
-    std::printf("prompt %zu (%zu tokens): %s\n  -> %s\n", p, prompts[p].size(), join(prompts[p]).c_str(),
-                join(result.tokens[p]).c_str());
+  // A checkpoint runs as the layout its config.json names; the demo layout has no model_type.
+  if (config.model_type == "longcat_flash_ngram") {
+    return load_and_generate<ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model>(policy, folder, prompts,
+                                                                                            args);
   }
-  std::printf("prefill: %zu tokens in %.1f ms (%.0f tokens/s)\n", result.prefill_tokens,
-              result.prefill_seconds * 1e3, static_cast<double>(result.prefill_tokens) / result.prefill_seconds);
-  if (result.decode_tokens > 0) {
-    std::printf("decode:  %zu tokens in %.1f ms (%.0f tokens/s)\n", result.decode_tokens, result.decode_seconds * 1e3,
-                static_cast<double>(result.decode_tokens) / result.decode_seconds);
+  if (config.model_type == "longcat_flash") {
+    return load_and_generate<ngemb::presets::longcat_flash<ngemb::host_policy>::model>(policy, folder, prompts, args);
   }
-  std::printf("time share:");
-  for (std::size_t stage = 0; stage < static_cast<std::size_t>(ngemb::model_stage::count); ++stage) {
-    const auto which = static_cast<ngemb::model_stage>(stage);
-    std::printf("%s %s %.1f%%", stage == 0 ? "" : ",", ngemb::name_of(which), 100.0 * result.stages.share(which));
-  }
-  std::printf("\n");
-  return 0;
+  return load_and_generate<model>(policy, folder, prompts, args);
 }
 
 }  // namespace

@@ -138,9 +138,15 @@ TEST_CASE("presets: a broken LongCat checkpoint is a typed error naming the tens
     copy_checkpoint(plain, folder.path(), {}, {}, [](nlohmann::json& config) { config["q_lora_rank"] = nullptr; });
     CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("model.layers.0.self_attn.0.q_"), ngemb::format_error);
   }
-  SUBCASE("a config without the MLA fields") {
+  SUBCASE("a config without kv_lora_rank takes transformers' default (512), which the checkpoint contradicts") {
     copy_checkpoint(plain, folder.path(), {}, {}, [](nlohmann::json& config) { config.erase("kv_lora_rank"); });
-    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("kv_lora_rank"), ngemb::error);
+    CHECK_THROWS_WITH_AS(load_plain(),
+                         doctest::Contains("kv_a_proj_with_mqa.weight\" has shape [20, 32], expected [520, 32]"),
+                         ngemb::format_error);
+  }
+  SUBCASE("a config with a kv_lora_rank of the wrong type") {
+    copy_checkpoint(plain, folder.path(), {}, {}, [](nlohmann::json& config) { config["kv_lora_rank"] = "wide"; });
+    CHECK_THROWS_WITH_AS(load_plain(), doctest::Contains("kv_lora_rank"), ngemb::format_error);
   }
   SUBCASE("an unsupported zero-expert type") {
     copy_checkpoint(plain, folder.path(), {}, {},

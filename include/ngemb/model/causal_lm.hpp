@@ -70,6 +70,21 @@ struct gather_last_rows_op {
   }
 };
 
+/// The n-gram cache's config. A model without an n-gram embedding (a plain one, which ignores the cache) keeps the
+/// smallest valid look-back, one token per sequence, so the cache costs nothing but still tracks its sequences.
+inline ngram_config ngram_cache_config(const model_config& config) {
+  if (config.has_ngram_embedding()) {
+    return config.ngram;
+  }
+  ngram_config minimal;
+  minimal.vocab_size = config.vocab_size();
+  minimal.hidden_size = config.hidden_size();
+  minimal.max_order = 2;
+  minimal.splits = 1;
+  minimal.m_base = 1;
+  return minimal;
+}
+
 template <class Embedding, class Block, class Mtp>
 constexpr bool check_model_parts() {
   static_assert(check_cached_embedding<Embedding>());  // its static_asserts name what the embedding lacks

@@ -5,16 +5,23 @@
 //   using lm = ngemb::presets::longcat_shortcut<ngemb::device_policy>::model;
 //   auto model = lm::load(ngemb::device_policy{stream}, "checkpoint/");
 //
-// Weight is the dtype of the n-gram tables and the routed experts (bf16, as LongCat-Flash-Lite ships them); the
-// projections, attention, dense FFNs, router and norms run in fp32.
+// The released layouts, picked by config.json's model_type (examples/generate.cpp does):
+//   longcat_flash_lite<Policy>  "longcat_flash_ngram": n-gram embedding, MLA shortcut blocks, MoE with zero experts
+//   longcat_flash<Policy>       "longcat_flash": the same blocks under a plain [V x H] embedding
+// and ngemb's own LongCat-shaped demo layouts with GQA attention (no model_type): longcat_shortcut, longcat_prenorm.
+// Weight is the dtype of the embedding tables and the routed experts (bf16, as LongCat-Flash-Lite ships them); the
+// projections, attention, dense FFNs, router and norms run in fp32, and the MLA latent cache is fp32.
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/embed/fused_projection.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
+#include "ngemb/embed/plain_embedding.hpp"
 #include "ngemb/ffn/swiglu.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/model/attention.hpp"
 #include "ngemb/model/blocks.hpp"
 #include "ngemb/model/causal_lm.hpp"
+#include "ngemb/model/mla_attention.hpp"
+#include "ngemb/model/mtp.hpp"
 #include "ngemb/moe/moe.hpp"
 #include "ngemb/moe/router.hpp"
 #include "ngemb/policy/host_policy.hpp"
@@ -54,6 +61,26 @@ struct longcat_prenorm : detail::longcat_parts<Policy, Weight> {
   using parts = detail::longcat_parts<Policy, Weight>;
   using block = prenorm_block<typename parts::attention, typename parts::experts>;
   using model = causal_lm<typename parts::embedding, block>;
+};
+
+/// LongCat-Flash-Lite (model_type "longcat_flash_ngram"): the n-gram embedding, shortcut-connected layers with MLA
+/// attention, and the one-layer MTP module (model.mtp.*, loaded when asked: load_options{.mtp = true}).
+template <class Policy = host_policy, class Weight = bf16>
+struct longcat_flash_lite : detail::longcat_parts<Policy, Weight> {
+  using parts = detail::longcat_parts<Policy, Weight>;
+  using attention = mla_attention<Policy>;
+  using dense_ffn = swiglu<float, Policy>;
+  using block = shortcut_block<attention, dense_ffn, typename parts::experts>;
+  using mtp = mtp_module<attention, dense_ffn, Weight>;
+  using model = causal_lm<typename parts::embedding, block, mtp>;
+};
+
+/// LongCat-Flash (model_type "longcat_flash"): longcat_flash_lite's layers under a plain embedding.
+template <class Policy = host_policy, class Weight = bf16>
+struct longcat_flash : longcat_flash_lite<Policy, Weight> {
+  using lite = longcat_flash_lite<Policy, Weight>;
+  using embedding = plain_embedding<Weight, Policy>;
+  using model = causal_lm<embedding, typename lite::block, typename lite::mtp>;
 };
 
 }  // namespace ngemb::presets
