@@ -33,8 +33,8 @@ using ngemb_test::longcat_flash_dir;
 using ngemb_test::temp_folder;
 const ngemb::host_policy host;
 
-/// `source`'s tensors (raw bytes) without `drop`, with `replace` applied, into `folder`, and its config.json
-/// changed by `edit`.
+/// `source`'s tensors (raw bytes) without `drop`, with `replace` applied (a name the source lacks is added), into
+/// `folder`, and its config.json changed by `edit`.
 void copy_checkpoint(const std::filesystem::path& source, const std::filesystem::path& folder,
                      const std::set<std::string>& drop, const std::vector<ngemb::tensor_to_write>& replace = {},
                      const std::function<void(nlohmann::json&)>& edit = {}) {
@@ -48,6 +48,11 @@ void copy_checkpoint(const std::filesystem::path& source, const std::filesystem:
     } else if (!drop.contains(name)) {
       const ngemb::tensor_info& info = checkpoint.info(name);
       tensors.push_back({name, info.dtype, info.shape, checkpoint.file_of(name).bytes(name)});
+    }
+  }
+  for (const ngemb::tensor_to_write& tensor : replace) {
+    if (!checkpoint.contains(tensor.name)) {
+      tensors.push_back(tensor);
     }
   }
   ngemb::write_safetensors_checkpoint(folder, tensors, std::size_t{1} << 20);
@@ -167,5 +172,65 @@ TEST_CASE("presets: a broken LongCat checkpoint is a typed error naming the tens
   SUBCASE("the plain preset refuses an n-gram checkpoint, the n-gram preset a plain one") {
     CHECK_THROWS_AS(static_cast<void>(plain_lm::load(host, longcat_flash_dir / "ngram_n3k2")), ngemb::error);
     CHECK_THROWS_AS(static_cast<void>(ngram_lm::load(host, plain)), ngemb::error);
+  }
+}
+
+TEST_CASE("presets::longcat_flash_lite holds LongCat's MTP module with MLA: ignored by default, loaded, saved") {
+  // The goldens carry no MTP (transformers has none): give the n-gram case one under the released names, with the
+  // first layer's MLA, norms and dense FFN as its weights and a random eh_proj, so every MLA tensor name is used.
+  const std::filesystem::path source = longcat_flash_dir / "ngram_n4k3";
+  const ngemb::safetensors_checkpoint checkpoint(source);
+  const ngemb::model_config config = ngemb::read_model_config(source);
+  const std::int64_t hidden = config.hidden_size();
+  std::vector<ngemb::tensor_to_write> mtp;
+  const auto copy_as = [&](const std::string& from, const std::string& to) {
+    const ngemb::tensor_info& info = checkpoint.info(from);
+    mtp.push_back({to, info.dtype, info.shape, checkpoint.file_of(from).bytes(from)});
+  };
+  const std::string layer = "model.layers.0.";
+  const std::string module = "model.mtp.layers.0.";
+  copy_as("model.embed_tokens.weight", "model.mtp.embed_tokens.weight");
+  copy_as(layer + "input_layernorm.0.weight", module + "enorm.m.weight");
+  copy_as(layer + "input_layernorm.1.weight", module + "hnorm.m.weight");
+  copy_as(layer + "post_attention_layernorm.0.weight", module + "input_layernorm.weight");
+  copy_as(layer + "post_attention_layernorm.1.weight", module + "post_attention_layernorm.weight");
+  copy_as("model.norm.weight", "model.mtp.norm.weight");
+  for (const std::string& name : checkpoint.names()) {
+    if (name.starts_with(layer + "self_attn.0.")) {
+      copy_as(name, module + "self_attn." + name.substr((layer + "self_attn.0.").size()));
+    } else if (name.starts_with(layer + "mlps.0.")) {
+      copy_as(name, module + "transformer_layer.mlp." + name.substr((layer + "mlps.0.").size()));
+    }
+  }
+  std::vector<float> eh_proj(static_cast<std::size_t>(hidden * 2 * hidden));
+  for (std::size_t i = 0; i < eh_proj.size(); ++i) {
+    eh_proj[i] = 0.05f * static_cast<float>(static_cast<int>(i * 2654435761u % 201) - 100) / 100.0f;
+  }
+  mtp.push_back(ngemb::tensor_to_write::of(module + "eh_proj.weight", {hidden, 2 * hidden},
+                                           ngemb::view<const float>(eh_proj)));
+  const temp_folder with_mtp;
+  copy_checkpoint(source, with_mtp.path(), {}, mtp);
+
+  const ngram_lm ignored = ngram_lm::load(host, with_mtp.path());
+  CHECK_FALSE(ignored.has_mtp());
+  const ngram_lm loaded = ngram_lm::load(host, with_mtp.path(), {}, {.mtp = true});
+  REQUIRE(loaded.has_mtp());
+  const temp_folder saved;
+  loaded.save(host, saved.path() / "model", {.max_shard_bytes = std::size_t{1} << 20});
+  const ngemb::safetensors_checkpoint written(saved.path() / "model");
+  for (const ngemb::tensor_to_write& tensor : mtp) {
+    INFO(tensor.name);
+    REQUIRE(written.contains(tensor.name));
+    const auto bytes = written.file_of(tensor.name).bytes(tensor.name);
+    CHECK(std::equal(bytes.begin(), bytes.end(), tensor.data.begin(), tensor.data.end()));
+  }
+  CHECK(ngram_lm::load(host, saved.path() / "model", {}, {.mtp = true}).has_mtp());
+
+  SUBCASE("a missing MTP MLA tensor is named when the MTP is asked for") {
+    const temp_folder broken;
+    copy_checkpoint(with_mtp.path(), broken.path(), {module + "self_attn.kv_b_proj.weight"});
+    CHECK_NOTHROW((void)ngram_lm::load(host, broken.path()));
+    CHECK_THROWS_WITH_AS((void)ngram_lm::load(host, broken.path(), {}, {.mtp = true}),
+                         doctest::Contains("model.mtp.layers.0.self_attn.kv_b_proj.weight"), ngemb::format_error);
   }
 }
