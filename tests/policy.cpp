@@ -190,8 +190,12 @@ TEST_CASE("gemm_nn (B's rows a stride apart) matches an fp64 product, threaded o
   for (const unsigned threads : {1u, 2u}) {
     const ngemb::host_policy policy{threads};
     // {m, n, k, ldb}: a decode's few rows, rows of A split (m >= n) and columns of B split (n > m) across threads.
-    for (const auto& [m, n, k, ldb] : {std::array<std::size_t, 4>{1, 1, 1, 1}, {32, 512, 300, 576},
-                                       {300, 70, 513, 70}, {64, 400, 257, 401}, {5, 4, 0, 6}, {0, 4, 5, 4}}) {
+    for (const auto& dims : {std::array<std::size_t, 4>{1, 1, 1, 1}, {32, 512, 300, 576}, {300, 70, 513, 70},
+                             {64, 400, 257, 401}, {5, 4, 0, 6}, {0, 4, 5, 4}}) {
+      const std::size_t m = dims[0];  // named copies: clang 14 cannot capture structured bindings (INFO does)
+      const std::size_t n = dims[1];
+      const std::size_t k = dims[2];
+      const std::size_t ldb = dims[3];
       std::mt19937 random(static_cast<unsigned>(m * 7919 + n * 31 + k));
       std::normal_distribution<float> normal(0.0f, 1.0f);
       std::vector<float> a(m * k);
