@@ -48,8 +48,11 @@ inline void check_gemm_nn_shapes(std::size_t m, std::size_t n, std::size_t k, st
     fail("A", a, std::to_string(m) + " x " + std::to_string(k) + " = " + std::to_string(m * k));
   }
   if (b != b_span) {
-    fail("B", b, "(" + std::to_string(k) + " - 1) x " + std::to_string(ldb) + " + " + std::to_string(n) + " = " +
-                     std::to_string(b_span));
+    // Appended to a named string: g++ 12 misreads "(" + std::string&& as an overlapping memcpy (-Wrestrict).
+    std::string expected = "(";
+    expected += std::to_string(k) + " - 1) x " + std::to_string(ldb) + " + " + std::to_string(n) + " = " +
+                std::to_string(b_span);
+    fail("B", b, expected);
   }
   if (c != m * n) {
     fail("C", c, std::to_string(m) + " x " + std::to_string(n) + " = " + std::to_string(m * n));
