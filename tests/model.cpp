@@ -552,6 +552,38 @@ TEST_CASE("mla: the absorbed and the expanded form agree within 1e-5 over mixed 
   }
 }
 
+TEST_CASE("mla: long contexts on two threads (splits of several chunks each) give the expanded form's outputs") {
+  ngemb::mla_shape shape = ngemb_test::random_form_shape(16);
+  shape.heads = 8;  // with 7 tokens over 3000 positions: work enough for both threads
+  const ngemb_test::random_mla_weights weights(shape, 23u);
+  const ngemb::host_policy two_threads{2};
+  ngemb::mla_attention<> layer(two_threads, shape, weights.views);
+  const std::vector<std::int64_t> lengths = {2996, 2990};
+  auto cache = ngemb::mla_attention<>::make_cache(two_threads, shape, 1, 2, 3000);
+  const std::vector<std::int32_t> slots = {cache.allocate(), cache.allocate()};
+  cache.begin(two_threads, ngemb::view<const std::int32_t>(slots), ngemb::view<const std::int64_t>(lengths));
+  cache.commit();
+  // Stored latents drawn directly (a 3000-token prefill would dominate the test's time).
+  std::mt19937 engine(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const ngemb::detail::latent_storage<float> storage = cache.storage();
+  std::generate(storage.values, storage.values + cache.stored_values(), [&] { return normal(engine); });
+  const std::vector<std::int64_t> sizes = {4, 3};
+  const auto inputs = ngemb_test::random_inputs({7}, shape.hidden, 9);
+  const auto step = [&](mla_form form) {
+    layer.set_form(form);
+    std::vector<float> out(inputs.at(0).size());
+    cache.begin(two_threads, ngemb::view<const std::int32_t>(slots), ngemb::view<const std::int64_t>(sizes));
+    layer.forward(two_threads, cache, 0, ngemb::view<const float>(inputs.at(0)), ngemb::view<float>(out));
+    cache.truncate(slots[0], lengths[0]);
+    cache.truncate(slots[1], lengths[1]);
+    return std::vector<std::vector<float>>{out};
+  };
+  const double difference = ngemb_test::relative_difference(step(mla_form::absorbed), step(mla_form::expanded));
+  INFO("absorbed vs expanded " << difference);
+  CHECK(difference <= ngemb_test::form_tolerance);
+}
+
 TEST_CASE("latent_cache: exactly kv_lora_rank + rope values per token; bf16 rounds them and stays in tolerance") {
   const auto c = ngemb_test::mla_cases().at(0);
   const int values = c.shape.kv_lora_rank + c.shape.qk_rope_head_dim;

@@ -186,6 +186,51 @@ TEST_CASE("mixed-precision gemm_nt (fp32 x bf16/fp16 -> fp32) matches an fp64 pr
                        doctest::Contains("gemm_nt: B must hold 2 x 3 = 6 values, got 8"), ngemb::shape_mismatch);
 }
 
+TEST_CASE("gemm_nn (B's rows a stride apart) matches an fp64 product, threaded or not; bad operands are errors") {
+  for (const unsigned threads : {1u, 2u}) {
+    const ngemb::host_policy policy{threads};
+    // {m, n, k, ldb}: a decode's few rows, rows of A split (m >= n) and columns of B split (n > m) across threads.
+    for (const auto& dims : {std::array<std::size_t, 4>{1, 1, 1, 1}, {32, 512, 300, 576}, {300, 70, 513, 70},
+                             {64, 400, 257, 401}, {5, 4, 0, 6}, {0, 4, 5, 4}}) {
+      const std::size_t m = dims[0];  // named copies: clang 14 cannot capture structured bindings (INFO does)
+      const std::size_t n = dims[1];
+      const std::size_t k = dims[2];
+      const std::size_t ldb = dims[3];
+      std::mt19937 random(static_cast<unsigned>(m * 7919 + n * 31 + k));
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> a(m * k);
+      std::vector<float> b(k == 0 ? 0 : (k - 1) * ldb + n);
+      std::generate(a.begin(), a.end(), [&] { return normal(random); });
+      std::generate(b.begin(), b.end(), [&] { return normal(random); });
+      std::vector<float> c(m * n, -7.0f);
+      ngemb::gemm_nn(policy, m, n, k, ngemb::view<const float>(a), ngemb::view<const float>(b), ldb,
+                     ngemb::view<float>(c));
+      double worst = 0.0;
+      for (std::size_t i = 0; i < m; ++i) {
+        for (std::size_t j = 0; j < n; ++j) {
+          double want = 0.0;
+          for (std::size_t l = 0; l < k; ++l) {
+            want += static_cast<double>(a[i * k + l]) * static_cast<double>(b[l * ldb + j]);
+          }
+          worst = std::max(worst, std::abs(c[i * n + j] - want));
+        }
+      }
+      INFO("m = " << m << ", n = " << n << ", k = " << k << ", ldb = " << ldb << ", threads = " << threads);
+      CHECK(worst <= 1e-5 * std::sqrt(static_cast<double>(std::max<std::size_t>(k, 1))));
+    }
+  }
+  const std::vector<float> a(6);
+  std::vector<float> b(8);
+  std::vector<float> c(4);
+  const auto multiply = [&](std::size_t ldb, std::size_t b_size) {
+    ngemb::gemm_nn(ngemb::host_policy{}, 2, 2, 3, ngemb::view<const float>(a), ngemb::view<const float>(b.data(), b_size),
+                   ldb, ngemb::view<float>(c));
+  };
+  CHECK_NOTHROW(multiply(3, 8));
+  CHECK_THROWS_WITH_AS(multiply(1, 8), "gemm_nn: ldb must be >= n = 2, got 1", ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(multiply(3, 7), "gemm_nn: B must hold (3 - 1) x 3 + 2 = 8 values, got 7", ngemb::shape_mismatch);
+}
+
 TEST_CASE("host sort_pairs is a stable sort by key") {
   const std::vector<std::int32_t> keys = {3, 1, 3, 0, 1, 3, 2, 0};
   const std::vector<std::int32_t> values = {0, 1, 2, 3, 4, 5, 6, 7};

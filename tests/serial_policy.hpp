@@ -123,6 +123,27 @@ void gemm_nt(const serial_policy& /*policy*/, std::size_t m, std::size_t n, std:
   naive_gemm_nt<T, T>(m, n, k, a, b, c);
 }
 
+/// C = A * B, B's rows ldb apart, by the textbook triple loop.
+template <class T>
+  requires std::same_as<T, float> || std::same_as<T, double>
+void gemm_nn(const serial_policy& /*policy*/, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<ngemb::view<const T>> a, std::type_identity_t<ngemb::view<const T>> b,
+             std::size_t ldb, ngemb::view<T> c) {
+  if (a.size() != m * k || c.size() != m * n || ldb < n || (k > 0 && n > 0 && b.size() < (k - 1) * ldb + n)) {
+    throw ngemb::shape_mismatch("serial gemm_nn: operands do not match " + std::to_string(m) + " x " +
+                                std::to_string(n) + " x " + std::to_string(k) + " with ldb " + std::to_string(ldb));
+  }
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      T sum = 0;
+      for (std::size_t l = 0; l < k; ++l) {
+        sum += a[i * k + l] * b[l * ldb + j];
+      }
+      c[i * n + j] = sum;
+    }
+  }
+}
+
 template <class W>
   requires std::same_as<W, ngemb::bf16> || std::same_as<W, ngemb::fp16>
 void gemm_nt(const serial_policy& /*policy*/, std::size_t m, std::size_t n, std::size_t k,

@@ -45,6 +45,10 @@ void copy_to_host(const unsynchronised_policy&, std::type_identity_t<ngemb::view
 template <class T>
 void gemm_nt(const unsynchronised_policy&, std::size_t, std::size_t, std::size_t,
              std::type_identity_t<ngemb::view<const T>>, std::type_identity_t<ngemb::view<const T>>, ngemb::view<T>) {}
+template <class T>
+void gemm_nn(const unsynchronised_policy&, std::size_t, std::size_t, std::size_t,
+             std::type_identity_t<ngemb::view<const T>>, std::type_identity_t<ngemb::view<const T>>, std::size_t,
+             ngemb::view<T>) {}
 template <class W>
 void gemm_nt(const unsynchronised_policy&, std::size_t, std::size_t, std::size_t,
              std::type_identity_t<ngemb::view<const float>>, ngemb::view<const W>, ngemb::view<float>) {}

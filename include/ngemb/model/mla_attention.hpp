@@ -15,9 +15,12 @@
 //
 // Two forms compute the same attention:
 //   absorbed  kv_b_proj's K half is folded into the query (q_latent = q_nope W_K, per head) so scores are
-//             q_latent . c + q_rope . kr straight off the cache, every head of a token walking each cache row once;
-//             the weighted sum of c goes through the V half afterwards (FlashMLA, DeepSeek's inference). A step
-//             reads the latent cache once: decode.
+//             q_latent . c + q_rope . kr straight off the cache; the weighted sum of c goes through the V half
+//             afterwards (FlashMLA, DeepSeek's inference). Per sequence both are GEMMs over its cache rows, whose
+//             A is the rows (token, head) of [q_latent, q_rope]: scores = Q C^T (k = latent + rope), then the
+//             online softmax, then sum = P C[:, :latent] (gemm_nn, B's rows latent + rope apart), chunk by chunk
+//             so the host reads each cache row from memory once (a chunk stays in L2 between its two GEMMs).
+//             Splits of the positions run on separate threads and merge by log-sum-exp: decode.
 //   expanded  kv_b_proj expands k_nope and v of every attended position once per step, then plain attention:
 //             cheaper when a step's tokens share most of their positions (prefill).
 // mla_form::automatic picks expanded when the step's tokens are at least a quarter of the positions it attends
@@ -27,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -67,6 +71,60 @@ struct mla_weights {
   view<const float> o_proj_bias;              ///< [H], attention_bias
 };
 
+
+namespace detail {
+
+/// How the absorbed form cuts a step: each sequence's positions into splits of split_positions (merged afterwards by
+/// log-sum-exp), each split walked in chunks of chunk_positions cache rows; `workers` run the splits.
+struct absorbed_plan {
+  std::int64_t chunk_positions;
+  std::int64_t split_positions;
+  std::size_t workers;
+};
+
+/// Host: chunks of 256 rows (590 KB of an fp32 Lite cache) are still in the core's caches when the weighted sum
+/// reads them after the scores GEMM, so the cache is read from memory once (128 and 1024 measured no better); four splits per thread over the step's sequences (one
+/// sequence alone still spreads over every core, ragged ones balance); threads once the work pays for them.
+inline absorbed_plan plan_absorbed(const host_policy& policy, std::size_t sequences, std::int64_t positions,
+                                   std::size_t /*most_rows*/, std::size_t work) {
+  constexpr std::int64_t chunk_rows = 256;
+  const std::int64_t chunk = std::min(chunk_rows, positions);
+  const std::size_t workers =
+      std::clamp<std::size_t>(work / min_gemm_work_per_thread, 1, policy.resolved_threads());
+  const auto splits = static_cast<std::int64_t>((4 * workers + sequences - 1) / sequences);
+  const std::int64_t per_split = (positions + splits - 1) / splits;
+  return {chunk, (per_split + chunk - 1) / chunk * chunk, workers};
+}
+
+/// Other policies (the device): one issuer walks each sequence whole, in chunks whose scores fit 2^24 floats; the
+/// policy's own GEMMs and element operations are the parallel part.
+template <class Policy>
+absorbed_plan plan_absorbed(const Policy& /*policy*/, std::size_t /*sequences*/, std::int64_t positions,
+                            std::size_t most_rows, std::size_t /*work*/) {
+  constexpr std::size_t most_scores = std::size_t{1} << 24;
+  const auto chunk =
+      std::clamp<std::int64_t>(static_cast<std::int64_t>(most_scores / std::max<std::size_t>(most_rows, 1)), 1,
+                               positions);
+  return {chunk, positions, 1};
+}
+
+/// Runs op(worker_policy, worker) for workers [0, workers): on the host each on its own thread with a one-thread
+/// copy of the policy, so a worker's GEMMs and operations stay on its core and its scratch is its own.
+template <class Op>
+void for_each_worker(const host_policy& policy, std::size_t workers, Op op) {
+  host_policy single = policy;
+  single.threads = 1;
+  for_each_n(host_policy{static_cast<unsigned>(workers), 1, policy.resource}, workers,
+             [&](std::size_t worker) { op(single, worker); });
+}
+
+/// Other policies: one worker, the policy itself.
+template <class Policy, class Op>
+void for_each_worker(const Policy& policy, std::size_t /*workers*/, Op op) {
+  op(policy, 0);
+}
+
+}  // namespace detail
 
 template <class Policy = host_policy, class CacheElement = float>
 class mla_attention {
@@ -220,6 +278,19 @@ class mla_attention {
 
  private:
   enum tensor_id { q_a, q_a_bias, q_a_norm, q_b, q_full, kv_a, kv_a_bias, kv_a_norm, kv_b, o, o_bias, tensor_count };
+
+  /// A sequence of the begun step: its tokens are step tokens [first_token, + tokens), at positions
+  /// first_position (its cached length) onwards.
+  struct step_sequence {
+    std::int32_t slot;
+    std::size_t first_token;
+    std::size_t tokens;
+    std::int64_t first_position;
+  };
+  struct split_piece {
+    std::size_t sequence;
+    std::int64_t split;
+  };
 
   struct tensor_entry {
     tensor_id id;
@@ -411,29 +482,57 @@ class mla_attention {
               k_absorb_.as_view().subview(head * latent * nope, latent * nope),
               query_latent.subview(head * tokens * latent, tokens * latent));
     }
-    // Long contexts split into chunks merged afterwards (flash-decoding), so a small decode batch still spreads
-    // over the policy's threads: at least 64 (token, chunk) pieces where the context allows, chunks >= 256
-    // positions.
-    constexpr std::int64_t min_chunk = 256;
-    constexpr std::size_t pieces = 64;
+    const auto width = static_cast<std::size_t>(dims.cache_width());
+    const view<float> query = detail::workspace(policy, absorbed_query_, tokens * heads * width);
+    for_each_n(for_operations_of(policy, width), tokens * heads,
+               detail::absorbed_query_op{query_latent.data(), query_rope.data(), dims, tokens, softmax_scale(),
+                                         query.data()});
+
+    // Per sequence, scores = query rows x its cache rows^T and latent sum = weights x their c_kv: two GEMMs per
+    // chunk of positions, the online softmax between them; splits of the positions run apart and merge after.
+    sequences_.clear();
+    std::size_t first_token = 0;
+    std::size_t most_rows = 0;
+    std::size_t work = 0;
+    for (std::size_t s = 0; s < cache.step_slots().size(); ++s) {
+      const auto size = static_cast<std::size_t>(cache.step_sizes()[s]);
+      if (size > 0) {
+        const std::int32_t slot = cache.step_slots()[s];
+        sequences_.push_back({slot, first_token, size, cache.length(slot)});
+        most_rows = std::max(most_rows, size * heads);
+        work += size * heads * static_cast<std::size_t>(cache.length(slot) + cache.step_sizes()[s]) * (width + latent);
+        first_token += size;
+      }
+    }
     const std::int64_t positions = cache.step_positions();
-    const std::size_t most_chunks = static_cast<std::size_t>((positions + min_chunk - 1) / min_chunk);
-    const std::size_t chunks = std::max<std::size_t>(1, std::min((pieces + tokens - 1) / tokens, most_chunks));
-    const std::int64_t chunk_positions = (positions + static_cast<std::int64_t>(chunks) - 1) /
-                                         static_cast<std::int64_t>(chunks);
-    const view<float> partials = detail::workspace(policy, partials_, tokens * chunks * heads * (latent + 2));
+    const detail::absorbed_plan plan = detail::plan_absorbed(policy, sequences_.size(), positions, most_rows, work);
+    pieces_.clear();
+    for (std::size_t sequence = 0; sequence < sequences_.size(); ++sequence) {
+      const std::int64_t length = sequences_[sequence].first_position + static_cast<std::int64_t>(sequences_[sequence].tokens);
+      for (std::int64_t split = 0; split * plan.split_positions < length; ++split) {
+        pieces_.push_back({sequence, split});
+      }
+    }
+    const auto splits = static_cast<std::size_t>((positions + plan.split_positions - 1) / plan.split_positions);
+    const view<float> states = detail::workspace(policy, states_, splits * tokens * heads * (latent + 2));
+    const std::size_t workers = std::min(plan.workers, pieces_.size());
+    const auto chunk = static_cast<std::size_t>(plan.chunk_positions);
+    // Per worker: the chunk's scores, its latent sums and rescale factors, and (bf16 cache) its rows in fp32.
+    const std::size_t widened_size = std::is_same_v<CacheElement, float> ? 0 : chunk * width;
+    const std::size_t worker_size = most_rows * (chunk + latent + 1) + widened_size;
+    const view<float> scratch = detail::workspace(policy, absorbed_scratch_, workers * worker_size);
     const detail::latent_storage<CacheElement> storage = cache.storage();
-    const detail::latent_storage<const CacheElement> readable{storage.values, storage.slots, storage.max_positions,
-                                                              storage.width};
-    for_each_n(for_operations_of(policy, static_cast<std::size_t>(chunk_positions) * heads * latent),
-               tokens * chunks,
-               detail::absorbed_attention_op<CacheElement>{query_latent.data(), query_rope.data(), dims, tokens,
-                                                           cache.step_plan().data(), readable, layer,
-                                                           softmax_scale(), chunk_positions, chunks,
-                                                           partials.data()});
+    detail::for_each_worker(policy, workers, [&](const auto& worker_policy, std::size_t worker) {
+      const view<float> own = scratch.subview(worker * worker_size, worker_size);
+      for (std::size_t p = pieces_.size() * worker / workers; p < pieces_.size() * (worker + 1) / workers; ++p) {
+        attend_split(worker_policy, storage, layer, dims, sequences_[pieces_[p].sequence], pieces_[p].split, plan,
+                     tokens, view<const float>(query), states, own);
+      }
+    });
     const view<float> latent_context = detail::workspace(policy, latent_context_, heads * tokens * latent);
-    for_each_n(for_operations_of(policy, chunks * latent), tokens * heads,
-               detail::merge_partials_op{partials.data(), dims, tokens, chunks, latent_context.data()});
+    for_each_n(for_operations_of(policy, splits * latent), tokens * heads,
+               detail::merge_splits_op{states.data(), dims, tokens, cache.step_plan().data(), plan.split_positions,
+                                       latent_context.data()});
     const view<float> head_values = detail::workspace(policy, head_values_, heads * tokens * v);
     const auto expanded_rows = static_cast<std::size_t>(dims.expanded_width());
     for (std::size_t head = 0; head < heads; ++head) {
@@ -443,6 +542,53 @@ class mla_attention {
     }
     for_each_n(for_operations_of(policy, v), heads * tokens,
                detail::heads_to_tokens_op{head_values.data(), dims, tokens, context.data()});
+  }
+
+  /// One split of one sequence (absorbed form): its states [sum, max, weighted c_kv] of the sequence's rows (token,
+  /// head) over positions [split x split_positions, + split_positions), chunk by chunk. `scratch` is the worker's.
+  template <class WorkerPolicy>
+  static void attend_split(const WorkerPolicy& policy, const detail::latent_storage<CacheElement>& storage, int layer,
+                           const detail::mla_dims& dims, const step_sequence& sequence, std::int64_t split,
+                           const detail::absorbed_plan& plan, std::size_t tokens, view<const float> query,
+                           view<float> states, view<float> scratch) {
+    const std::size_t rows = sequence.tokens * static_cast<std::size_t>(dims.heads);
+    const auto width = static_cast<std::size_t>(dims.cache_width());
+    const auto latent = static_cast<std::size_t>(dims.latent);
+    const auto chunk = static_cast<std::size_t>(plan.chunk_positions);
+    const view<const float> query_rows = query.subview(sequence.first_token * static_cast<std::size_t>(dims.heads) * width,
+                                                      rows * width);
+    const view<float> split_states =
+        states.subview((static_cast<std::size_t>(split) * tokens + sequence.first_token) *
+                           static_cast<std::size_t>(dims.heads) * (latent + 2),
+                       rows * (latent + 2));
+    const view<float> scores = scratch.subview(0, rows * chunk);
+    const view<float> chunk_sum = scratch.subview(rows * chunk, rows * latent);
+    const view<float> rescale = scratch.subview(rows * (chunk + latent), rows);
+    float* const widened = scratch.data() + rows * (chunk + latent + 1);
+    const std::int64_t begin = split * plan.split_positions;
+    const std::int64_t end =
+        std::min(sequence.first_position + static_cast<std::int64_t>(sequence.tokens), begin + plan.split_positions);
+    for (std::int64_t first = begin; first < end; first += plan.chunk_positions) {
+      const auto length = static_cast<std::size_t>(std::min(plan.chunk_positions, end - first));
+      const CacheElement* stored = storage.values + storage.offset(layer, sequence.slot, first);
+      const float* cached = nullptr;
+      if constexpr (std::is_same_v<CacheElement, float>) {
+        cached = stored;
+      } else {
+        for_each_n(policy, length * width, detail::widen_op<CacheElement>{stored, widened});
+        cached = widened;
+      }
+      const view<float> chunk_scores = scores.subview(0, rows * length);
+      gemm_nt(policy, rows, length, width, query_rows, view<const float>(cached, length * width), chunk_scores);
+      for_each_n(for_operations_of(policy, length), rows,
+                 detail::chunk_softmax_op{chunk_scores.data(), static_cast<std::int64_t>(length), dims.heads,
+                                          sequence.first_position - first, first == begin, split_states.data(),
+                                          dims.latent, rescale.data()});
+      gemm_nn(policy, rows, latent, length, view<const float>(chunk_scores),
+              view<const float>(cached, (length - 1) * width + latent), width, chunk_sum);
+      for_each_n(for_operations_of(policy, latent), rows,
+                 detail::accumulate_chunk_op{split_states.data(), chunk_sum.data(), rescale.data(), dims.latent});
+    }
   }
 
   void expanded(const Policy& policy, cache_type& cache, int layer, const detail::mla_dims& dims,
@@ -501,13 +647,17 @@ class mla_attention {
   typename Policy::template buffer<float> query_rope_;
   typename Policy::template buffer<float> context_;
   typename Policy::template buffer<float> query_latent_;
-  typename Policy::template buffer<float> partials_;
+  typename Policy::template buffer<float> absorbed_query_;
+  typename Policy::template buffer<float> states_;
+  typename Policy::template buffer<float> absorbed_scratch_;
   typename Policy::template buffer<float> latent_context_;
   typename Policy::template buffer<float> head_values_;
   typename Policy::template buffer<float> gathered_;
   typename Policy::template buffer<float> expanded_;
   typename Policy::template buffer<detail::token_place> gathered_places_;
   typename Policy::template buffer<std::int64_t> first_row_;
+  std::vector<step_sequence> sequences_;
+  std::vector<split_piece> pieces_;
   std::vector<detail::token_place> gathered_places_host_;
   std::vector<std::int64_t> first_row_host_;
 };

@@ -142,6 +142,45 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
   }
 }
 
+/// C = A * B with A [m x k] and C [m x n] dense and B [k x n] with rows `ldb` apart, row-major in device memory, by
+/// cuBLAS on the policy's stream: row-major C is column-major C^T = B^T * A^T, and row-major B with stride ldb is
+/// column-major B^T with leading dimension ldb. Full fp32 (or fp64) math, as gemm_nt.
+template <gemm_scalar T>
+void gemm_nn(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, std::size_t ldb,
+             view<T> c) {
+  detail::check_gemm_nn_shapes(m, n, k, a.size(), b.size(), ldb, c.size());
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (k == 0) {
+    NGEMB_CUDA_CHECK(cudaMemsetAsync(c.data(), 0, m * n * sizeof(T), policy.stream));
+    return;
+  }
+  constexpr std::size_t largest = static_cast<std::size_t>(std::numeric_limits<int>::max());
+  if (m > largest || n > largest || k > largest || ldb > largest) {
+    throw invalid_argument("gemm_nn: cuBLAS takes dimensions below 2^31, got " + std::to_string(m) + " x " +
+                           std::to_string(n) + " x " + std::to_string(k) + " with ldb " + std::to_string(ldb));
+  }
+  const cublasHandle_t handle = detail::cublas_handle();
+  detail::check_cublas(cublasSetStream(handle, policy.stream), "cublasSetStream", __FILE__, __LINE__);
+  const T one = 1;
+  const T zero = 0;
+  const int rows = static_cast<int>(n);
+  const int columns = static_cast<int>(m);
+  const int depth = static_cast<int>(k);
+  const int stride = static_cast<int>(ldb);
+  if constexpr (std::is_same_v<T, float>) {
+    detail::check_cublas(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), stride,
+                                     a.data(), depth, &zero, c.data(), rows),
+                         "cublasSgemm", __FILE__, __LINE__);
+  } else {
+    detail::check_cublas(cublasDgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), stride,
+                                     a.data(), depth, &zero, c.data(), rows),
+                         "cublasDgemm", __FILE__, __LINE__);
+  }
+}
+
 /// C = A * B^T with fp32 A [m x k], bf16/fp16 B [n x k] and fp32 C [m x n] in device memory, fp32 accumulation.
 /// Up to 8 rows of A (decode): a warp per row of B reads it once (cuda/mixed_gemm.cuh). More rows: B is widened to
 /// fp32 in stream-ordered scratch and cuBLAS runs the fp32 GEMM, whose time then dominates the extra pass.

@@ -2,6 +2,7 @@
 // Dense products under a policy. Every projection in ngemb is a Linear layer y = W x with W stored [out x in]
 // row-major (the PyTorch layout), applied to a batch of rows: C[m x n] = A[m x k] * B[n x k]^T. On the host this
 // runs Eigen's blocked GEMM, split across the policy's threads; device_policy.cuh adds the cuBLAS overload.
+// gemm_nn (C = A * B, B's rows a stride apart) multiplies by stored rows rather than weights (attention).
 // Weights may also be bf16 or fp16 (expert FFNs): activations stay fp32 and the products accumulate in fp32.
 #include <Eigen/Core>
 
@@ -86,6 +87,43 @@ void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_
       result.middleRows(begin, count).noalias() = lhs.middleRows(begin, count) * rhs.transpose();
     } else {
       result.middleCols(begin, count).noalias() = lhs * rhs.middleRows(begin, count).transpose();
+    }
+  });
+}
+
+/// C = A * B with A [m x k] and C [m x n] row-major and dense, and B [k x n] row-major with its rows `ldb` elements
+/// apart: a block of columns of a wider matrix (the c_kv part of latent cache rows, model/mla_attention.hpp).
+template <gemm_scalar T>
+void gemm_nn(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, std::size_t ldb,
+             view<T> c) {
+  detail::check_gemm_nn_shapes(m, n, k, a.size(), b.size(), ldb, c.size());
+  using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<row_major> result(c.data(), static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(n));
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (k == 0) {
+    result.setZero();
+    return;
+  }
+  const Eigen::Map<const row_major> lhs(a.data(), static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(k));
+  const Eigen::Map<const row_major, Eigen::Unaligned, Eigen::OuterStride<>> rhs(
+      b.data(), static_cast<Eigen::Index>(k), static_cast<Eigen::Index>(n),
+      Eigen::OuterStride<>(static_cast<Eigen::Index>(ldb)));
+  // The split of gemm_nt: rows of A, or columns of B when they are more.
+  const std::size_t work = m * n * k;
+  const std::size_t workers = std::clamp<std::size_t>(work / detail::min_gemm_work_per_thread, 1,
+                                                      std::min<std::size_t>(policy.resolved_threads(), std::max(m, n)));
+  const bool split_rows = m >= n;
+  const std::size_t extent = split_rows ? m : n;
+  for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
+    const auto begin = static_cast<Eigen::Index>(extent * worker / workers);
+    const auto count = static_cast<Eigen::Index>(extent * (worker + 1) / workers) - begin;
+    if (split_rows) {
+      result.middleRows(begin, count).noalias() = lhs.middleRows(begin, count) * rhs;
+    } else {
+      result.middleCols(begin, count).noalias() = lhs * rhs.middleCols(begin, count);
     }
   });
 }

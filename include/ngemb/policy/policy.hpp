@@ -12,6 +12,7 @@
 //   copy_to(p, view<const T>, view<T>)  host values into policy memory (ordered before later work on p)
 //   copy_to_host(p, view<const T>, view<T>)  policy memory back to host values, complete on return
 //   gemm_nt(p, m, n, k, a, b, c)        C = A * B^T for float and double, and fp32 A and C with bf16 or fp16 B
+//   gemm_nn(p, m, n, k, a, b, ldb, c)   C = A * B for float and double, B's rows ldb elements apart
 //   sort_pairs(p, keys_in, values_in, keys_out, values_out, key_bits, P::buffer<std::byte>& temp)
 //                                       a stable sort by key of std::int32_t keys and values (expert dispatch)
 //   row_chunk(p)                        consecutive row elements one element operation handles
@@ -76,6 +77,13 @@ concept policy_has_gemm_nt =
     };
 
 template <class P>
+concept policy_has_gemm_nn = requires(const P& p, std::size_t m, view<const float> af, view<float> cf,
+                                      view<const double> ad, view<double> cd) {
+  gemm_nn(p, m, m, m, af, af, m, cf);
+  gemm_nn(p, m, m, m, ad, ad, m, cd);
+};
+
+template <class P>
 concept policy_has_mixed_gemm_nt = requires(const P& p, std::size_t m, view<const float> a, view<const bf16> b16,
                                             view<const fp16> h16, view<float> c) {
   gemm_nt(p, m, m, m, a, b16, c);
@@ -114,8 +122,8 @@ template <class P>
 concept execution_policy =
     std::copyable<P> && detail::policy_has_buffer<P> && detail::policy_has_for_each_n<P> &&
     detail::policy_has_copy_to<P> && detail::policy_has_copy_to_host<P> && detail::policy_has_gemm_nt<P> &&
-    detail::policy_has_mixed_gemm_nt<P> && detail::policy_has_sort_pairs<P> && detail::policy_has_row_chunk<P> &&
-    detail::policy_has_for_operations_of<P> && detail::policy_has_synchronize<P> &&
+    detail::policy_has_gemm_nn<P> && detail::policy_has_mixed_gemm_nt<P> && detail::policy_has_sort_pairs<P> &&
+    detail::policy_has_row_chunk<P> && detail::policy_has_for_operations_of<P> && detail::policy_has_synchronize<P> &&
     detail::policy_has_memory_resource<P>;
 
 namespace detail {
@@ -133,6 +141,8 @@ constexpr bool check_execution_policy() {
                 "execution_policy: missing copy_to_host(policy, view<const T>, view<T>)");
   static_assert(policy_has_gemm_nt<P>,
                 "execution_policy: missing gemm_nt(policy, m, n, k, a, b, c) for float and double");
+  static_assert(policy_has_gemm_nn<P>,
+                "execution_policy: missing gemm_nn(policy, m, n, k, a, b, ldb, c) for float and double");
   static_assert(policy_has_mixed_gemm_nt<P>,
                 "execution_policy: missing the mixed gemm_nt(policy, m, n, k, fp32 a, bf16/fp16 b, fp32 c)");
   static_assert(policy_has_sort_pairs<P>,

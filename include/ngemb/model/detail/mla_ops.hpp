@@ -1,12 +1,14 @@
 #pragma once
 // The element operations of one MLA layer's step, shared by host and device (model/mla_attention.hpp sequences
-// them with the GEMMs). Layouts, T = the step's tokens:
+// them with the GEMMs). Layouts, T = the step's tokens, S = splits of the absorbed form:
 //   q            [T][heads][nope + rope]     the query projection's output
 //   query_nope   [heads][T][nope]            scaled, head-major so each head's absorption is one GEMM
 //   query_rope   [T][heads][rope]            scaled and rotated
 //   kv           [T][latent + rope]          kv_a_proj_with_mqa's output
 //   cache row    [latent + rope]             the normed, scaled c_kv and the rotated k_rope of one position
 //   query_latent [heads][T][latent]          query_nope times kv_b_proj's K half (absorbed form)
+//   query        [T][heads][latent + rope]   scaled [query_latent, query_rope]: a sequence's rows are one GEMM's A
+//   states       [S][T][heads][2 + latent]   per split: sum of weights, running max, weighted sum of c_kv
 //   latent_context [heads][T][latent]        softmax-weighted cache rows (absorbed form)
 //   expanded     [rows][heads][nope + v]     kv_b_proj of the gathered cache rows (expanded form)
 #include <cstddef>
@@ -128,124 +130,138 @@ struct store_latent_op {
   }
 };
 
-/// Index (token, chunk) of the absorbed form: over the chunk's share of positions [0, position] of the token's
-/// slot, every head's online softmax of scale * (query_latent . c_kv + query_rope . k_rope) and the weighted sum
-/// of c_kv, written as a partial [heads][2 + latent] (sum of weights, running max, unnormalised sum of rows). All
-/// heads of a token walk a block of cache rows together, so a step reads each row from memory once; within a
-/// block the running max moves once and each accumulator element takes the block's rows in one pass.
-template <class Element>
-struct absorbed_attention_op {
-  static constexpr int block = 8;
-
+/// Index (token, head) of the absorbed form: the row the scores GEMM multiplies with the cache rows, query
+/// [T][heads][latent + rope] = softmax scale * [query_latent, query_rope].
+struct absorbed_query_op {
   const float* query_latent;
   const float* query_rope;
   mla_dims dims;
   std::size_t tokens;
-  const token_place* plan;
-  latent_storage<const Element> cache;
-  int layer;
   float scale;
-  std::int64_t chunk_positions;
-  std::size_t chunks;
-  float* partials;  ///< [tokens][chunks][heads][2 + latent]
+  float* query;
 
   NGEMB_HD void operator()(std::size_t index) const {
-    const std::size_t token = index / chunks;
-    const auto chunk = static_cast<std::int64_t>(index % chunks);
-    const token_place place = plan[token];
-    const std::int64_t begin = chunk * chunk_positions;
-    const std::int64_t end = begin + chunk_positions < place.position + 1 ? begin + chunk_positions : place.position + 1;
-    const auto stride = static_cast<std::size_t>(dims.latent + 2);
-    float* part = partials + index * static_cast<std::size_t>(dims.heads) * stride;
-    for (int head = 0; head < dims.heads; ++head) {
-      float* state = part + static_cast<std::size_t>(head) * stride;
-      for (int d = 0; d < dims.latent + 2; ++d) {
-        state[d] = 0.0f;
-      }
+    const std::size_t token = index / static_cast<std::size_t>(dims.heads);
+    const auto head = static_cast<std::size_t>(index % static_cast<std::size_t>(dims.heads));
+    const float* latent = query_latent + (head * tokens + token) * static_cast<std::size_t>(dims.latent);
+    const float* rope = query_rope + index * static_cast<std::size_t>(dims.rope);
+    float* out = query + index * static_cast<std::size_t>(dims.cache_width());
+    for (int d = 0; d < dims.latent; ++d) {
+      out[d] = scale * latent[d];
     }
-    for (std::int64_t first = begin; first < end; first += block) {
-      const Element* rows[block];
-      bool present[block];
-      for (int p = 0; p < block; ++p) {
-        present[p] = first + p < end;
-        rows[p] = cache.values + cache.offset(layer, place.slot, present[p] ? first + p : first);
-      }
-      for (int head = 0; head < dims.heads; ++head) {
-        const float* latent_query =
-            query_latent + (static_cast<std::size_t>(head) * tokens + token) * static_cast<std::size_t>(dims.latent);
-        const float* rope_query =
-            query_rope + (token * static_cast<std::size_t>(dims.heads) + static_cast<std::size_t>(head)) *
-                             static_cast<std::size_t>(dims.rope);
-        float* state = part + static_cast<std::size_t>(head) * stride;
-        float scores[block];
-        float block_max = 0.0f;
-        for (int p = 0; p < block; ++p) {
-          scores[p] = scale * (dot_widened(latent_query, rows[p], dims.latent) +
-                               dot_widened(rope_query, rows[p] + dims.latent, dims.rope));
-          block_max = p == 0 || scores[p] > block_max ? scores[p] : block_max;  // rows[p] repeats a present row
-        }
-        const bool started = first != begin;
-        const float running_max = started && state[1] > block_max ? state[1] : block_max;
-        const float rescale = started ? ::expf(state[1] - running_max) : 0.0f;
-        float weights[block];
-        float weight_sum = 0.0f;
-        for (int p = 0; p < block; ++p) {
-          weights[p] = present[p] ? ::expf(scores[p] - running_max) : 0.0f;
-          weight_sum += weights[p];
-        }
-        state[0] = state[0] * rescale + weight_sum;
-        state[1] = running_max;
-        float* sum = state + 2;
-        for (int d = 0; d < dims.latent; ++d) {
-          float value = sum[d] * rescale;
-          for (int p = 0; p < block; ++p) {
-            value += weights[p] * static_cast<float>(rows[p][d]);
-          }
-          sum[d] = value;
-        }
-      }
+    for (int d = 0; d < dims.rope; ++d) {
+      out[dims.latent + d] = scale * rope[d];
     }
   }
 };
 
-/// Index (token, head): merges the token's chunk partials into latent_context [heads][T][latent].
-struct merge_partials_op {
-  const float* partials;
+/// Index row (token i of a sequence's step tokens, head) of one chunk of cache rows in the absorbed form: the
+/// online softmax step. Turns the row's scores into weights exp(score - running max), 0 past the token's position
+/// (causal mask), and updates its state [sum of weights, running max] in partial rows [2 + latent]; rescale[row]
+/// is what the row's weighted sum so far must be multiplied by (0: nothing summed yet).
+struct chunk_softmax_op {
+  float* scores;              ///< [rows][length]
+  std::int64_t length;
+  int heads;
+  std::int64_t first_offset;  ///< the sequence's first step token's position minus the chunk's first position
+  bool first_chunk;           ///< of the split: the states start empty
+  float* states;              ///< [rows][2 + latent]
+  int latent;
+  float* rescale;             ///< [rows]
+
+  NGEMB_HD void operator()(std::size_t row) const {
+    const auto token = static_cast<std::int64_t>(row / static_cast<std::size_t>(heads));
+    const std::int64_t reach = first_offset + token + 1;
+    const std::int64_t attended = reach < 0 ? 0 : (reach < length ? reach : length);
+    float* score = scores + row * static_cast<std::size_t>(length);
+    float* state = states + row * static_cast<std::size_t>(latent + 2);
+    const bool started = !first_chunk && state[0] > 0.0f;
+    if (attended == 0) {
+      for (std::int64_t j = 0; j < length; ++j) {
+        score[j] = 0.0f;
+      }
+      if (!started) {
+        state[0] = 0.0f;
+        state[1] = 0.0f;
+      }
+      rescale[row] = started ? 1.0f : 0.0f;
+      return;
+    }
+    float chunk_max = score[0];
+    for (std::int64_t j = 1; j < attended; ++j) {
+      chunk_max = score[j] > chunk_max ? score[j] : chunk_max;
+    }
+    const float running_max = started && state[1] > chunk_max ? state[1] : chunk_max;
+    const float factor = started ? ::expf(state[1] - running_max) : 0.0f;
+    float sum = 0.0f;
+    for (std::int64_t j = 0; j < attended; ++j) {
+      score[j] = ::expf(score[j] - running_max);
+      sum += score[j];
+    }
+    for (std::int64_t j = attended; j < length; ++j) {
+      score[j] = 0.0f;
+    }
+    state[0] = (started ? state[0] * factor : 0.0f) + sum;
+    state[1] = running_max;
+    rescale[row] = factor;
+  }
+};
+
+/// Index row of a chunk in the absorbed form: the row's weighted sum of c_kv (state + 2) rescaled to the new running
+/// max, plus the chunk's (weights x c_kv, `chunk_sum` [rows][latent]).
+struct accumulate_chunk_op {
+  float* states;  ///< [rows][2 + latent]
+  const float* chunk_sum;
+  const float* rescale;
+  int latent;
+
+  NGEMB_HD void operator()(std::size_t row) const {
+    float* sum = states + row * static_cast<std::size_t>(latent + 2) + 2;
+    const float* add = chunk_sum + row * static_cast<std::size_t>(latent);
+    const float factor = rescale[row];
+    if (factor == 0.0f) {  // the first contribution: the row holds nothing yet (perhaps not even numbers)
+      for (int d = 0; d < latent; ++d) {
+        sum[d] = add[d];
+      }
+      return;
+    }
+    for (int d = 0; d < latent; ++d) {
+      sum[d] = sum[d] * factor + add[d];
+    }
+  }
+};
+
+/// Index (token, head): merges the token's split states [splits][T][heads][2 + latent] into latent_context
+/// [heads][T][latent] (log-sum-exp rescaling). A token reads the splits up to its own position's, each of which
+/// attends to at least its first position, so every one it reads holds a sum >= 1.
+struct merge_splits_op {
+  const float* states;
   mla_dims dims;
   std::size_t tokens;
-  std::size_t chunks;
+  const token_place* plan;
+  std::int64_t split_positions;
   float* latent_context;
 
   NGEMB_HD void operator()(std::size_t index) const {
     const std::size_t token = index / static_cast<std::size_t>(dims.heads);
     const auto head = static_cast<std::size_t>(index % static_cast<std::size_t>(dims.heads));
     const auto stride = static_cast<std::size_t>(dims.latent + 2);
-    const auto state = [&](std::size_t chunk) {
-      return partials + ((token * chunks + chunk) * static_cast<std::size_t>(dims.heads) + head) * stride;
+    const auto splits = static_cast<std::size_t>(plan[token].position / split_positions + 1);
+    const auto state = [&](std::size_t split) {
+      return states + ((split * tokens + token) * static_cast<std::size_t>(dims.heads) + head) * stride;
     };
-    float overall_max = 0.0f;
-    bool any = false;
-    for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
-      const float* s = state(chunk);
-      if (s[0] > 0.0f && (!any || s[1] > overall_max)) {
-        overall_max = s[1];
-        any = true;
-      }
+    float overall_max = state(0)[1];
+    for (std::size_t split = 1; split < splits; ++split) {
+      overall_max = state(split)[1] > overall_max ? state(split)[1] : overall_max;
     }
     float* out = latent_context + (head * tokens + token) * static_cast<std::size_t>(dims.latent);
-    for (int d = 0; d < dims.latent; ++d) {
-      out[d] = 0.0f;
-    }
     float total = 0.0f;
-    for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
-      const float* s = state(chunk);
-      if (s[0] == 0.0f) {
-        continue;  // a chunk past the token's position
-      }
+    for (std::size_t split = 0; split < splits; ++split) {
+      const float* s = state(split);
       const float weight = ::expf(s[1] - overall_max);
       total += s[0] * weight;
       for (int d = 0; d < dims.latent; ++d) {
-        out[d] += weight * s[2 + d];
+        out[d] = (split == 0 ? 0.0f : out[d]) + weight * s[2 + d];
       }
     }
     for (int d = 0; d < dims.latent; ++d) {

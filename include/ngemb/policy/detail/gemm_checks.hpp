@@ -32,6 +32,33 @@ inline void check_gemm_shapes(std::size_t m, std::size_t n, std::size_t k, std::
   }
 }
 
+/// gemm_nn's operands: A [m x k] and C [m x n] dense, B [k x n] with rows `ldb` >= n elements apart (a view that
+/// ends with B's last row).
+inline void check_gemm_nn_shapes(std::size_t m, std::size_t n, std::size_t k, std::size_t a, std::size_t b,
+                                 std::size_t ldb, std::size_t c) {
+  if (ldb < n) {
+    throw invalid_argument("gemm_nn: ldb must be >= n = " + std::to_string(n) + ", got " + std::to_string(ldb));
+  }
+  const std::size_t b_span = k == 0 || n == 0 ? 0 : (k - 1) * ldb + n;
+  const auto fail = [](const char* operand, std::size_t got, const std::string& expected) {
+    throw shape_mismatch(std::string("gemm_nn: ") + operand + " must hold " + expected + " values, got " +
+                         std::to_string(got));
+  };
+  if (a != m * k) {
+    fail("A", a, std::to_string(m) + " x " + std::to_string(k) + " = " + std::to_string(m * k));
+  }
+  if (b != b_span) {
+    // Appended to a named string: g++ 12 misreads "(" + std::string&& as an overlapping memcpy (-Wrestrict).
+    std::string expected = "(";
+    expected += std::to_string(k) + " - 1) x " + std::to_string(ldb) + " + " + std::to_string(n) + " = " +
+                std::to_string(b_span);
+    fail("B", b, expected);
+  }
+  if (c != m * n) {
+    fail("C", c, std::to_string(m) + " x " + std::to_string(n) + " = " + std::to_string(m * n));
+  }
+}
+
 }  // namespace detail
 
 }  // namespace ngemb
