@@ -25,6 +25,22 @@ namespace detail {
 /// Multiply-adds below which a second thread costs more than it saves.
 inline constexpr std::size_t min_gemm_work_per_thread = std::size_t{1} << 22;
 
+/// Runs a host GEMM's output in blocks over the threads its work pays for, splitting the larger output dimension:
+/// rows of A for a prefill, columns of C (rows of B^T) for a decode batch. block(split_rows, begin, count).
+template <class Block>
+void split_gemm(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k, const Block& block) {
+  const std::size_t work = m * n * k;
+  const std::size_t workers = std::clamp<std::size_t>(work / min_gemm_work_per_thread, 1,
+                                                      std::min<std::size_t>(policy.resolved_threads(), std::max(m, n)));
+  const bool split_rows = m >= n;
+  const std::size_t extent = split_rows ? m : n;
+  for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
+    const auto begin = static_cast<Eigen::Index>(extent * worker / workers);
+    const auto count = static_cast<Eigen::Index>(extent * (worker + 1) / workers) - begin;
+    block(split_rows, begin, count);
+  });
+}
+
 /// Rows of A up to which the mixed GEMM widens one weight row at a time (it stays in L1) and dots it with every row
 /// of A; beyond, widening blocks for Eigen's kernels pays (measured on the Lite MoE shape, bench/moe.cpp).
 inline constexpr std::size_t mixed_gemm_direct_rows = 16;
@@ -74,15 +90,7 @@ void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_
     result.setZero();
     return;
   }
-  // Split the larger output dimension: rows of A for a prefill, rows of B (output features) for a decode batch.
-  const std::size_t work = m * n * k;
-  const std::size_t workers = std::clamp<std::size_t>(work / detail::min_gemm_work_per_thread, 1,
-                                                      std::min<std::size_t>(policy.resolved_threads(), std::max(m, n)));
-  const bool split_rows = m >= n;
-  const std::size_t extent = split_rows ? m : n;
-  for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
-    const auto begin = static_cast<Eigen::Index>(extent * worker / workers);
-    const auto count = static_cast<Eigen::Index>(extent * (worker + 1) / workers) - begin;
+  detail::split_gemm(policy, m, n, k, [&](bool split_rows, Eigen::Index begin, Eigen::Index count) {
     if (split_rows) {
       result.middleRows(begin, count).noalias() = lhs.middleRows(begin, count) * rhs.transpose();
     } else {
@@ -111,15 +119,7 @@ void gemm_nn(const host_policy& policy, std::size_t m, std::size_t n, std::size_
   const Eigen::Map<const row_major, Eigen::Unaligned, Eigen::OuterStride<>> rhs(
       b.data(), static_cast<Eigen::Index>(k), static_cast<Eigen::Index>(n),
       Eigen::OuterStride<>(static_cast<Eigen::Index>(ldb)));
-  // The split of gemm_nt: rows of A, or columns of B when they are more.
-  const std::size_t work = m * n * k;
-  const std::size_t workers = std::clamp<std::size_t>(work / detail::min_gemm_work_per_thread, 1,
-                                                      std::min<std::size_t>(policy.resolved_threads(), std::max(m, n)));
-  const bool split_rows = m >= n;
-  const std::size_t extent = split_rows ? m : n;
-  for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
-    const auto begin = static_cast<Eigen::Index>(extent * worker / workers);
-    const auto count = static_cast<Eigen::Index>(extent * (worker + 1) / workers) - begin;
+  detail::split_gemm(policy, m, n, k, [&](bool split_rows, Eigen::Index begin, Eigen::Index count) {
     if (split_rows) {
       result.middleRows(begin, count).noalias() = lhs.middleRows(begin, count) * rhs;
     } else {
