@@ -55,4 +55,5 @@
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "ngemb/text/byte_tokenizer.hpp"
 #include "ngemb/version.hpp"
