@@ -3,6 +3,9 @@
 // each sequence sampling its next token from its last-token logits.
 //
 //   auto result = ngemb::generate(policy, model, {{1, 17, 42}}, {.max_new_tokens = 32});
+//   ngemb::generate(policy, model, prompts, options, [](const ngemb::generation_progress& step) {
+//     for (const auto& [prompt, token] : step.new_tokens) { /* each token as it is produced */ }
+//   });
 #include <chrono>
 #include <concepts>
 #include <cstddef>
