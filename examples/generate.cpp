@@ -4,6 +4,8 @@
 // tokens/s and where the time went. With --checkpoint DIR it runs a saved model as the layout its config.json's
 // model_type names: "longcat_flash_ngram" (LongCat-Flash-Lite), "longcat_flash", or none (the demo's). Every option is
 // checked before any work: ranges when parsed, prompt token ids and lengths against config.json before the weights.
+// --prompt-text runs a byte-level model (text/byte_tokenizer.hpp) and streams the text as it is generated; --score
+// measures bits per byte of files in fixed windows (model/score.hpp).
 #include <stdlib.h>  // mkdtemp
 
 #include <algorithm>
@@ -16,6 +18,8 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -44,6 +48,9 @@ struct arguments {
   std::optional<std::filesystem::path> checkpoint;
   std::optional<std::filesystem::path> save;
   std::vector<std::vector<std::int32_t>> prompts;
+  std::optional<std::string> prompt_text;
+  std::vector<fs::path> score_files;
+  std::optional<std::int64_t> context;  ///< --score's window; 512 when not given
   ngemb::generation_options generation;
   unsigned threads = 0;
 };
@@ -81,8 +88,8 @@ arguments parse(int argc, char** argv) {
   arguments parsed;
   parsed.generation.max_new_tokens = 32;
   parse_arguments(argc, argv,
-                  {"--checkpoint", "--save", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p",
-                   "--seed", "--threads"},
+                  {"--checkpoint", "--save", "--prompt", "--prompt-text", "--score", "--context", "--max-new-tokens",
+                   "--temperature", "--top-k", "--top-p", "--seed", "--threads"},
                   parsed.help, [&](std::string_view option, std::string_view value) {
                     if (option == "--checkpoint") {
                       parsed.checkpoint = std::filesystem::path(value);
@@ -90,6 +97,18 @@ arguments parse(int argc, char** argv) {
                       parsed.save = std::filesystem::path(value);
                     } else if (option == "--prompt") {
                       parsed.prompts.push_back(parse_prompt(value));
+                    } else if (option == "--prompt-text") {
+                      if (parsed.prompt_text) {
+                        throw bad_input("--prompt-text given twice; text mode runs one prompt");
+                      }
+                      parsed.prompt_text = std::string(value);
+                    } else if (option == "--score") {
+                      parsed.score_files.emplace_back(value);
+                    } else if (option == "--context") {
+                      parsed.context = parse_option<std::int64_t>(option, value);
+                      if (*parsed.context < 1) {
+                        throw bad_input("--context must be >= 1, got " + std::string(value));
+                      }
                     } else if (option == "--max-new-tokens") {
                       parsed.generation.max_new_tokens = parse_option<int>(option, value);
                       if (parsed.generation.max_new_tokens < 1) {
@@ -120,6 +139,15 @@ arguments parse(int argc, char** argv) {
   if (parsed.checkpoint && parsed.save) {
     throw bad_input("--save writes the generated model; with --checkpoint there is none");
   }
+  if (parsed.prompt_text && !parsed.prompts.empty()) {
+    throw bad_input("--prompt-text and --prompt are exclusive (text or token ids)");
+  }
+  if (!parsed.score_files.empty() && (parsed.prompt_text || !parsed.prompts.empty())) {
+    throw bad_input("--score scores files; it takes no --prompt or --prompt-text");
+  }
+  if (parsed.context && parsed.score_files.empty()) {
+    throw bad_input("--context is the window of --score; give --score FILE");
+  }
   if (parsed.prompts.size() > max_prompts) {
     throw bad_input("at most " + std::to_string(max_prompts) + " --prompt options (one sequence each), got " +
                     std::to_string(parsed.prompts.size()));
@@ -131,11 +159,19 @@ void print_help() {
   std::puts(
       "usage: generate [--checkpoint DIR | --save DIR] [--prompt \"ID ID ...\"]... [--max-new-tokens N]\n"
       "                [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]\n"
+      "       generate [--checkpoint DIR] --prompt-text TEXT [--max-new-tokens N] [sampling options]\n"
+      "       generate [--checkpoint DIR] --score FILE [--score FILE]... [--context W]\n"
       "With --checkpoint DIR: runs the checkpoint as the layout config.json's model_type names\n"
       "(longcat_flash_ngram, longcat_flash, or none for the demo layout).\n"
       "Without --checkpoint: builds a small LongCat-shaped model from a fixed seed, saves it to a temporary\n"
       "folder (or --save DIR, a new or empty folder) and loads it back. Greedy unless --temperature > 0. Each\n"
-      "--prompt adds a sequence (at most 16).");
+      "--prompt adds a sequence (at most 16).\n"
+      "--prompt-text TEXT: a byte-level model (vocab_size >= 259: byte b is token b, then BOS, EOS, PAD) continues\n"
+      "TEXT (BOS first); the text is printed as it is generated, invalid UTF-8 shown as U+FFFD, until\n"
+      "--max-new-tokens or the config's eos_token_id.\n"
+      "--score FILE: bits per byte of the files under a byte-level model, in windows of W tokens (--context,\n"
+      "default 512, at most max_position_embeddings), each an independent sequence: a file's bytes follow BOS, and\n"
+      "every byte is predicted once.");
 }
 
 /// "No such file or directory" as "no such file or directory", to follow "path: " in a message.
@@ -256,15 +292,59 @@ std::string join(const std::vector<std::int32_t>& tokens) {
   return text;
 }
 
-/// Loads `folder` as a Model and generates from the prompts, printing tokens, speeds and the time share.
+/// --prompt-text and --score read bytes as tokens: bad_input unless the vocabulary holds the byte tokenizer's.
+void check_byte_vocabulary(const char* option, const ngemb::model_config& config, const std::string& source) {
+  if (config.vocab_size() < ngemb::byte_tokenizer::vocab_size) {
+    throw bad_input(std::string(option) + " needs a byte-level model: vocab_size = " +
+                    std::to_string(config.vocab_size()) + " of " + source + " is below " +
+                    std::to_string(ngemb::byte_tokenizer::vocab_size) + " (256 bytes, BOS, EOS, PAD)");
+  }
+}
+
+/// The bytes of a --score file; bad_input naming it when it cannot be read.
+std::string read_score_file(const fs::path& file) {
+  const std::string what = "--score " + file.string();
+  std::error_code failure;
+  const fs::file_status status = fs::status(file, failure);
+  if (status.type() == fs::file_type::not_found) {
+    throw bad_input(what + ": no such file or directory");
+  }
+  if (failure) {
+    throw bad_input(what + ": " + reason(failure));
+  }
+  if (fs::is_directory(status)) {
+    throw bad_input(what + ": a folder, not a file");
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    throw bad_input(what + ": cannot open: " + reason(std::error_code(errno, std::generic_category())));
+  }
+  std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) {
+    throw bad_input(what + ": cannot read: " + reason(std::error_code(errno, std::generic_category())));
+  }
+  return bytes;
+}
+
+void print_speeds(const ngemb::generation_result& result) {
+  std::printf("prefill: %zu tokens in %.1f ms (%.0f tokens/s)\n", result.prefill_tokens,
+              result.prefill_seconds * 1e3, static_cast<double>(result.prefill_tokens) / result.prefill_seconds);
+  if (result.decode_tokens > 0) {
+    std::printf("decode:  %zu tokens in %.1f ms (%.0f tokens/s)\n", result.decode_tokens, result.decode_seconds * 1e3,
+                static_cast<double>(result.decode_tokens) / result.decode_seconds);
+  }
+  std::printf("time share:");
+  for (std::size_t stage = 0; stage < static_cast<std::size_t>(ngemb::model_stage::count); ++stage) {
+    const auto which = static_cast<ngemb::model_stage>(stage);
+    std::printf("%s %s %.1f%%", stage == 0 ? "" : ",", ngemb::name_of(which), 100.0 * result.stages.share(which));
+  }
+  std::printf("\n");
+}
+
+/// Token mode: the progress on stderr, then each prompt and its new token ids.
 template <class Model>
-int load_and_generate(const ngemb::host_policy& policy, const fs::path& folder,
-                      const std::vector<std::vector<std::int32_t>>& prompts, const arguments& args) {
-  const auto load_start = std::chrono::steady_clock::now();
-  Model lm = Model::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0});
-  std::printf("loaded %s in %.2f s\n", folder.c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
-  ngemb::generation_options options = args.generation;
+void generate_tokens(const ngemb::host_policy& policy, Model& lm, const std::vector<std::vector<std::int32_t>>& prompts,
+                     ngemb::generation_options options) {
   options.profile = true;
   const bool terminal = ::isatty(STDERR_FILENO) != 0;
   const auto result = ngemb::generate(policy, lm, prompts, options, [&](const ngemb::generation_progress& progress) {
@@ -278,18 +358,74 @@ int load_and_generate(const ngemb::host_policy& policy, const fs::path& folder,
     std::printf("prompt %zu (%zu tokens): %s\n  -> %s\n", p, prompts[p].size(), join(prompts[p]).c_str(),
                 join(result.tokens[p]).c_str());
   }
-  std::printf("prefill: %zu tokens in %.1f ms (%.0f tokens/s)\n", result.prefill_tokens,
-              result.prefill_seconds * 1e3, static_cast<double>(result.prefill_tokens) / result.prefill_seconds);
-  if (result.decode_tokens > 0) {
-    std::printf("decode:  %zu tokens in %.1f ms (%.0f tokens/s)\n", result.decode_tokens, result.decode_seconds * 1e3,
-                static_cast<double>(result.decode_tokens) / result.decode_seconds);
+  print_speeds(result);
+}
+
+/// Text mode: the prompt, then the new bytes as each step produces them, through one utf8_stream (a prompt that
+/// ends inside a character is completed by the generated bytes); it stops at the config's EOS.
+template <class Model>
+void generate_text(const ngemb::host_policy& policy, Model& lm, const std::string& text,
+                   ngemb::generation_options options) {
+  options.profile = true;
+  options.stop_token = lm.config().ngram.eos_token
+                           ? std::optional<std::int32_t>(static_cast<std::int32_t>(*lm.config().ngram.eos_token))
+                           : std::nullopt;
+  ngemb::utf8_stream display;
+  std::fputs(display.push(text).c_str(), stdout);
+  std::fflush(stdout);
+  const auto result = ngemb::generate(
+      policy, lm, {ngemb::byte_tokenizer::encode(text)}, options, [&](const ngemb::generation_progress& progress) {
+        for (const ngemb::generated_token& emitted : progress.new_tokens) {
+          if (emitted.token < ngemb::byte_tokenizer::vocab_size) {  // a larger vocabulary's other ids are no text
+            std::fputs(display.push(ngemb::byte_tokenizer::decode({&emitted.token, 1})).c_str(), stdout);
+          }
+        }
+        std::fflush(stdout);
+      });
+  std::printf("%s\n", display.finish().c_str());
+  print_speeds(result);
+}
+
+/// Score mode: one line, bits per byte over all files (nats and bytes summed over the files).
+template <class Model>
+void score_files(const ngemb::host_policy& policy, Model& lm, const std::vector<std::string>& files,
+                 std::int64_t window) {
+  double nats = 0.0;
+  std::size_t bytes = 0;
+  for (const std::string& file : files) {
+    const std::vector<std::int32_t> tokens = ngemb::byte_tokenizer::encode(file);
+    const ngemb::score_result result =
+        ngemb::score(policy, lm, ngemb::view<const std::int32_t>(tokens), {.window = window});
+    nats += result.nats;
+    bytes += result.predicted;
   }
-  std::printf("time share:");
-  for (std::size_t stage = 0; stage < static_cast<std::size_t>(ngemb::model_stage::count); ++stage) {
-    const auto which = static_cast<ngemb::model_stage>(stage);
-    std::printf("%s %s %.1f%%", stage == 0 ? "" : ",", ngemb::name_of(which), 100.0 * result.stages.share(which));
+  std::printf("bits per byte: %.6f (%zu bytes, %zu files, %lld-token windows)\n",
+              nats / (static_cast<double>(bytes) * std::log(2.0)), bytes, files.size(),
+              static_cast<long long>(window));
+}
+
+/// What a run does once the model is loaded: generate from token ids or text, or score files.
+struct work {
+  std::vector<std::vector<std::int32_t>> prompts;
+  std::vector<std::string> score_files;  ///< the files' bytes
+  std::int64_t window = 512;
+};
+
+/// Loads `folder` as a Model and runs `job`. Score mode prints only its result line on stdout: the load goes to
+/// stderr there.
+template <class Model>
+int load_and_run(const ngemb::host_policy& policy, const fs::path& folder, const work& job, const arguments& args) {
+  const auto load_start = std::chrono::steady_clock::now();
+  Model lm = Model::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0});
+  std::fprintf(job.score_files.empty() ? stdout : stderr, "loaded %s in %.2f s\n", folder.c_str(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+  if (!job.score_files.empty()) {
+    score_files(policy, lm, job.score_files, job.window);
+  } else if (args.prompt_text) {
+    generate_text(policy, lm, *args.prompt_text, args.generation);
+  } else {
+    generate_tokens(policy, lm, job.prompts, args.generation);
   }
-  std::printf("\n");
   return 0;
 }
 
@@ -304,19 +440,40 @@ int run(const arguments& args) {
   }
   const ngemb::model_config config = args.checkpoint ? ngemb::read_model_config(*args.checkpoint) : demo_config();
   const std::string config_source = args.checkpoint ? (*args.checkpoint / "config.json").string() : "the demo model";
-  std::vector<std::vector<std::int32_t>> prompts = args.prompts;
-  if (prompts.empty()) {  // three prompts of different lengths: a ragged prefill
+  work job;
+  if (!args.score_files.empty()) {
+    check_byte_vocabulary("--score", config, config_source);
+    job.window = args.context.value_or(512);
+    if (job.window > config.max_position_embeddings) {
+      throw bad_input("--context " + std::to_string(job.window) + " is more than max_position_embeddings = " +
+                      std::to_string(config.max_position_embeddings) + " of " + config_source);
+    }
+    std::size_t bytes = 0;
+    for (const fs::path& file : args.score_files) {
+      job.score_files.push_back(read_score_file(file));
+      bytes += job.score_files.back().size();
+    }
+    if (bytes == 0) {
+      throw bad_input("--score: the files hold no bytes to score");
+    }
+  } else if (args.prompt_text) {
+    check_byte_vocabulary("--prompt-text", config, config_source);
+    job.prompts.push_back(ngemb::byte_tokenizer::encode(*args.prompt_text));
+  } else {
+    job.prompts = args.prompts;
+  }
+  if (job.prompts.empty() && job.score_files.empty()) {  // three prompts of different lengths: a ragged prefill
     std::mt19937 engine(static_cast<std::uint32_t>(seed));
     const auto last = static_cast<std::int32_t>(config.vocab_size() - 1);
     std::uniform_int_distribution<std::int32_t> token(std::min(3, last), last);
     for (const int length : {48, 16, 32}) {
-      prompts.emplace_back();
+      job.prompts.emplace_back();
       for (int i = 0; i < length; ++i) {
-        prompts.back().push_back(token(engine));
+        job.prompts.back().push_back(token(engine));
       }
     }
   }
-  check_prompts(prompts, args.generation.max_new_tokens, config, config_source);
+  check_prompts(job.prompts, args.generation.max_new_tokens, config, config_source);
 
   std::optional<scratch_folder> scratch;
   fs::path folder;
@@ -327,23 +484,24 @@ int run(const arguments& args) {
     const model generated = random_model(policy, config, seed);
     folder = args.save ? *args.save : scratch.emplace().path / "checkpoint";
     generated.save(policy, folder, {.max_shard_bytes = std::size_t{32} << 20});
-    std::printf("built a LongCat-shaped model from seed %llu: %d shortcut layers, H=%lld, %d routed + %d zero experts "
-                "(top %d), n-gram embedding N=%d K=%d over V=%lld\nsaved it to %s (%.1f MB) in %.2f s\n",
-                static_cast<unsigned long long>(seed), config.num_layers, static_cast<long long>(config.hidden_size()),
-                config.n_routed_experts, config.zero_expert_num, config.moe_topk, config.ngram.max_order,
-                config.ngram.splits, static_cast<long long>(config.vocab_size()), folder.c_str(),
-                static_cast<double>(folder_bytes(folder)) / 1e6,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - built).count());
+    std::fprintf(job.score_files.empty() ? stdout : stderr,
+                 "built a LongCat-shaped model from seed %llu: %d shortcut layers, H=%lld, %d routed + %d zero experts "
+                 "(top %d), n-gram embedding N=%d K=%d over V=%lld\nsaved it to %s (%.1f MB) in %.2f s\n",
+                 static_cast<unsigned long long>(seed), config.num_layers,
+                 static_cast<long long>(config.hidden_size()), config.n_routed_experts, config.zero_expert_num,
+                 config.moe_topk, config.ngram.max_order, config.ngram.splits,
+                 static_cast<long long>(config.vocab_size()), folder.c_str(),
+                 static_cast<double>(folder_bytes(folder)) / 1e6,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - built).count());
   }
   // A checkpoint runs as the layout its config.json names; the demo layout has no model_type.
   if (config.model_type == "longcat_flash_ngram") {
-    return load_and_generate<ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model>(policy, folder, prompts,
-                                                                                            args);
+    return load_and_run<ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model>(policy, folder, job, args);
   }
   if (config.model_type == "longcat_flash") {
-    return load_and_generate<ngemb::presets::longcat_flash<ngemb::host_policy>::model>(policy, folder, prompts, args);
+    return load_and_run<ngemb::presets::longcat_flash<ngemb::host_policy>::model>(policy, folder, job, args);
   }
-  return load_and_generate<model>(policy, folder, prompts, args);
+  return load_and_run<model>(policy, folder, job, args);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/model/generate.hpp"
+#include "ngemb/model/score.hpp"
 #include "ngemb/presets/longcat.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "model_golden.hpp"
@@ -55,6 +57,27 @@ void copy_checkpoint(const std::filesystem::path& source, const std::filesystem:
   tensors.insert(tensors.end(), extra.begin(), extra.end());
   ngemb::write_safetensors_checkpoint(folder, tensors, std::size_t{1} << 20);
   std::filesystem::copy_file(source / "config.json", folder / "config.json");
+}
+
+/// generate() on the host, checking what it streams: each step's new tokens (prompt order, one per sequence that
+/// ran) concatenated per prompt equal the result's tokens.
+template <class Model>
+ngemb::generation_result generate_streamed(Model& model, const std::vector<std::vector<std::int32_t>>& prompts,
+                                           const ngemb::generation_options& options) {
+  std::vector<std::vector<std::int32_t>> streamed(prompts.size());
+  int next_step = 0;
+  std::size_t running = prompts.size();
+  const auto result = ngemb::generate(host, model, prompts, options, [&](const ngemb::generation_progress& progress) {
+    CHECK(progress.step == next_step++);
+    CHECK(progress.new_tokens.size() == running);
+    running = progress.active_sequences;
+    for (std::size_t i = 0; i < progress.new_tokens.size(); ++i) {
+      CHECK((i == 0 || progress.new_tokens[i - 1].prompt < progress.new_tokens[i].prompt));
+      streamed[progress.new_tokens[i].prompt].push_back(progress.new_tokens[i].token);
+    }
+  });
+  CHECK(streamed == result.tokens);
+  return result;
 }
 
 }  // namespace
@@ -250,21 +273,21 @@ TEST_CASE("generation: seeded sampling is reproducible, non-finite logits are re
   ngemb::generation_options options;
   options.max_new_tokens = 6;
   options.sampling = {.temperature = 0.8f, .top_k = 20, .top_p = 0.9f, .seed = 42};
-  const auto first = ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options);
-  const auto again = ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options);
+  const auto first = generate_streamed(model, expected.sequences, options);
+  const auto again = generate_streamed(model, expected.sequences, options);
   CHECK(first.tokens == again.tokens);
   options.sampling.seed = 43;
-  CHECK(ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options).tokens != first.tokens);
+  CHECK(generate_streamed(model, expected.sequences, options).tokens != first.tokens);
   options.sampling = {.temperature = 1.0f, .top_k = 1, .top_p = 1.0f, .seed = 7};  // top-1 sampling is greedy
   options.max_new_tokens = expected.max_new_tokens;
-  CHECK(ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options).tokens == expected.greedy);
+  CHECK(generate_streamed(model, expected.sequences, options).tokens == expected.greedy);
 
   options.stop_token = expected.greedy[0][1];
-  const auto stopped = ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options);
+  const auto stopped = generate_streamed(model, expected.sequences, options);
   CHECK(stopped.tokens[0] == std::vector<std::int32_t>(expected.greedy[0].begin(), expected.greedy[0].begin() + 2));
 
   options.max_new_tokens = 100;  // prompt + new tokens beyond max_position_embeddings = 64
-  CHECK_THROWS_WITH_AS(ngemb::generate(ngemb::host_policy{}, model, expected.sequences, options),
+  CHECK_THROWS_WITH_AS(generate_streamed(model, expected.sequences, options),
                        doctest::Contains("max_positions"), ngemb::invalid_argument);
 
   const temp_folder folder;
@@ -517,20 +540,87 @@ TEST_CASE("generation: a sequence's tokens depend on its seed and index only, no
   const auto& a = expected.sequences[0];
   const auto& b = expected.sequences[1];
   const auto& c = expected.sequences[2];
-  const auto alone = ngemb::generate(host, model, {a}, options).tokens;
-  CHECK(ngemb::generate(host, model, {a}, options).tokens == alone);  // the same seed, the same tokens
-  CHECK(ngemb::generate(host, model, {a, b}, options).tokens[0] == alone[0]);
-  CHECK(ngemb::generate(host, model, {a, c, b}, options).tokens[0] == alone[0]);
+  const auto alone = generate_streamed(model, {a}, options).tokens;
+  CHECK(generate_streamed(model, {a}, options).tokens == alone);  // the same seed, the same tokens
+  CHECK(generate_streamed(model, {a, b}, options).tokens[0] == alone[0]);
+  CHECK(generate_streamed(model, {a, c, b}, options).tokens[0] == alone[0]);
   // A sequence that stops early (its first token is the stop token) leaves the others' streams alone.
-  const auto b_alone = ngemb::generate(host, model, {b}, options).tokens[0];
-  options.stop_token = ngemb::generate(host, model, {a, c}, options).tokens[1][0];
+  const auto b_alone = generate_streamed(model, {b}, options).tokens[0];
+  options.stop_token = generate_streamed(model, {a, c}, options).tokens[1][0];
   REQUIRE(std::find(alone[0].begin(), alone[0].end(), *options.stop_token) == alone[0].end());
-  const auto stopped = ngemb::generate(host, model, {a, c}, options).tokens;
+  const auto stopped = generate_streamed(model, {a, c}, options).tokens;
   CHECK(stopped[0] == alone[0]);
   CHECK(stopped[1].size() == 1);
   // Each token is the Philox draw (seed, prompt index, token index): sequence 1 of {a, b} is not b alone.
   options.stop_token.reset();
-  CHECK(ngemb::generate(host, model, {a, b}, options).tokens[1] != b_alone);
+  CHECK(generate_streamed(model, {a, b}, options).tokens[1] != b_alone);
+}
+
+TEST_CASE("score: batched windows equal each window run alone, partial and short streams included") {
+  auto model = shortcut_lm::load(host, model_dir / "shortcut", {.max_sequences = 3, .max_positions = 0});
+  const auto vocab = static_cast<std::size_t>(model.config().vocab_size());
+  // The protocol window by window: each one alone in a fresh sequence, its every-token logits, -log softmax in
+  // double of the next token.
+  const auto reference = [&](const std::vector<std::int32_t>& tokens, std::size_t window) {
+    double nats = 0.0;
+    for (std::size_t s = 0; s + 1 < tokens.size(); s += window) {
+      const std::size_t count = std::min(window, tokens.size() - 1 - s);
+      const std::vector<std::int32_t> inputs(tokens.begin() + static_cast<long>(s),
+                                             tokens.begin() + static_cast<long>(s + count));
+      const auto ids = start(model, 1);
+      const auto logits = ngemb_test::run_batch(model, host, {inputs}, ids, ngemb::logits_for::every_token);
+      model.end_sequence(ids[0]);
+      for (std::size_t row = 0; row < count; ++row) {
+        const float* values = logits.data() + row * vocab;
+        double total = 0.0;
+        for (std::size_t v = 0; v < vocab; ++v) {
+          total += std::exp(static_cast<double>(values[v]));
+        }
+        nats += std::log(total) - values[static_cast<std::size_t>(tokens[s + row + 1])];
+      }
+    }
+    return nats;
+  };
+  std::mt19937 engine(31);
+  std::uniform_int_distribution<std::int32_t> token(0, static_cast<std::int32_t>(vocab) - 1);
+  for (const std::size_t window : {std::size_t{8}, std::size_t{5}, std::size_t{64}}) {
+    // 0 and 1 tokens predict nothing; 5 (with window 8 or 64) is shorter than one window; 9 and 17 fill whole
+    // windows of 8; 30 and 41 end in a partial one; 41 with window 5 needs more windows than the model's 3 sequences.
+    for (const std::size_t length : {0, 1, 2, 5, 9, 17, 30, 41}) {
+      std::vector<std::int32_t> tokens(length);
+      for (std::int32_t& value : tokens) {
+        value = token(engine);
+      }
+      const double expected = reference(tokens, window);
+      // One window per forward, a partial batch, and as many as the model holds.
+      for (const std::size_t batch : {std::size_t{1}, std::size_t{20}, std::size_t{4096}}) {
+        CAPTURE(window);
+        CAPTURE(length);
+        CAPTURE(batch);
+        const ngemb::score_result result =
+            ngemb::score(host, model, ngemb::view<const std::int32_t>(tokens),
+                         {.window = static_cast<std::int64_t>(window), .max_batch_tokens = batch});
+        CHECK(result.predicted == (length < 2 ? 0 : length - 1));
+        CHECK(result.nats == doctest::Approx(expected).epsilon(1e-6));
+      }
+    }
+  }
+  // Every sequence was ended: all three can be started again.
+  const auto ids = start(model, 3);
+  for (const auto id : ids) {
+    model.end_sequence(id);
+  }
+
+  const std::vector<std::int32_t> tokens{5, 17, 96, 2};
+  const ngemb::view<const std::int32_t> stream(tokens);
+  CHECK_THROWS_WITH_AS(ngemb::score(host, model, stream, {.window = 65}),
+                       "score: window must be in [1, max_positions = 64], got 65", ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(ngemb::score(host, model, stream, {.window = 0}), doctest::Contains("got 0"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_AS(ngemb::score(host, model, stream, {.window = 8, .max_batch_tokens = 0}), ngemb::invalid_argument);
+  const std::vector<std::int32_t> bad{5, 17, 97};  // the last token is only a target, never an input
+  CHECK_THROWS_WITH_AS(ngemb::score(host, model, ngemb::view<const std::int32_t>(bad), {.window = 8}),
+                       "score: token 97 at index 2 is outside [0, 97)", ngemb::token_out_of_range);
 }
 
 TEST_CASE("model_config: config.json round trip and field errors") {

@@ -41,6 +41,7 @@
 #include "ngemb/model/model_config.hpp"
 #include "ngemb/model/rms_norm.hpp"
 #include "ngemb/model/rotary.hpp"
+#include "ngemb/model/score.hpp"
 #include "ngemb/model/sampling.hpp"
 #include "ngemb/model/stage_times.hpp"
 #include "ngemb/model/sublayer_shape.hpp"
@@ -55,4 +56,5 @@
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "ngemb/text/byte_tokenizer.hpp"
 #include "ngemb/version.hpp"

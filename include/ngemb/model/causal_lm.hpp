@@ -304,6 +304,8 @@ class causal_lm {
   [[nodiscard]] const Embedding& embedding() const { return embedding_; }
   [[nodiscard]] const std::vector<Block>& blocks() const { return blocks_; }
   [[nodiscard]] std::int64_t max_positions() const { return max_positions_; }
+  /// How many sequences may be started at once (sequence_capacity::max_sequences).
+  [[nodiscard]] std::size_t max_sequences() const { return slot_of_.size(); }
   [[nodiscard]] std::int64_t vocab_size() const { return config_.vocab_size(); }
   /// Whether the MTP module was loaded (load_options::mtp) or given.
   [[nodiscard]] bool has_mtp() const { return mtp_.has_value(); }

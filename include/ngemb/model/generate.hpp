@@ -3,6 +3,9 @@
 // each sequence sampling its next token from its last-token logits.
 //
 //   auto result = ngemb::generate(policy, model, {{1, 17, 42}}, {.max_new_tokens = 32});
+//   ngemb::generate(policy, model, prompts, options, [](const ngemb::generation_progress& step) {
+//     for (const auto& [prompt, token] : step.new_tokens) { /* each token as it is produced */ }
+//   });
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -45,12 +48,21 @@ struct generation_options {
   bool profile = false;                    ///< fill generation_result::stages (synchronises between stages)
 };
 
+/// A token one sequence produced: the index of its prompt and the token.
+struct generated_token {
+  std::size_t prompt = 0;
+  std::int32_t token = 0;
+};
+
 struct generation_progress {
   int step = 0;  ///< 0: the prefill; then one per decode step
   int max_steps = 0;
   std::size_t active_sequences = 0;
   std::size_t generated_tokens = 0;
   double elapsed_seconds = 0.0;
+  /// The tokens this step produced, one per sequence that ran, in prompt order (a caller streams them as they
+  /// come); valid during the call only.
+  view<const generated_token> new_tokens{};
 };
 
 struct generation_result {
@@ -70,23 +82,32 @@ struct sequence_guard {
   Model& model;
   std::vector<typename Model::sequence_id> ids;
   sequence_guard(Model& owner, std::size_t count) : model(owner) {
-    for (std::size_t i = 0; i < count; ++i) {
-      ids.push_back(model.start_sequence());
+    try {
+      for (std::size_t i = 0; i < count; ++i) {
+        ids.push_back(model.start_sequence());
+      }
+    } catch (...) {  // no destructor runs for a constructor that throws: end what was started here
+      end_all();
+      throw;
     }
   }
-  ~sequence_guard() {
+  ~sequence_guard() { end_all(); }
+  sequence_guard(const sequence_guard&) = delete;
+  sequence_guard& operator=(const sequence_guard&) = delete;
+
+ private:
+  void end_all() {
     for (const auto id : ids) {
       model.end_sequence(id);
     }
   }
-  sequence_guard(const sequence_guard&) = delete;
-  sequence_guard& operator=(const sequence_guard&) = delete;
 };
 
 }  // namespace detail
 
 /// Runs each prompt to max_new_tokens (or its stop token) in one batch: a ragged prefill, then one decode step
-/// per new token. The sequences are started and ended here. `progress` is called after the prefill and each step.
+/// per new token. The sequences are started and ended here. `progress` is called after the prefill and each step,
+/// with the tokens that step produced (generation_progress::new_tokens).
 template <causal_model Model>
 generation_result generate(const typename Model::policy_type& policy, Model& model,
                            const std::vector<std::vector<typename Model::token_type>>& prompts,
@@ -132,6 +153,7 @@ generation_result generate(const typename Model::policy_type& policy, Model& mod
   const forward_options forward{.logits = logits_for::last_token,
                                 .profile = options.profile ? &result.stages : nullptr};
   // One step: run the active sequences' tokens, sample each one's next token, retire the finished.
+  std::vector<generated_token> new_tokens;
   const auto step = [&](int index) {
     std::vector<sequence_id> sequences;
     for (const std::size_t p : active) {
@@ -144,6 +166,7 @@ generation_result generate(const typename Model::policy_type& policy, Model& mod
     copy_to_host(policy, view<const float>(step_logits.data(), step_logits.size()),
                  view<float>(host_logits.data(), step_logits.size()));
     std::vector<std::size_t> still_active;
+    new_tokens.clear();
     for (std::size_t b = 0; b < active.size(); ++b) {
       const std::size_t p = active[b];
       // Sequence p's token i has its own Philox block (seed, p, i): independent of every other sequence and
@@ -152,6 +175,7 @@ generation_result generate(const typename Model::policy_type& policy, Model& mod
       const token_type next =
           sample_token(view<const float>(host_logits.data() + b * vocab, vocab), options.sampling, stream);
       result.tokens[p].push_back(next);
+      new_tokens.push_back({p, next});
       const bool stopped = options.stop_token && next == *options.stop_token;
       if (!stopped && static_cast<int>(result.tokens[p].size()) < options.max_new_tokens) {
         still_active.push_back(p);
@@ -170,7 +194,8 @@ generation_result generate(const typename Model::policy_type& policy, Model& mod
         generated += tokens.size();
       }
       progress({index, options.max_new_tokens - 1, active.size(), generated,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                view<const generated_token>(new_tokens)});
     }
   };
   step(0);
