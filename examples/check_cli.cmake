@@ -1,8 +1,8 @@
 # cmake -DPROGRAM=<exe> -DARGS=<list, semicolons escaped as \;> -DINPUT=<file> -DEXPECT_EXIT=<code> [-DEXPECT_OUTPUT=<file>]
-#       [-DEXPECT_NUMBERS=<file> -DCOMPARE=<compare_numbers exe> -DTOLERANCE=<t>] [-DEXPECT_ERROR=<regex>]
-#       -P check_cli.cmake
+#       [-DEXPECT_OUTPUT_CONTAINS=<file>] [-DEXPECT_NUMBERS=<file> -DCOMPARE=<compare_numbers exe> -DTOLERANCE=<t>]
+#       [-DEXPECT_ERROR=<regex>] -P check_cli.cmake
 # Runs PROGRAM with ARGS and INPUT on stdin; fails unless the exit code is EXPECT_EXIT, stdout equals the file
-# EXPECT_OUTPUT byte for byte (when given), stdout's numbers equal EXPECT_NUMBERS's within TOLERANCE by
+# EXPECT_OUTPUT byte for byte (when given), stdout holds the bytes of EXPECT_OUTPUT_CONTAINS (when given), stdout's numbers equal EXPECT_NUMBERS's within TOLERANCE by
 # COMPARE (when given) and stderr matches EXPECT_ERROR (when given; empty on success).
 foreach(required PROGRAM INPUT EXPECT_EXIT)
   if(NOT DEFINED ${required})
@@ -27,6 +27,14 @@ if(DEFINED EXPECT_OUTPUT)
   if(NOT actual_output STREQUAL expected_output)
     string(APPEND failures "stdout differs from ${EXPECT_OUTPUT}:\n--- expected\n${expected_output}--- got\n"
                            "${actual_output}---\n")
+  endif()
+endif()
+if(DEFINED EXPECT_OUTPUT_CONTAINS)
+  file(READ "${EXPECT_OUTPUT_CONTAINS}" expected_part)
+  string(FIND "${actual_output}" "${expected_part}" found_at)
+  if(found_at EQUAL -1)
+    string(APPEND failures "stdout does not contain ${EXPECT_OUTPUT_CONTAINS}:\n--- expected part\n${expected_part}\n"
+                           "--- got\n${actual_output}---\n")
   endif()
 endif()
 if(DEFINED EXPECT_NUMBERS)

@@ -6,10 +6,12 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,9 +19,12 @@
 #include <nlohmann/json.hpp>
 
 #include "longcat_flash_golden.hpp"
+#include "tiny_longcat_golden.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
+#include "ngemb/model/score.hpp"
 #include "ngemb/presets/longcat.hpp"
+#include "ngemb/text/byte_tokenizer.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -27,6 +32,8 @@ namespace {
 // The goldens hold fp32 weights throughout.
 using plain_lm = ngemb::presets::longcat_flash<ngemb::host_policy, float>::model;
 using ngram_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy, float>::model;
+// The shipped model as users run it: bf16 tables and experts (its file holds bf16 throughout).
+using shipped_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model;
 static_assert(ngemb::causal_model<plain_lm> && ngemb::causal_model<ngram_lm>);
 using ngemb_test::check_against_transformers;
 using ngemb_test::longcat_flash_dir;
@@ -92,6 +99,28 @@ TEST_CASE("presets::longcat_flash_lite matches transformers fed the n-gram embed
 
 TEST_CASE("presets::longcat_flash_lite matches transformers fed the n-gram embedding: N=4, K=3, YaRN") {
   check_against_transformers<ngram_lm>(host, "ngram_n4k3");
+}
+
+TEST_CASE("presets::longcat_flash_lite runs the shipped tiny-longcat as PyTorch does: logits and greedy bytes") {
+  ngemb_test::check_tiny_longcat<shipped_lm>(host);
+}
+
+// ~294k tokens: seconds optimised, far too long unoptimised under the sanitizers (the logits test above covers the
+// same forward there).
+TEST_CASE("presets: tiny-longcat's validation bits per byte equal the training script's" *
+          doctest::skip(NGEMB_TEST_SANITIZED != 0)) {
+  std::ifstream metrics_file(ngemb_test::tiny_longcat_model / "metrics.json");
+  const double expected = nlohmann::json::parse(metrics_file).at("validation_bpb").get<double>();
+  std::ifstream text_file(ngemb_test::tiny_longcat_goldens / "validation.txt", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(text_file)), std::istreambuf_iterator<char>());
+  REQUIRE(text.size() > 100000);
+  auto model = shipped_lm::load(host, ngemb_test::tiny_longcat_model);
+  const auto tokens = ngemb::byte_tokenizer::encode(text);
+  const ngemb::score_result result = ngemb::score(host, model, ngemb::view<const std::int32_t>(tokens));
+  REQUIRE(result.predicted == text.size());
+  const double bits_per_byte = result.nats / (static_cast<double>(result.predicted) * std::log(2.0));
+  INFO("ngemb " << bits_per_byte << ", train_tiny.py " << expected);
+  CHECK(std::abs(bits_per_byte - expected) <= 0.01);
 }
 
 TEST_CASE("presets: the goldens are the cases the reference script writes") {

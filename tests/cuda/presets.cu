@@ -7,6 +7,7 @@
 #include <string>
 
 #include "longcat_flash_golden.hpp"
+#include "tiny_longcat_golden.hpp"
 #include "ngemb/policy/device_policy.cuh"
 #include "ngemb/presets/longcat.hpp"
 #include "temp_folder.hpp"
@@ -68,4 +69,8 @@ TEST_CASE("device: a LongCat-Flash-Lite model saved from device memory loads on 
   for (std::size_t i = 0; i < host_logits.size(); ++i) {
     CHECK(device_logits[i] == doctest::Approx(host_logits[i]).epsilon(1e-4));
   }
+}
+
+TEST_CASE("device: the shipped tiny-longcat gives PyTorch's logits and greedy bytes") {
+  ngemb_test::check_tiny_longcat<typename ngemb::presets::longcat_flash_lite<ngemb::device_policy>::model>(device);
 }
