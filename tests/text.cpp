@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <string_view>
@@ -131,6 +134,16 @@ TEST_CASE("byte tokenizer: ids, BOS and round trips") {
     CHECK(byte_tokenizer::decode(encoded) == text);
     CHECK(byte_tokenizer::decode(byte_tokenizer::encode(text, false)) == text);
   }
+}
+
+TEST_CASE("byte tokenizer: the shipped model's validation text round trips and is valid UTF-8") {
+  std::ifstream file(std::filesystem::path(NGEMB_REFERENCE_DIR) / "tiny_longcat" / "validation.txt", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  REQUIRE(text.size() > 100000);
+  const auto encoded = byte_tokenizer::encode(text);
+  REQUIRE(encoded.size() == text.size() + 1);
+  CHECK(byte_tokenizer::decode(encoded) == text);
+  CHECK(ngemb::to_display_utf8(text) == text);  // Python sources: nothing to replace
 }
 
 TEST_CASE("byte tokenizer: an id outside [0, 259) is an error naming it and its index") {
