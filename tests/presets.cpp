@@ -105,6 +105,11 @@ TEST_CASE("presets::longcat_flash_lite runs the shipped tiny-longcat as PyTorch 
   ngemb_test::check_tiny_longcat<shipped_lm>(host);
 }
 
+TEST_CASE("presets::longcat_flash_lite loads tiny-longcat's MTP module when asked") {
+  CHECK_FALSE(shipped_lm::load(host, ngemb_test::tiny_longcat_model).has_mtp());
+  CHECK(shipped_lm::load(host, ngemb_test::tiny_longcat_model, {}, {.mtp = true}).has_mtp());
+}
+
 // ~294k tokens: seconds optimised, far too long unoptimised under the sanitizers (the logits test above covers the
 // same forward there).
 TEST_CASE("presets: tiny-longcat's validation bits per byte equal the training script's" *
