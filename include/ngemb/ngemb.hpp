@@ -56,5 +56,6 @@
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "ngemb/spec/drafter.hpp"
 #include "ngemb/text/byte_tokenizer.hpp"
 #include "ngemb/version.hpp"
