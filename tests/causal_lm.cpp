@@ -24,6 +24,7 @@
 #include "ngemb/presets/longcat.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "model_golden.hpp"
+#include "pending_property.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -90,6 +91,20 @@ TEST_CASE("an embedding read in place from the mapped checkpoint gives the same 
   using mapped_lm =
       ngemb::causal_lm<ngemb::ngram_embedding<shortcut::hasher, ngemb::mmap_store<float>>, shortcut::block>;
   check_against_reference<mapped_lm>(host, "shortcut");
+}
+
+TEST_CASE("speculative steps leave the caches as plain decoding of the accepted tokens (GQA KV cache, n-gram cache)") {
+  for (const unsigned seed : {1u, 2u, 3u}) {
+    ngemb_test::check_pending_matches_plain<shortcut_lm>(host, model_dir / "shortcut", seed, 1e-4);
+  }
+}
+
+TEST_CASE("speculative steps leave the caches as plain decoding of the accepted tokens (MLA latent cache)") {
+  using shipped_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model;
+  for (const unsigned seed : {4u, 5u}) {
+    ngemb_test::check_pending_matches_plain<shipped_lm>(host, std::filesystem::path(NGEMB_MODELS_DIR) / "tiny-longcat",
+                                                        seed, 1e-4);
+  }
 }
 
 TEST_CASE("last-token logits are the every-token rows at each sequence's end") {

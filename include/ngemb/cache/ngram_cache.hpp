@@ -122,6 +122,31 @@ class ngram_cache {
     for_each_n(policy_, slots.size(), detail::commit_op<Token>{storage(), stage(slots), staged_accepted_.data()});
   }
 
+  /// Drops pending tokens without committing any: slot slots[b] keeps its first kept[b] pending tokens, still
+  /// pending (drafts embedded ahead of verification that verification did not feed).
+  void truncate_pending(view<const slot_id> slots, view<const std::int32_t> kept) {
+    check_slots(slots, "truncate_pending");
+    if (kept.size() != slots.size()) {
+      throw shape_mismatch("ngram_cache::truncate_pending: " + std::to_string(slots.size()) + " slots but " +
+                           std::to_string(kept.size()) + " kept counts");
+    }
+    for (std::size_t b = 0; b < slots.size(); ++b) {
+      const detail::slot_state state = mirror_[static_cast<std::size_t>(slots[b])];
+      if (kept[b] < 0 || kept[b] > state.pending) {
+        throw invalid_argument("ngram_cache::truncate_pending: slot " + std::to_string(slots[b]) + " has " +
+                               std::to_string(state.pending) + " pending tokens, cannot keep " +
+                               std::to_string(kept[b]));
+      }
+    }
+    for (std::size_t b = 0; b < slots.size(); ++b) {
+      auto& state = mirror_[static_cast<std::size_t>(slots[b])];
+      state = detail::after_truncate_pending(state, kept[b]);
+    }
+    copy_to(policy_, kept, staged_accepted_.as_view().subview(0, kept.size()));
+    for_each_n(policy_, slots.size(),
+               detail::truncate_pending_op<Token>{storage(), stage(slots), staged_accepted_.data()});
+  }
+
   /// Adds verified tokens directly (prefill, or decoding without speculation); any length, only the last N-1
   /// are kept. The slots must have no pending tokens.
   void advance(view<const slot_id> slots, ragged_view<const Token> tokens) {
@@ -146,6 +171,9 @@ class ngram_cache {
     commit(view<const slot_id>(&slot, 1), view<const std::int32_t>(&accepted, 1));
   }
   void advance(slot_id slot, view<const Token> tokens) { advance(view<const slot_id>(&slot, 1), one_sequence(tokens)); }
+  void truncate_pending(slot_id slot, std::int32_t kept) {
+    truncate_pending(view<const slot_id>(&slot, 1), view<const std::int32_t>(&kept, 1));
+  }
 
   /// The look-back source for hashing sequence b from slots[b] (used by hash_tokens over the cache).
   detail::cache_context<Token> lookback_source(view<const slot_id> slots) {

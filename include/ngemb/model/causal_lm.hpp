@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ngemb/cache/ngram_cache.hpp"
+#include "ngemb/core/checked.hpp"
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/embed/cached_embedding.hpp"
@@ -35,6 +36,7 @@
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/model/blocks.hpp"
 #include "ngemb/model/config_json.hpp"
+#include "ngemb/model/detail/workspace.hpp"
 #include "ngemb/model/forward_options.hpp"
 #include "ngemb/model/lm_head.hpp"
 #include "ngemb/model/model_config.hpp"
@@ -48,6 +50,9 @@ namespace ngemb {
 struct sequence_capacity {
   std::size_t max_sequences = 8;
   std::int64_t max_positions = 0;  ///< 0: the config's max_position_embeddings
+  /// Draft tokens a speculative step may verify per sequence: up to max_draft + 1 tokens (the last token and its
+  /// drafts) stay pending at once (forward_options::pending, embed_ahead).
+  int max_draft = 0;
 };
 
 /// What causal_lm::load reads besides the model itself.
@@ -67,6 +72,33 @@ struct gather_last_rows_op {
   std::size_t width;
   NGEMB_HD void operator()(std::size_t i) const {
     out[i] = in[static_cast<std::size_t>(rows[i / width]) * width + i % width];
+  }
+};
+
+/// Row r of a step's embedding output: a row computed this step (source >= 0) or one embedded ahead
+/// (source = -1 - its index in the ahead rows).
+struct assemble_rows_op {
+  const float* computed;
+  const float* ahead;
+  const std::int64_t* sources;
+  float* out;
+  std::size_t width;
+  NGEMB_HD void operator()(std::size_t i) const {
+    const std::int64_t source = sources[i / width];
+    const float* row = source >= 0 ? computed + static_cast<std::size_t>(source) * width
+                                   : ahead + static_cast<std::size_t>(-1 - source) * width;
+    out[i] = row[i % width];
+  }
+};
+
+/// Row r of `in` goes to row destinations[r] of `out`.
+struct scatter_rows_op {
+  const float* in;
+  const std::int64_t* destinations;
+  float* out;
+  std::size_t width;
+  NGEMB_HD void operator()(std::size_t i) const {
+    out[static_cast<std::size_t>(destinations[i / width]) * width + i % width] = in[i];
   }
 };
 
@@ -133,12 +165,19 @@ class causal_lm {
         head_(std::move(head)),
         mtp_(std::move(mtp)),
         max_positions_(capacity.max_positions > 0 ? capacity.max_positions : config.max_position_embeddings),
-        ngram_cache_(policy, detail::ngram_cache_config(config), capacity.max_sequences, 0),
+        max_draft_(checked_max_draft(capacity.max_draft)),
+        ngram_cache_(policy, detail::ngram_cache_config(config), capacity.max_sequences, max_draft_ + 1),
         cache_(Block::attention_type::make_cache(
             policy, detail::shape_from_config<typename Block::attention_type>(config),
             static_cast<int>(config.num_layers) * Block::attention_sublayers, capacity.max_sequences, max_positions_)),
-        slot_of_(capacity.max_sequences, -1) {
+        slot_of_(capacity.max_sequences, -1),
+        pending_(capacity.max_sequences, 0),
+        ahead_(capacity.max_sequences) {
     config_.validate();
+    ahead_rows_ = typename policy_type::template buffer<float>(
+        policy, checked_product("causal_lm: sequences x (max_draft + 1) x H rows embedded ahead",
+                                capacity.max_sequences, static_cast<std::size_t>(max_draft_) + 1,
+                                static_cast<std::size_t>(config.hidden_size())));
     if (blocks_.size() != static_cast<std::size_t>(config_.num_layers)) {
       throw shape_mismatch("causal_lm: num_layers = " + std::to_string(config_.num_layers) + " but " +
                            std::to_string(blocks_.size()) + " blocks were given");
@@ -237,6 +276,8 @@ class causal_lm {
       ngram_cache_.free(sequence);
       throw;
     }
+    pending_[static_cast<std::size_t>(sequence)] = 0;
+    ahead_[static_cast<std::size_t>(sequence)].clear();
     return sequence;
   }
 
@@ -245,17 +286,30 @@ class causal_lm {
     cache_.free(slot);
     ngram_cache_.free(sequence);
     slot_of_[static_cast<std::size_t>(sequence)] = -1;
+    pending_[static_cast<std::size_t>(sequence)] = 0;
+    ahead_[static_cast<std::size_t>(sequence)].clear();
   }
 
-  /// Tokens the sequence holds so far.
+  /// Tokens the sequence holds so far (its pending ones included).
   [[nodiscard]] std::int64_t length(sequence_id sequence) const {
     return cache_.length(slot_of(sequence, "length"));
+  }
+
+  /// Tokens of the sequence fed by pending forwards and not yet committed.
+  [[nodiscard]] std::int32_t pending(sequence_id sequence) const {
+    static_cast<void>(slot_of(sequence, "pending"));
+    return pending_[static_cast<std::size_t>(sequence)];
   }
 
   /// Appends `tokens` (host memory; sequence b of the ragged batch to sequences[b]) and writes logits (policy
   /// memory, [tokens x V] for logits_for::every_token, [sequences x V] for last_token), timing the stages into
   /// options.profile when set. Bad input (unknown or repeated sequences, token ids outside the vocabulary, a sequence
   /// past max_positions, wrong logits size) throws before any state changes.
+  ///
+  /// Speculative decoding (options.pending): the tokens stay pending, at most max_draft + 1 per sequence, until
+  /// commit_pending() keeps a prefix of them; a forward without `pending` on a sequence with pending tokens throws.
+  /// Rows embedded ahead (embed_ahead) for the same leading tokens are reused instead of computed again
+  /// (embedding_counts().reused); embedded-ahead tokens the forward does not feed are dropped.
   void forward(const policy_type& policy, view<const sequence_id> sequences, ragged_view<const token_type> tokens,
                view<float> logits, const forward_options& options = {}) {
     const std::size_t count = check_batch(sequences, tokens);
@@ -266,6 +320,7 @@ class causal_lm {
       throw shape_mismatch("causal_lm::forward: logits must hold " + std::to_string(rows) + " x " +
                            std::to_string(vocab) + " values, got " + std::to_string(logits.size()));
     }
+    check_pending_room(sequences, options.pending, "forward");
     stage_clock<policy_type> clock(policy, options.profile);
     grow(policy, count, sequences.size());
     copy_to(policy, tokens.values(), tokens_.as_view().subview(0, count));
@@ -274,7 +329,7 @@ class causal_lm {
         view<const token_type>(tokens_.data(), count),
         view<const std::int64_t>(offsets_.data(), tokens.offsets().size()));
     const view<float> h = hidden_.as_view().subview(0, count * hidden);
-    embedding_.forward(policy, ngram_cache_, sequences, device_tokens, h);
+    const bool reused = embed_step(policy, sequences, tokens, device_tokens, h, options.pending);
     clock.mark(policy, model_stage::embedding);
 
     cache_.begin(policy, view<const slot_id>(slots_), view<const std::int64_t>(sizes_));
@@ -282,23 +337,128 @@ class causal_lm {
     for (std::size_t layer = 0; layer < blocks_.size(); ++layer) {
       blocks_[layer].forward(policy, cache_, static_cast<int>(layer), h, work_, clock);
     }
-    if (options.logits == logits_for::every_token) {
-      head_.forward(policy, count, h, logits);
-    } else {
-      for (std::size_t b = 0; b < sequences.size(); ++b) {
-        last_rows_host_[b] = tokens.offsets()[b + 1] - 1;
-      }
-      copy_to(policy, view<const std::int64_t>(last_rows_host_.data(), sequences.size()),
-              last_rows_.as_view().subview(0, sequences.size()));
-      const view<float> last = work_.normed.as_view().subview(0, sequences.size() * hidden);
-      for_each_n(policy, last.size(), detail::gather_last_rows_op{h.data(), last_rows_.data(), last.data(), hidden});
-      head_.forward(policy, sequences.size(), last, logits);
-    }
+    run_head(policy, sequences, tokens, h, logits, options);
     clock.mark(policy, model_stage::norm_and_head);
     cache_.commit();
-    ngram_cache_.advance(sequences, device_tokens);
+    if (options.pending) {
+      if (!reused) {  // otherwise embed_step appended the tokens it computed; the reused ones were already there
+        ngram_cache_.append(sequences, device_tokens);
+      }
+      for (std::size_t b = 0; b < sequences.size(); ++b) {
+        pending_[static_cast<std::size_t>(sequences[b])] += static_cast<std::int32_t>(tokens.size_of(b));
+      }
+    } else {
+      ngram_cache_.advance(sequences, device_tokens);
+    }
     synchronize(policy);  // the host token and offset arrays may go away when this returns
   }
+
+  /// Verification's result: sequence sequences[b] keeps the first kept[b] of its pending tokens in every cache
+  /// (attention and n-gram) and drops the rest, with any rows embedded ahead (host arrays). Everything is checked
+  /// before anything changes.
+  void commit_pending(view<const sequence_id> sequences, view<const std::int32_t> kept) {
+    if (kept.size() != sequences.size()) {
+      throw shape_mismatch("causal_lm::commit_pending: " + std::to_string(sequences.size()) + " sequences but " +
+                           std::to_string(kept.size()) + " kept counts");
+    }
+    check_distinct(sequences, "commit_pending");
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      const std::int32_t pending_tokens = pending_[static_cast<std::size_t>(sequences[b])];
+      if (kept[b] < 0 || kept[b] > pending_tokens) {
+        throw invalid_argument("causal_lm::commit_pending: sequence " + std::to_string(sequences[b]) + " has " +
+                               std::to_string(pending_tokens) + " pending tokens, cannot keep " +
+                               std::to_string(kept[b]));
+      }
+    }
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      const auto sequence = static_cast<std::size_t>(sequences[b]);
+      const slot_id slot = slot_of_[sequence];
+      cache_.truncate(slot, cache_.length(slot) - (pending_[sequence] - kept[b]));
+      pending_[sequence] = 0;
+      ahead_[sequence].clear();
+    }
+    ngram_cache_.commit(sequences, kept);
+  }
+
+  /// The embedding rows of tokens that will follow each sequence's current (committed and pending) tokens, without
+  /// running the layers: rows [tokens x H] (policy memory) for `tokens` (host memory, sequence b after
+  /// sequences[b]). The rows are kept, and the next pending forward that feeds the same leading tokens takes them
+  /// instead of computing them again (the n-gram-embedding drafter and early rejection compute exactly those; paper
+  /// §4.2). A call for a sequence replaces its earlier embedded-ahead tokens, reusing the leading ones that agree.
+  /// At most max_draft + 1 tokens per sequence may be pending and ahead together.
+  void embed_ahead(const policy_type& policy, view<const sequence_id> sequences, ragged_view<const token_type> tokens,
+                   view<float> rows) {
+    const std::size_t count = check_batch(sequences, tokens);
+    const auto hidden = static_cast<std::size_t>(config_.hidden_size());
+    if (rows.size() != count * hidden) {
+      throw shape_mismatch("causal_lm::embed_ahead: rows must hold " + std::to_string(count) + " x " +
+                           std::to_string(hidden) + " values, got " + std::to_string(rows.size()));
+    }
+    check_vocabulary(tokens, "embed_ahead");
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      const auto sequence = static_cast<std::size_t>(sequences[b]);
+      if (pending_[sequence] + tokens.size_of(b) > max_draft_ + 1) {
+        throw invalid_argument("causal_lm::embed_ahead: sequence " + std::to_string(sequences[b]) + " has " +
+                               std::to_string(pending_[sequence]) + " pending tokens and cannot hold " +
+                               std::to_string(tokens.size_of(b)) + " more ahead (max_draft + 1 = " +
+                               std::to_string(max_draft_ + 1) + ")");
+      }
+    }
+    const std::size_t reused = drop_unmatched_ahead(sequences, tokens);
+    stage_new_tokens(policy, sequences, tokens);
+    if (!new_sequences_.empty()) {  // compute the new rows, record their tokens, and keep the rows ahead
+      const view<float> computed = detail::workspace(policy, computed_rows_, (count - reused) * hidden);
+      embedding_.forward(policy, ngram_cache_, view<const sequence_id>(new_sequences_), new_tokens_view(), computed);
+      ngram_cache_.append(view<const sequence_id>(new_sequences_), new_tokens_view());
+      std::vector<std::int64_t>& destinations = row_indices_host_;
+      destinations.clear();
+      for (std::size_t b = 0; b < sequences.size(); ++b) {
+        for (std::int64_t i = matched_[b]; i < tokens.size_of(b); ++i) {
+          destinations.push_back(ahead_row(sequences[b], i));
+        }
+      }
+      const view<std::int64_t> staged = detail::workspace(policy, ahead_destinations_, destinations.size());
+      copy_to(policy, view<const std::int64_t>(destinations), staged);
+      for_each_n(policy, computed.size(),
+                 detail::scatter_rows_op{computed.data(), staged.data(), ahead_rows_.data(), hidden});
+    }
+    std::vector<std::int64_t>& sources = row_indices_host_;
+    sources.clear();
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      auto& ahead = ahead_[static_cast<std::size_t>(sequences[b])];
+      const view<const token_type> fed = tokens.sequence(b);
+      ahead.assign(fed.begin(), fed.end());
+      for (std::int64_t i = 0; i < tokens.size_of(b); ++i) {
+        sources.push_back(-1 - ahead_row(sequences[b], i));
+      }
+    }
+    const view<std::int64_t> staged = detail::workspace(policy, row_sources_, sources.size());
+    copy_to(policy, view<const std::int64_t>(sources), staged);
+    for_each_n(policy, rows.size(),
+               detail::assemble_rows_op{nullptr, ahead_rows_.data(), staged.data(), rows.data(), hidden});
+    embedding_counts_.computed += count - reused;
+    synchronize(policy);  // the host index arrays may go away when this returns
+  }
+
+  /// Rows the embedding computed (forward and embed_ahead) and rows a pending forward took from embed_ahead
+  /// instead of computing them again.
+  struct embedding_row_counts {
+    std::uint64_t computed = 0;
+    std::uint64_t reused = 0;
+  };
+  [[nodiscard]] embedding_row_counts embedding_counts() const { return embedding_counts_; }
+
+  /// The final-normed rows [tokens x H] (policy memory) of every token of the last forward that asked for them
+  /// (forward_options::keep_hidden), in token order; empty otherwise. Valid until the next forward.
+  [[nodiscard]] view<const float> hidden_rows() const {
+    return view<const float>(hidden_rows_.data(), hidden_row_count_ * static_cast<std::size_t>(config_.hidden_size()));
+  }
+
+  /// The final norm and lm_head (the n-gram-embedding drafter's and the MTP drafter's output).
+  [[nodiscard]] const lm_head<policy_type>& head() const { return head_; }
+  [[nodiscard]] lm_head<policy_type>& head() { return head_; }
+  /// Draft tokens a speculative step may verify per sequence (sequence_capacity::max_draft).
+  [[nodiscard]] int max_draft() const { return max_draft_; }
 
   [[nodiscard]] const model_config& config() const { return config_; }
   [[nodiscard]] const Embedding& embedding() const { return embedding_; }
@@ -323,6 +483,204 @@ class causal_lm {
   }
 
   using slot_id = typename cache_type::slot_id;
+
+  /// Row of ahead_rows_ holding the embedded-ahead token `index` of a sequence.
+  [[nodiscard]] std::int64_t ahead_row(sequence_id sequence, std::int64_t index) const {
+    return static_cast<std::int64_t>(sequence) * (max_draft_ + 1) + index;
+  }
+
+  static int checked_max_draft(int max_draft) {
+    if (max_draft < 0) {
+      throw invalid_argument("causal_lm: sequence_capacity::max_draft must be >= 0, got " + std::to_string(max_draft));
+    }
+    return max_draft;
+  }
+
+  /// Started and listed once.
+  void check_distinct(view<const sequence_id> sequences, const char* operation) const {
+    std::vector<bool> seen(slot_of_.size(), false);
+    for (const sequence_id sequence : sequences) {
+      static_cast<void>(slot_of(sequence, operation));
+      if (seen[static_cast<std::size_t>(sequence)]) {
+        throw invalid_argument(std::string("causal_lm::") + operation + ": sequence " + std::to_string(sequence) +
+                               " is listed twice");
+      }
+      seen[static_cast<std::size_t>(sequence)] = true;
+    }
+  }
+
+  /// Token ids of a host batch inside the vocabulary, checked before any state changes.
+  void check_vocabulary(ragged_view<const token_type> tokens, const char* operation) const {
+    for (std::size_t i = 0; i < tokens.num_values(); ++i) {
+      const token_type token = tokens.values()[i];
+      if (token < 0 || token >= config_.vocab_size()) {
+        throw invalid_argument(std::string("causal_lm::") + operation + ": token " + std::to_string(i) + " is " +
+                               std::to_string(token) + ", outside the vocabulary [0, " +
+                               std::to_string(config_.vocab_size()) + ")");
+      }
+    }
+  }
+
+  /// A plain forward needs no pending tokens; a pending one room for its tokens (sizes_ from check_batch).
+  void check_pending_room(view<const sequence_id> sequences, bool pending, const char* operation) const {
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      const std::int32_t held = pending_[static_cast<std::size_t>(sequences[b])];
+      if (!pending && held > 0) {
+        throw invalid_argument(std::string("causal_lm::") + operation + ": sequence " + std::to_string(sequences[b]) +
+                               " has " + std::to_string(held) +
+                               " pending tokens; commit_pending them before a forward that is not pending");
+      }
+      if (pending && held + sizes_[b] > max_draft_ + 1) {
+        throw invalid_argument(std::string("causal_lm::") + operation + ": sequence " + std::to_string(sequences[b]) +
+                               " would hold " + std::to_string(held + sizes_[b]) +
+                               " pending tokens, more than max_draft + 1 = " + std::to_string(max_draft_ + 1) +
+                               " (sequence_capacity::max_draft)");
+      }
+    }
+  }
+
+  /// For each sequence b, the length of the agreement of its embedded-ahead tokens with `tokens` (matched_[b]);
+  /// the ahead tokens after it leave the n-gram cache. Returns the agreeing rows in all.
+  std::size_t drop_unmatched_ahead(view<const sequence_id> sequences, ragged_view<const token_type> tokens) {
+    matched_.assign(sequences.size(), 0);
+    std::vector<sequence_id> trimmed;
+    std::vector<std::int32_t> keep;
+    std::size_t agreeing = 0;
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      auto& ahead = ahead_[static_cast<std::size_t>(sequences[b])];
+      const view<const token_type> fed = tokens.sequence(b);
+      std::size_t same = 0;
+      while (same < ahead.size() && same < fed.size() && ahead[same] == fed[same]) {
+        ++same;
+      }
+      matched_[b] = static_cast<std::int64_t>(same);
+      agreeing += same;
+      if (same < ahead.size()) {
+        trimmed.push_back(sequences[b]);
+        keep.push_back(pending_[static_cast<std::size_t>(sequences[b])] + static_cast<std::int32_t>(same));
+        ahead.resize(same);
+      }
+    }
+    if (!trimmed.empty()) {
+      ngram_cache_.truncate_pending(view<const sequence_id>(trimmed), view<const std::int32_t>(keep));
+    }
+    return agreeing;
+  }
+
+  /// The tokens of each sequence after its first matched_[b], as a batch of the sequences that have any
+  /// (new_sequences_, and new_tokens_view() in policy memory).
+  void stage_new_tokens(const policy_type& policy, view<const sequence_id> sequences,
+                        ragged_view<const token_type> tokens) {
+    new_sequences_.clear();
+    new_tokens_host_.clear();
+    new_offsets_host_.assign(1, 0);
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      const view<const token_type> fed = tokens.sequence(b);
+      if (static_cast<std::size_t>(matched_[b]) < fed.size()) {
+        new_sequences_.push_back(sequences[b]);
+        new_tokens_host_.insert(new_tokens_host_.end(), fed.begin() + matched_[b], fed.end());
+        new_offsets_host_.push_back(static_cast<std::int64_t>(new_tokens_host_.size()));
+      }
+    }
+    copy_to(policy, view<const token_type>(new_tokens_host_),
+            detail::workspace(policy, new_tokens_, new_tokens_host_.size()));
+    copy_to(policy, view<const std::int64_t>(new_offsets_host_),
+            detail::workspace(policy, new_offsets_, new_offsets_host_.size()));
+  }
+
+  [[nodiscard]] ragged_view<const token_type> new_tokens_view() const {
+    return {view<const token_type>(new_tokens_.data(), new_tokens_host_.size()),
+            view<const std::int64_t>(new_offsets_.data(), new_offsets_host_.size())};
+  }
+
+  /// The step's embedding rows into h. A pending forward takes the leading rows embedded ahead that agree with its
+  /// tokens and computes (and appends to the n-gram cache) only the others; returns whether it did so (otherwise
+  /// nothing was reused and the n-gram cache is the caller's to update). A plain forward drops any rows ahead.
+  bool embed_step(const policy_type& policy, view<const sequence_id> sequences, ragged_view<const token_type> tokens,
+                  ragged_view<const token_type> device_tokens, view<float> h, bool pending) {
+    std::size_t reused = 0;
+    if (pending) {
+      reused = drop_unmatched_ahead(sequences, tokens);
+    } else {
+      std::vector<sequence_id> trimmed;
+      for (const sequence_id sequence : sequences) {
+        if (!ahead_[static_cast<std::size_t>(sequence)].empty()) {
+          trimmed.push_back(sequence);
+          ahead_[static_cast<std::size_t>(sequence)].clear();
+        }
+      }
+      if (!trimmed.empty()) {
+        ngram_cache_.truncate_pending(view<const sequence_id>(trimmed),
+                                      view<const std::int32_t>(std::vector<std::int32_t>(trimmed.size(), 0)));
+      }
+    }
+    const std::size_t count = tokens.num_values();
+    const auto hidden = static_cast<std::size_t>(config_.hidden_size());
+    if (reused == 0) {
+      embedding_.forward(policy, ngram_cache_, sequences, device_tokens, h);
+      embedding_counts_.computed += count;
+      return false;
+    }
+    stage_new_tokens(policy, sequences, tokens);
+    const view<float> computed = detail::workspace(policy, computed_rows_, (count - reused) * hidden);
+    if (!new_sequences_.empty()) {
+      embedding_.forward(policy, ngram_cache_, view<const sequence_id>(new_sequences_), new_tokens_view(), computed);
+      ngram_cache_.append(view<const sequence_id>(new_sequences_), new_tokens_view());
+    }
+    std::vector<std::int64_t>& sources = row_indices_host_;
+    sources.clear();
+    std::int64_t next_computed = 0;
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      for (std::int64_t i = 0; i < tokens.size_of(b); ++i) {
+        sources.push_back(i < matched_[b] ? -1 - ahead_row(sequences[b], i) : next_computed++);
+      }
+    }
+    const view<std::int64_t> staged = detail::workspace(policy, row_sources_, sources.size());
+    copy_to(policy, view<const std::int64_t>(sources), staged);
+    for_each_n(policy, h.size(),
+               detail::assemble_rows_op{computed.data(), ahead_rows_.data(), staged.data(), h.data(), hidden});
+    embedding_counts_.computed += count - reused;
+    embedding_counts_.reused += reused;
+    for (const sequence_id sequence : sequences) {
+      ahead_[static_cast<std::size_t>(sequence)].clear();  // now pending: fed through the layers
+    }
+    return true;
+  }
+
+  /// The final norm and lm_head over every token or each sequence's last; every token's normed rows kept when
+  /// options.keep_hidden.
+  void run_head(const policy_type& policy, view<const sequence_id> sequences, ragged_view<const token_type> tokens,
+                view<const float> h, view<float> logits, const forward_options& options) {
+    const auto hidden = static_cast<std::size_t>(config_.hidden_size());
+    const std::size_t count = tokens.num_values();
+    hidden_row_count_ = 0;
+    if (options.keep_hidden) {
+      const view<float> normed = detail::workspace(policy, hidden_rows_, count * hidden);
+      head_.normalize(policy, count, h, normed);
+      hidden_row_count_ = count;
+      h = view<const float>(normed);
+    }
+    if (options.logits == logits_for::every_token) {
+      if (options.keep_hidden) {
+        head_.forward_normed(policy, count, h, logits);
+      } else {
+        head_.forward(policy, count, h, logits);
+      }
+      return;
+    }
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      last_rows_host_[b] = tokens.offsets()[b + 1] - 1;
+    }
+    copy_to(policy, view<const std::int64_t>(last_rows_host_.data(), sequences.size()),
+            last_rows_.as_view().subview(0, sequences.size()));
+    const view<float> last = work_.normed.as_view().subview(0, sequences.size() * hidden);
+    for_each_n(policy, last.size(), detail::gather_last_rows_op{h.data(), last_rows_.data(), last.data(), hidden});
+    if (options.keep_hidden) {
+      head_.forward_normed(policy, sequences.size(), last, logits);
+    } else {
+      head_.forward(policy, sequences.size(), last, logits);
+    }
+  }
 
   static std::string layer_prefix(int layer) { return "model.layers." + std::to_string(layer); }
 
@@ -401,9 +759,26 @@ class causal_lm {
   lm_head<policy_type> head_;
   std::optional<Mtp> mtp_;
   std::int64_t max_positions_;
+  int max_draft_;
   ngram_cache<token_type, policy_type> ngram_cache_;
   cache_type cache_;
   std::vector<slot_id> slot_of_;
+  std::vector<std::int32_t> pending_;         ///< per sequence: tokens of pending forwards not yet committed
+  std::vector<std::vector<token_type>> ahead_;  ///< per sequence: tokens embedded ahead, rows in ahead_rows_
+  typename policy_type::template buffer<float> ahead_rows_;  ///< [max_sequences x (max_draft + 1) x H]
+  embedding_row_counts embedding_counts_;
+  std::vector<std::int64_t> matched_;
+  std::vector<sequence_id> new_sequences_;
+  std::vector<token_type> new_tokens_host_;
+  std::vector<std::int64_t> new_offsets_host_;
+  typename policy_type::template buffer<token_type> new_tokens_;
+  typename policy_type::template buffer<std::int64_t> new_offsets_;
+  typename policy_type::template buffer<float> computed_rows_;
+  std::vector<std::int64_t> row_indices_host_;
+  typename policy_type::template buffer<std::int64_t> ahead_destinations_;
+  typename policy_type::template buffer<std::int64_t> row_sources_;
+  typename policy_type::template buffer<float> hidden_rows_;
+  std::size_t hidden_row_count_ = 0;
   block_workspace<policy_type> work_;
   typename policy_type::template buffer<token_type> tokens_;
   typename policy_type::template buffer<std::int64_t> offsets_;

@@ -12,6 +12,11 @@ struct forward_options {
   logits_for logits = logits_for::every_token;
   /// When set, each stage's time is added to it (a device forward then synchronises between stages).
   stage_times* profile = nullptr;
+  /// Speculative: the step's tokens stay pending in the model's caches (attention and n-gram) until the model's
+  /// commit_pending keeps a prefix of them and drops the rest (causal_lm).
+  bool pending = false;
+  /// Keep the final-normed row of every token of the step (causal_lm::hidden_rows): what an MTP drafter reads.
+  bool keep_hidden = false;
 };
 
 }  // namespace ngemb

@@ -67,12 +67,25 @@ class lm_head {
   /// x [tokens x H] and logits [tokens x V] in policy memory; x is left unchanged.
   void forward(const Policy& policy, std::size_t tokens, view<const float> x, view<float> logits) {
     detail::require_rows("lm_head: x", tokens, norm_.hidden(), x.size());
-    detail::require_rows("lm_head: logits", tokens, vocab_size_, logits.size());
-    const auto hidden = static_cast<std::size_t>(norm_.hidden());
-    const view<float> normed = detail::workspace(policy, normed_, tokens * hidden);
+    const view<float> normed = detail::workspace(policy, normed_, tokens * static_cast<std::size_t>(norm_.hidden()));
+    normalize(policy, tokens, x, normed);
+    forward_normed(policy, tokens, normed, logits);
+  }
+
+  /// The final norm alone: normed [tokens x H] = norm(x) (the rows an MTP module reads as h_t).
+  void normalize(const Policy& policy, std::size_t tokens, view<const float> x, view<float> normed) const {
+    detail::require_rows("lm_head: x", tokens, norm_.hidden(), x.size());
+    detail::require_rows("lm_head: normed rows", tokens, norm_.hidden(), normed.size());
     norm_.forward(policy, tokens, x, normed);
-    gemm_nt(policy, tokens, static_cast<std::size_t>(vocab_size_), hidden, view<const float>(normed), weight_.as_view(),
-            logits);
+  }
+
+  /// The projection alone, for rows already normed (the final norm's output, or an MTP module's): logits
+  /// [tokens x V] = W_lm normed.
+  void forward_normed(const Policy& policy, std::size_t tokens, view<const float> normed, view<float> logits) const {
+    detail::require_rows("lm_head: normed rows", tokens, norm_.hidden(), normed.size());
+    detail::require_rows("lm_head: logits", tokens, vocab_size_, logits.size());
+    gemm_nt(policy, tokens, static_cast<std::size_t>(vocab_size_), static_cast<std::size_t>(norm_.hidden()), normed,
+            weight_.as_view(), logits);
   }
 
   [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }

@@ -29,6 +29,12 @@ NGEMB_HD inline slot_state after_commit(slot_state state, std::int32_t accepted,
   return {kept < lookback ? kept : lookback, 0};
 }
 
+/// Keeps the first `kept` pending tokens, still pending (draft tokens proposed ahead and then not fed).
+NGEMB_HD inline slot_state after_truncate_pending(slot_state state, std::int32_t kept) {
+  state.pending = kept < state.pending ? kept : state.pending;
+  return state;
+}
+
 NGEMB_HD inline slot_state after_advance(slot_state state, std::int64_t count, std::int32_t lookback) {
   const std::int64_t total = state.committed + count;
   return {static_cast<std::int32_t>(total < lookback ? total : lookback), 0};
@@ -79,6 +85,18 @@ struct commit_op {
       window[i] = window[i + dropped];
     }
     state = next;
+  }
+};
+
+template <class Token>
+struct truncate_pending_op {
+  slot_storage<Token> storage;
+  const std::int32_t* slots;
+  const std::int32_t* kept;
+
+  NGEMB_HD void operator()(std::size_t sequence) const {
+    slot_state& state = storage.states[static_cast<std::size_t>(slots[sequence])];
+    state = after_truncate_pending(state, kept[sequence]);  // the window's tokens stay where they are
   }
 };
 
