@@ -57,5 +57,6 @@
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
 #include "ngemb/spec/drafter.hpp"
+#include "ngemb/spec/prompt_lookup.hpp"
 #include "ngemb/text/byte_tokenizer.hpp"
 #include "ngemb/version.hpp"
