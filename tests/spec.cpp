@@ -383,9 +383,10 @@ TEST_CASE("verify_chain: the emitted tokens follow p through real Philox draws (
           const auto stream = static_cast<std::uint64_t>(trial);
           for (std::size_t i = 0; i < k; ++i) {
             const ngemb::token_stream draws{seed, stream, static_cast<std::uint32_t>(position + i)};
+            const ngemb::view<const float> q_row(q.data() + i * vocab, vocab);
             drafts[i] = one_hot ? fixed[i]
-                                : ngemb::sample_from_probabilities(ngemb::view<const float>(q.data() + i * vocab, vocab),
-                                                                   draws.uniform(ngemb::speculative_draws::proposal));
+                                : ngemb::sample_from_probabilities(
+                                      q_row, draws.uniform(ngemb::speculative_draws::proposal));
           }
           const ngemb::chain_verdict verdict =
               ngemb::verify_chain(ngemb::view<const float>(logits), ngemb::view<const std::int32_t>(drafts),
