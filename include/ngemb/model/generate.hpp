@@ -124,10 +124,10 @@ struct sequence_guard {
 };
 
 /// Starts a drafter's sequences with the model's and ends those still running, whether generate returns or throws.
-struct drafter_sequences {
+struct drafter_guard {
   const drafter_ref& drafter;
   std::vector<std::int32_t> running;
-  drafter_sequences(const drafter_ref& owner, const std::vector<std::int32_t>& ids) : drafter(owner) {
+  drafter_guard(const drafter_ref& owner, const std::vector<std::int32_t>& ids) : drafter(owner) {
     try {
       for (const std::int32_t id : ids) {
         drafter.start_sequence(id);
@@ -138,9 +138,9 @@ struct drafter_sequences {
       throw;
     }
   }
-  ~drafter_sequences() { end_all(); }
-  drafter_sequences(const drafter_sequences&) = delete;
-  drafter_sequences& operator=(const drafter_sequences&) = delete;
+  ~drafter_guard() { end_all(); }
+  drafter_guard(const drafter_guard&) = delete;
+  drafter_guard& operator=(const drafter_guard&) = delete;
 
   void end(std::int32_t id) {
     drafter.end_sequence(id);
@@ -195,7 +195,7 @@ generation_result generate_speculative(const typename Model::policy_type& policy
   const auto vocab = static_cast<std::size_t>(model.vocab_size());
   const bool keep_hidden = drafter.hidden_rows_needed();
   sequence_guard<Model> guard(model, prompts.size());
-  drafter_sequences drafting(drafter, std::vector<std::int32_t>(guard.ids.begin(), guard.ids.end()));
+  drafter_guard drafting(drafter, std::vector<std::int32_t>(guard.ids.begin(), guard.ids.end()));
   const auto start = std::chrono::steady_clock::now();
   std::vector<generated_token> new_tokens;
   std::vector<std::size_t> active;
