@@ -850,3 +850,151 @@ TEST_CASE("speculative greedy decoding with prompt lookup equals plain greedy de
   ngemb::prompt_lookup_drafter drafter(model.vocab_size(), {.min_n = 1, .max_n = 3});
   speculation_check_greedy(model, drafter, prompts, plain, 48, 1.2);
 }
+
+namespace {
+
+/// Drafts every token from one fixed, skewed distribution q over the vocabulary, whatever the context: far from the
+/// target's p, so most steps reject and draw from the residual.
+struct speculation_skewed_drafter {
+  std::int64_t vocab = 0;
+  std::vector<float> q;
+  explicit speculation_skewed_drafter(std::int64_t vocab_size) : vocab(vocab_size), q(static_cast<std::size_t>(vocab_size)) {
+    double total = 0.0;
+    for (std::size_t id = 0; id < q.size(); ++id) {
+      q[id] = static_cast<float>(1.0 / (1.0 + static_cast<double>(id % 7)));
+      total += q[id];
+    }
+    for (float& value : q) {
+      value = static_cast<float>(value / total);
+    }
+  }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab; }
+  [[nodiscard]] bool hidden_rows_needed() const { return false; }
+  void start_sequence(std::int32_t) {}
+  void end_sequence(std::int32_t) {}
+  void observe(const ngemb::verified_step&) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options& sampling,
+               ngemb::draft_batch& out) {
+    out.clear();
+    for (const ngemb::draft_request& request : requests) {
+      for (int i = 0; i < request.max_tokens; ++i) {
+        const ngemb::token_stream stream{sampling.seed, request.stream, request.position + static_cast<std::uint32_t>(i)};
+        out.tokens.push_back(ngemb::sample_from_probabilities(ngemb::view<const float>(q),
+                                                              stream.uniform(ngemb::speculative_draws::proposal)));
+        out.probabilities.insert(out.probabilities.end(), q.begin(), q.end());
+      }
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+    }
+  }
+};
+
+/// Proposes fixed tokens, deterministically (no q rows: q is one-hot), so acceptance is p(draft) exactly.
+struct speculation_fixed_drafter {
+  std::int64_t vocab = 0;
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab; }
+  [[nodiscard]] bool hidden_rows_needed() const { return false; }
+  void start_sequence(std::int32_t) {}
+  void end_sequence(std::int32_t) {}
+  void observe(const ngemb::verified_step&) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options&,
+               ngemb::draft_batch& out) {
+    out.clear();
+    for (const ngemb::draft_request& request : requests) {
+      for (int i = 0; i < request.max_tokens; ++i) {
+        out.tokens.push_back(static_cast<std::int32_t>((request.stream * 7 + request.position + static_cast<std::uint64_t>(i)) %
+                                                       static_cast<std::uint64_t>(vocab)));
+      }
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+    }
+  }
+};
+
+/// Two-sample chi-square homogeneity statistic over the bins, pooling bins whose expected count is below 5.
+std::pair<double, std::size_t> speculation_homogeneity(const std::vector<std::size_t>& a,
+                                                       const std::vector<std::size_t>& b) {
+  double total_a = 0.0;
+  double total_b = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    total_a += static_cast<double>(a[i]);
+    total_b += static_cast<double>(b[i]);
+  }
+  double statistic = 0.0;
+  std::size_t bins = 0;
+  double pooled_a = 0.0;
+  double pooled_b = 0.0;
+  const auto add = [&](double count_a, double count_b) {
+    const double both = count_a + count_b;
+    const double expected_a = both * total_a / (total_a + total_b);
+    const double expected_b = both * total_b / (total_a + total_b);
+    statistic += (count_a - expected_a) * (count_a - expected_a) / expected_a +
+                 (count_b - expected_b) * (count_b - expected_b) / expected_b;
+    ++bins;
+  };
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double both = static_cast<double>(a[i] + b[i]);
+    if (both * std::min(total_a, total_b) / (total_a + total_b) < 5.0) {
+      pooled_a += static_cast<double>(a[i]);
+      pooled_b += static_cast<double>(b[i]);
+    } else {
+      add(static_cast<double>(a[i]), static_cast<double>(b[i]));
+    }
+  }
+  if (pooled_a + pooled_b > 0.0) {
+    add(pooled_a, pooled_b);
+  }
+  return {statistic, bins - 1};
+}
+
+}  // namespace
+
+TEST_CASE("speculative sampling draws the tokens plain sampling draws: chi-square over 20480 seeded samples") {
+  using small_lm = ngemb::presets::longcat_shortcut<ngemb::host_policy, float>::model;
+  auto model = small_lm::load(host, std::filesystem::path(NGEMB_REFERENCE_DIR) / "model" / "shortcut",
+                              {.max_sequences = 16, .max_positions = 64, .max_draft = 4});
+  const auto vocab = static_cast<std::size_t>(model.vocab_size());
+  speculation_skewed_drafter drafter(model.vocab_size());
+  speculation_fixed_drafter fixed{model.vocab_size()};
+  std::vector<std::size_t> accepted(2);
+  std::vector<std::size_t> drafted(2);
+  const std::vector<std::int32_t> prompt{5, 17, 5, 17, 5, 42};
+  const std::vector<std::vector<std::int32_t>> prompts(16, prompt);
+  // x 16 sequences = 20480 samples per way; the unoptimised sanitizer build checks the wiring on fewer.
+  constexpr int calls = NGEMB_TEST_SANITIZED ? 64 : 1280;
+  for (const ngemb::sampling_options sampling :
+       {ngemb::sampling_options{.temperature = 1.0f}, ngemb::sampling_options{.temperature = 0.7f, .top_k = 20,
+                                                                                .top_p = 0.9f}}) {
+    for (int way = 0; way < 2; ++way) {
+      const ngemb::drafter_ref used = way == 0 ? ngemb::drafter_ref(drafter) : ngemb::drafter_ref(fixed);
+      // Histograms of generated tokens 1 and 2 (token 0 comes from the prefill, sampled alike by both).
+      std::vector<std::vector<std::size_t>> plain(2, std::vector<std::size_t>(vocab));
+      std::vector<std::vector<std::size_t>> speculative = plain;
+      for (int call = 0; call < calls; ++call) {
+        ngemb::generation_options options{.max_new_tokens = 3, .sampling = sampling};
+        options.sampling.seed = static_cast<std::uint64_t>(call) + 1000 * static_cast<std::uint64_t>(way);
+        const auto expected = ngemb::generate(host, model, prompts, options).tokens;
+        options.speculative = {.drafter = used, .draft_tokens = 2};
+        const auto result = ngemb::generate(host, model, prompts, options);
+        accepted[static_cast<std::size_t>(way)] += result.speculation.accepted_tokens;
+        drafted[static_cast<std::size_t>(way)] += result.speculation.drafted_tokens;
+        for (std::size_t s = 0; s < prompts.size(); ++s) {
+          for (std::size_t i = 0; i < 2; ++i) {
+            ++plain[i][static_cast<std::size_t>(expected[s][i + 1])];
+            ++speculative[i][static_cast<std::size_t>(result.tokens[s][i + 1])];
+          }
+        }
+      }
+      for (std::size_t i = 0; i < 2; ++i) {
+        const auto [statistic, degrees] = speculation_homogeneity(plain[i], speculative[i]);
+        const double critical = acceptance_chi_square_critical(degrees);
+        INFO("drafter " << way << ", token " << i + 1 << ": chi-square " << statistic << " with " << degrees
+                        << " degrees of freedom, critical " << critical);
+        CHECK(statistic < critical);
+      }
+    }
+  }
+  for (std::size_t way = 0; way < 2; ++way) {  // both paths of the rule ran: acceptances, and rejections
+    INFO("drafter " << way << ": accepted " << accepted[way] << " of " << drafted[way] << " drafts");
+    CHECK(accepted[way] > 0);
+    CHECK(accepted[way] < drafted[way]);
+  }
+}
