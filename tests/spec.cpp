@@ -19,6 +19,7 @@
 #include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
+#include "speculative_golden.hpp"
 
 namespace {
 
@@ -800,55 +801,13 @@ namespace {
 
 using speculation_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model;
 const ngemb::host_policy host;
-const std::filesystem::path speculation_model_dir = std::filesystem::path(NGEMB_MODELS_DIR) / "tiny-longcat";
-
-/// Prompts cut from tiny-longcat's validation text (Python source, which repeats itself enough for every drafter
-/// to be right sometimes), of different lengths so the batch is ragged.
-std::vector<std::vector<std::int32_t>> speculation_prompts(std::size_t count) {
-  std::ifstream file(std::filesystem::path(NGEMB_REFERENCE_DIR) / "tiny_longcat" / "validation.txt", std::ios::binary);
-  const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  REQUIRE(text.size() > 100000);
-  std::vector<std::vector<std::int32_t>> prompts;
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::size_t first = 7919 * (i + 1) % (text.size() - 200);
-    const std::size_t length = 24 + 37 * i % 90;
-    std::vector<std::int32_t> prompt{256};  // BOS
-    for (std::size_t c = first; c < first + length; ++c) {
-      prompt.push_back(static_cast<unsigned char>(text[c]));
-    }
-    prompts.push_back(prompt);
-  }
-  return prompts;
-}
-
-/// Speculative greedy decoding with `drafter` gives plain greedy decoding's tokens for every k in [1, 8].
-template <class Drafter>
-void speculation_check_greedy(speculation_lm& model, Drafter& drafter,
-                              const std::vector<std::vector<std::int32_t>>& prompts,
-                              const std::vector<std::vector<std::int32_t>>& plain, int max_new_tokens,
-                              double minimum_accepted_length = 1.0) {
-  for (int k = 1; k <= 8; ++k) {
-    const auto result = ngemb::generate(host, model, prompts,
-                                        {.max_new_tokens = max_new_tokens,
-                                         .stop_token = 257,
-                                         .speculative = {.drafter = drafter, .draft_tokens = k}});
-    INFO("k = " << k << ", mean accepted length " << result.speculation.mean_accepted_length());
-    CHECK(result.tokens == plain);
-    CHECK(result.speculation.drafted_tokens > 0);
-    CHECK(result.speculation.mean_accepted_length() >= minimum_accepted_length);
-    CHECK(result.speculation.generated_tokens == ngemb::detail::count_tokens(plain));
-  }
-}
 
 }  // namespace
 
 TEST_CASE("speculative greedy decoding with prompt lookup equals plain greedy decoding, k = 1..8, ragged batch") {
-  auto model = speculation_lm::load(host, speculation_model_dir, {.max_sequences = 5, .max_positions = 256,
-                                                                  .max_draft = 8});
-  const auto prompts = speculation_prompts(5);
-  const auto plain = ngemb::generate(host, model, prompts, {.max_new_tokens = 48, .stop_token = 257}).tokens;
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
   ngemb::prompt_lookup_drafter drafter(model.vocab_size(), {.min_n = 1, .max_n = 3});
-  speculation_check_greedy(model, drafter, prompts, plain, 48, 1.2);
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.2);
 }
 
 namespace {
