@@ -11,6 +11,7 @@
 #include <iterator>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -956,4 +957,98 @@ TEST_CASE("speculative sampling draws the tokens plain sampling draws: chi-squar
     CHECK(accepted[way] > 0);
     CHECK(accepted[way] < drafted[way]);
   }
+}
+
+namespace {
+
+/// Proposes what plain greedy decoding produced (`continuations[stream]`, from the token at `position`): every draft
+/// is right until the continuation runs out.
+struct speculation_oracle_drafter {
+  std::int64_t vocab = 0;
+  std::vector<std::vector<std::int32_t>> continuations;
+  bool fail = false;  ///< propose throws, as a broken drafter would
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab; }
+  [[nodiscard]] bool hidden_rows_needed() const { return false; }
+  void start_sequence(std::int32_t) {}
+  void end_sequence(std::int32_t) {}
+  void observe(const ngemb::verified_step&) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options&,
+               ngemb::draft_batch& out) {
+    if (fail) {
+      throw std::runtime_error("speculation_oracle_drafter: failing on purpose");
+    }
+    out.clear();
+    for (const ngemb::draft_request& request : requests) {
+      const auto& continuation = continuations[static_cast<std::size_t>(request.stream)];
+      for (std::size_t i = request.position;
+           i < continuation.size() && i < request.position + static_cast<std::size_t>(request.max_tokens); ++i) {
+        out.tokens.push_back(continuation[i]);
+      }
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("speculative generate: a stop token inside the accepted drafts ends the sequence there, caches included") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  const auto prompts = ngemb_test::speculation_prompts(3);
+  speculation_oracle_drafter oracle{model.vocab_size(), ngemb::generate(host, model, prompts, {.max_new_tokens = 40}).tokens};
+  // A byte that each continuation emits after its first few tokens, so it falls inside an accepted chain.
+  for (const auto& continuation : oracle.continuations) {
+    REQUIRE(continuation.size() == 40);
+  }
+  const std::int32_t stop = oracle.continuations[0][9];
+  const auto plain = ngemb::generate(host, model, prompts, {.max_new_tokens = 40, .stop_token = stop});
+  const auto result = ngemb::generate(host, model, prompts,
+                                      {.max_new_tokens = 40, .stop_token = stop,
+                                       .speculative = {.drafter = oracle, .draft_tokens = 8}});
+  CHECK(result.tokens == plain.tokens);
+  CHECK(result.tokens[0].size() <= 10);
+  CHECK(result.tokens[0].back() == stop);
+  CHECK(result.speculation.accepted_tokens + result.speculation.chains == result.speculation.emitted_tokens);
+  // Every sequence was ended and nothing stayed pending: the model serves a full batch again, with the same tokens.
+  const auto again = ngemb::generate(host, model, prompts, {.max_new_tokens = 40, .stop_token = stop});
+  CHECK(again.tokens == plain.tokens);
+  std::vector<std::int32_t> ids;
+  for (std::size_t i = 0; i < model.max_sequences(); ++i) {
+    ids.push_back(model.start_sequence());
+    CHECK(model.length(ids.back()) == 0);
+    CHECK(model.pending(ids.back()) == 0);
+  }
+  for (const std::int32_t id : ids) {
+    model.end_sequence(id);
+  }
+}
+
+TEST_CASE("speculative generate: bad options and a failing drafter give typed errors and leave the model usable") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, {.max_sequences = 2, .max_positions = 128,
+                                                                           .max_draft = 4});
+  const std::vector<std::vector<std::int32_t>> prompts{{256, 100, 101}, {256, 102}};
+  speculation_oracle_drafter oracle{model.vocab_size(), ngemb::generate(host, model, prompts, {.max_new_tokens = 8}).tokens};
+  CHECK_THROWS_WITH_AS(ngemb::generate(host, model, prompts, {.speculative = {.drafter = oracle, .draft_tokens = 5}}),
+                       doctest::Contains("max_draft"), ngemb::invalid_argument);
+  CHECK_THROWS_AS(ngemb::generate(host, model, prompts, {.speculative = {.drafter = oracle, .draft_tokens = 0}}),
+                  ngemb::invalid_argument);
+  speculation_oracle_drafter other_vocabulary{model.vocab_size() + 1, oracle.continuations};
+  CHECK_THROWS_WITH_AS(
+      ngemb::generate(host, model, prompts, {.speculative = {.drafter = other_vocabulary, .draft_tokens = 2}}),
+      doctest::Contains("vocabulary"), ngemb::shape_mismatch);
+  speculation_oracle_drafter failing = oracle;
+  failing.fail = true;
+  CHECK_THROWS_AS(ngemb::generate(host, model, prompts,
+                                  {.max_new_tokens = 8, .speculative = {.drafter = failing, .draft_tokens = 2}}),
+                  std::runtime_error);
+  // A drafter whose tokens fall outside the vocabulary: the verify forward refuses them before any state changes.
+  speculation_oracle_drafter out_of_range = oracle;
+  out_of_range.continuations[1][3] = static_cast<std::int32_t>(model.vocab_size());
+  CHECK_THROWS_AS(ngemb::generate(host, model, prompts,
+                                  {.max_new_tokens = 8, .speculative = {.drafter = out_of_range, .draft_tokens = 4}}),
+                  ngemb::invalid_argument);
+  // After each failure the sequences were ended: the same generation runs, with plain greedy's tokens.
+  const auto result = ngemb::generate(host, model, prompts,
+                                      {.max_new_tokens = 8, .speculative = {.drafter = oracle, .draft_tokens = 4}});
+  CHECK(result.tokens == oracle.continuations);
+  CHECK(result.speculation.accepted_tokens == result.speculation.drafted_tokens);
 }
