@@ -816,6 +816,22 @@ TEST_CASE("speculative greedy decoding with prompt lookup equals plain greedy de
   ngemb_test::check_speculative_greedy(host, model, drafter, 1.2);
 }
 
+TEST_CASE("speculative greedy decoding with the n-gram-embedding drafter equals plain greedy decoding, k = 1..8") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  ngemb::ngram_embedding_drafter<speculation_lm> drafter(host, model);
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.1);
+  CHECK(model.embedding_counts().reused > 0);  // the verify forwards took the drafting rows
+}
+
+TEST_CASE("speculative greedy decoding with early rejection over prompt lookup equals plain greedy decoding") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  ngemb::prompt_lookup_drafter lookup(model.vocab_size(), {.min_n = 1, .max_n = 3});
+  ngemb::early_rejection<ngemb::prompt_lookup_drafter, speculation_lm> drafter(host, model, lookup, 0.05f);
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.05);
+  CHECK(drafter.counts().cut > 0);
+  CHECK(drafter.counts().cut < drafter.counts().proposed);
+}
+
 namespace {
 
 /// Drafts every token from one fixed, skewed distribution q over the vocabulary, whatever the context: far from the
