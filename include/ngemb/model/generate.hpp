@@ -194,6 +194,7 @@ generation_result generate_speculative(const typename Model::policy_type& policy
   }
   const auto vocab = static_cast<std::size_t>(model.vocab_size());
   const bool keep_hidden = drafter.hidden_rows_needed();
+  stage_times* const profile_stages = options.profile ? &result.stages : nullptr;
   sequence_guard<Model> guard(model, prompts.size());
   drafter_guard drafting(drafter, std::vector<std::int32_t>(guard.ids.begin(), guard.ids.end()));
   const auto start = std::chrono::steady_clock::now();
@@ -237,7 +238,8 @@ generation_result generate_speculative(const typename Model::policy_type& policy
     std::vector<float> host_logits(prompts.size() * vocab);
     model.forward(policy, view<const sequence_id>(step_ids),
                   ragged_view<const token_type>(view<const token_type>(flat), view<const std::int64_t>(offsets)),
-                  logits.as_view(), {.logits = logits_for::last_token, .keep_hidden = keep_hidden});
+                  logits.as_view(),
+                  {.logits = logits_for::last_token, .profile = profile_stages, .keep_hidden = keep_hidden});
     copy_to_host(policy, view<const float>(logits.data(), logits.size()), view<float>(host_logits));
     std::vector<std::size_t> ran;
     for (std::size_t p = 0; p < prompts.size(); ++p) {
@@ -310,7 +312,7 @@ generation_result generate_speculative(const typename Model::policy_type& policy
     }
     verifier.verify(policy, model, view<const sequence_id>(step_ids), view<const token_type>(last_tokens), chains,
                     view<const std::uint64_t>(streams), view<const std::uint32_t>(positions), options.sampling,
-                    keep_hidden);
+                    keep_hidden, profile_stages);
     kept.clear();
     next.clear();
     new_tokens.clear();

@@ -18,6 +18,7 @@
 #include "ngemb/model/causal_model.hpp"
 #include "ngemb/model/forward_options.hpp"
 #include "ngemb/model/sampling.hpp"
+#include "ngemb/model/stage_times.hpp"
 #include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
 
@@ -34,10 +35,12 @@ class chain_verifier {
   /// drafts.drafts_of(b) (one entry per sequence, possibly empty; q rows in drafts.probabilities when sampling, or
   /// none for deterministic drafts). streams[b] and positions[b] seed its draws: the sequence's Philox stream and the
   /// index, among its generated tokens, of its first draft. keep_hidden asks the model to keep the fed tokens'
-  /// final-normed rows (for a drafter's observe). Everything is checked before the forward.
+  /// final-normed rows (for a drafter's observe); `profile`, when set, takes the forward's stage times. Everything is
+  /// checked before the forward.
   void verify(const policy_type& policy, Model& model, view<const sequence_id> sequences,
               view<const token_type> last_tokens, const draft_batch& drafts, view<const std::uint64_t> streams,
-              view<const std::uint32_t> positions, const sampling_options& sampling, bool keep_hidden) {
+              view<const std::uint32_t> positions, const sampling_options& sampling, bool keep_hidden,
+              stage_times* profile = nullptr) {
     const std::size_t count = sequences.size();
     if (last_tokens.size() != count || drafts.sequences() != count || streams.size() != count ||
         positions.size() != count) {
@@ -73,7 +76,7 @@ class chain_verifier {
     host_logits_.resize(fed_.size() * vocab);
     const view<float> logits = logits_.as_view().subview(0, fed_.size() * vocab);
     model.forward(policy, sequences, fed(), logits,
-                  {.logits = logits_for::every_token, .pending = true, .keep_hidden = keep_hidden});
+                  {.logits = logits_for::every_token, .profile = profile, .pending = true, .keep_hidden = keep_hidden});
     copy_to_host(policy, view<const float>(logits), view<float>(host_logits_));
     verdicts_.clear();
     for (std::size_t b = 0; b < count; ++b) {
