@@ -59,6 +59,7 @@
 #include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
+#include "ngemb/spec/model_drafter.hpp"
 #include "ngemb/spec/ngram_drafter.hpp"
 #include "ngemb/spec/early_rejection.hpp"
 #include "ngemb/text/byte_tokenizer.hpp"

@@ -5,6 +5,7 @@
 #include "ngemb/policy/device_policy.cuh"
 #include "ngemb/presets/longcat.hpp"
 #include "ngemb/spec/early_rejection.hpp"
+#include "ngemb/spec/model_drafter.hpp"
 #include "ngemb/spec/ngram_drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
 #include "speculative_golden.hpp"
@@ -34,4 +35,19 @@ TEST_CASE("device: speculative greedy decoding with early rejection over prompt 
   ngemb::prompt_lookup_drafter lookup(model.vocab_size(), {.min_n = 1, .max_n = 3});
   ngemb::early_rejection<ngemb::prompt_lookup_drafter, device_lm> drafter(device, model, lookup, 0.05f);
   ngemb_test::check_speculative_greedy(device, model, drafter, 1.05);
+}
+
+TEST_CASE("device: speculative greedy decoding with a draft model equals plain greedy decoding, k = 1..8") {
+  auto model = device_lm::load(device, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  {  // self-draft: a second instance of the target accepts every draft
+    auto draft = device_lm::load(device, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+    ngemb::draft_model_drafter drafter(device, draft);
+    ngemb_test::check_speculative_greedy(device, model, drafter, 1.9);
+  }
+  // The paper's draft: tiny-longcat without its n-gram tables (about a quarter of its drafts are accepted at k = 1).
+  using plain_lm = ngemb::presets::longcat_flash<ngemb::device_policy>::model;
+  auto draft = plain_lm::load(device, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity,
+                              {.drop_ngram_embedding = true});
+  ngemb::draft_model_drafter drafter(device, draft);
+  ngemb_test::check_speculative_greedy(device, model, drafter, 1.15);
 }

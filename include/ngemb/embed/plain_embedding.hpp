@@ -56,6 +56,8 @@ class plain_embedding {
  public:
   using policy_type = Policy;
   using weight_type = Weight;
+  /// No n-gram tables: causal_lm can load an n-gram checkpoint's base table alone (load_options::drop_ngram_embedding).
+  static constexpr bool reads_ngram_tables = false;
 
   /// `table`: [V x H] host array, row-major.
   plain_embedding(const Policy& policy, std::int64_t vocab_size, std::int64_t hidden, view<const Weight> table)

@@ -11,7 +11,7 @@
 // `model.ngram_embeddings.*` (SPEC §4), `model.layers.{l}.*` (blocks.hpp), `model.norm.weight`, `lm_head.weight`.
 // Loading is strict: a missing, misshapen or unknown tensor is an error naming it, except `model.mtp.*` (the MTP
 // module), which is ignored as Hugging Face ignores it unless load_options::mtp asks for it (then it is checked as
-// strictly, and saved with the model).
+// strictly, and saved with the model), and `model.ngram_embeddings.*` under load_options::drop_ngram_embedding.
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -60,6 +60,13 @@ struct load_options {
   /// Also load the MTP module (`model.mtp.*`, model/mtp.hpp); needs a model type with an Mtp part. When false its
   /// tensors are ignored.
   bool mtp = false;
+  /// Load a checkpoint with an n-gram embedding (model_type "longcat_flash_ngram") into a model type whose embedding
+  /// is plain (presets::longcat_flash): only the base table `model.embed_tokens.weight` is read, the n-gram tables
+  /// `model.ngram_embeddings.*` are ignored, and the model's config becomes the plain "longcat_flash" one (so save()
+  /// writes a checkpoint that loads without this option). The paper's draft model: the target's weights without the
+  /// n-gram lookups. invalid_argument for a model type whose embedding reads n-gram tables or a checkpoint of
+  /// another model_type.
+  bool drop_ngram_embedding = false;
 };
 
 namespace detail {
@@ -156,6 +163,8 @@ class causal_lm {
   static constexpr bool can_hold_mtp = !std::is_same_v<Mtp, no_mtp>;
   /// Where the MTP module's tensors live in a checkpoint.
   static constexpr const char* mtp_prefix = "model.mtp";
+  /// Whether the embedding reads no n-gram tables (plain_embedding), so load_options::drop_ngram_embedding applies.
+  static constexpr bool plain_embedding_type = requires { requires !Embedding::reads_ngram_tables; };
 
   causal_lm(const policy_type& policy, const model_config& config, Embedding embedding, std::vector<Block> blocks,
             lm_head<policy_type> head, sequence_capacity capacity = {}, std::optional<Mtp> mtp = std::nullopt)
@@ -209,7 +218,14 @@ class causal_lm {
       throw invalid_argument("causal_lm::load: load_options::mtp asks for the MTP module, but this model type has no "
                              "MTP part (causal_lm<Embedding, Block, Mtp> with an Mtp such as mtp_module<...>)");
     }
-    const model_config config = read_model_config(folder);
+    if (options.drop_ngram_embedding && !plain_embedding_type) {
+      throw invalid_argument("causal_lm::load: load_options::drop_ngram_embedding needs a model type with a plain "
+                             "embedding (such as presets::longcat_flash); this one reads the n-gram tables");
+    }
+    model_config config = read_model_config(folder);
+    if (options.drop_ngram_embedding) {
+      config = without_ngram_embedding(config, folder);
+    }
     const auto checkpoint = std::make_shared<const safetensors_checkpoint>(folder);
     Embedding embedding = Embedding::load(policy, checkpoint, ngram_names::released_owner, config.ngram);
     std::vector<Block> blocks;
@@ -229,7 +245,7 @@ class causal_lm {
     }
     causal_lm model(policy, config, std::move(embedding), std::move(blocks), std::move(head), capacity,
                     std::move(mtp));
-    model.reject_unknown_tensors(policy, *checkpoint, folder);
+    model.reject_unknown_tensors(policy, *checkpoint, folder, options.drop_ngram_embedding);
     return model;
   }
 
@@ -730,13 +746,32 @@ class causal_lm {
     }
   }
 
-  /// Names a checkpoint may hold that this model leaves unread: the MTP module's when it was not asked for.
-  [[nodiscard]] bool ignored_on_load(const std::string& name) const {
-    return !mtp_ && name.starts_with(std::string(mtp_prefix) + ".");
+  /// Names a checkpoint may hold that this model leaves unread: the MTP module's when it was not asked for, the
+  /// n-gram tables when they were dropped.
+  [[nodiscard]] bool ignored_on_load(const std::string& name, bool ngram_dropped) const {
+    return (!mtp_ && name.starts_with(std::string(mtp_prefix) + ".")) ||
+           (ngram_dropped && name.starts_with(ngram_names::module(ngram_names::released_owner) + "."));
   }
 
-  void reject_unknown_tensors(const policy_type& policy, const checkpoint& source,
-                              const std::filesystem::path& folder) const {
+  /// LongCat-Flash-Lite's config as LongCat-Flash's: the same model without the n-gram fields.
+  static model_config without_ngram_embedding(model_config config, const std::filesystem::path& folder) {
+    if (config.model_type != model_config::longcat_flash_ngram_type) {
+      throw invalid_argument("causal_lm::load: load_options::drop_ngram_embedding needs a \"" +
+                             std::string(model_config::longcat_flash_ngram_type) + "\" checkpoint, but " +
+                             folder.string() + " has model_type \"" + config.model_type + "\"");
+    }
+    ngram_config plain;
+    plain.vocab_size = config.ngram.vocab_size;
+    plain.hidden_size = config.ngram.hidden_size;
+    plain.eos_token = config.ngram.eos_token;
+    config.ngram = plain;
+    config.model_type = model_config::longcat_flash_type;
+    config.validate();
+    return config;
+  }
+
+  void reject_unknown_tensors(const policy_type& policy, const checkpoint& source, const std::filesystem::path& folder,
+                              bool ngram_dropped) const {
     tensor_collection expected(tensor_collection::mode::names_only);
     collect(policy, expected);
     std::set<std::string> known;
@@ -745,7 +780,7 @@ class causal_lm {
     }
     known.insert(expected.tolerated().begin(), expected.tolerated().end());
     for (const std::string& name : source.names()) {
-      if (!known.contains(name) && !ignored_on_load(name)) {
+      if (!known.contains(name) && !ignored_on_load(name, ngram_dropped)) {
         throw format_error("causal_lm::load: " + folder.string() + " holds tensor \"" + name +
                            "\", which this model type has no parameter for (a different architecture, or a block "
                            "type that does not match the checkpoint)");
