@@ -2,11 +2,16 @@
 // the drafters, and generate() with speculation against plain decoding.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
 
@@ -322,4 +327,465 @@ TEST_CASE("prompt_lookup_drafter rejects bad input") {
   short_step.add(1, {3}, 1, 6).kept.clear();
   CHECK_THROWS_AS(drafter.observe(short_step.view()), ngemb::shape_mismatch);
   CHECK(drafter.history(1).size() == 3);
+}
+
+// ---- acceptance (spec/acceptance.hpp) ----
+
+namespace {
+
+/// Uniforms from Philox, so the random cases are the same with every standard library.
+struct acceptance_random {
+  std::uint64_t seed = 0;
+  std::uint64_t count = 0;
+  double uniform() { return ngemb::token_stream{seed, count++, 0}.uniform(); }
+  std::size_t below(std::size_t n) { return static_cast<std::size_t>(uniform() * static_cast<double>(n)); }
+};
+
+std::vector<float> acceptance_logits(acceptance_random& random, std::size_t vocab) {
+  std::vector<float> logits(vocab);
+  for (float& logit : logits) {
+    logit = static_cast<float>((random.uniform() - 0.5) * 8.0);
+  }
+  return logits;
+}
+
+/// Temperature in [0.3, 2), and top-k or top-p (or both, or neither) half the time each.
+ngemb::sampling_options acceptance_options(acceptance_random& random, std::size_t vocab) {
+  ngemb::sampling_options options{.temperature = static_cast<float>(0.3 + 1.7 * random.uniform())};
+  if (random.uniform() < 0.5) {
+    options.top_k = 1 + static_cast<int>(random.below(vocab));
+  }
+  if (random.uniform() < 0.5) {
+    options.top_p = static_cast<float>(0.3 + 0.65 * random.uniform());
+  }
+  return options;
+}
+
+/// The kept distribution from its definition, in fp64 and independently of the library: one-hot at the first
+/// argmax when greedy; else softmax(logits / T) over the top_k most likely ids (ties to the lower id), renormalised,
+/// then cut to the smallest most-likely prefix whose probability reaches top_p, renormalised.
+std::vector<double> acceptance_expected(const std::vector<float>& logits, const ngemb::sampling_options& options) {
+  const std::size_t vocab = logits.size();
+  std::vector<double> expected(vocab, 0.0);
+  std::vector<std::size_t> order(vocab);
+  for (std::size_t id = 0; id < vocab; ++id) {
+    order[id] = id;
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return logits[a] > logits[b]; });
+  if (options.temperature == 0.0f) {
+    expected[order[0]] = 1.0;
+    return expected;
+  }
+  const std::size_t top_k = options.top_k > 0 ? std::min(vocab, static_cast<std::size_t>(options.top_k)) : vocab;
+  std::vector<double> softmax(top_k);
+  double total = 0.0;
+  for (std::size_t i = 0; i < top_k; ++i) {
+    softmax[i] = std::exp(static_cast<double>(logits[order[i]]) / options.temperature);
+    total += softmax[i];
+  }
+  std::size_t nucleus = 0;
+  double reached = 0.0;
+  while (nucleus < top_k && (nucleus == 0 || reached < static_cast<double>(options.top_p))) {
+    reached += softmax[nucleus++] / total;
+  }
+  for (std::size_t i = 0; i < nucleus; ++i) {
+    expected[order[i]] = softmax[i] / total / reached;
+  }
+  return expected;
+}
+
+/// A row divided by its fp64 sum: the distribution acceptance.hpp takes a float row to stand for.
+std::vector<double> acceptance_normalised(const std::vector<float>& row) {
+  double total = 0.0;
+  for (const float value : row) {
+    total += value;
+  }
+  std::vector<double> out;
+  for (const float value : row) {
+    out.push_back(value / total);
+  }
+  return out;
+}
+
+/// A q row: the kept distribution of other logits under the same options, or random weights with some zeros.
+std::vector<float> acceptance_q(acceptance_random& random, std::size_t vocab, const ngemb::sampling_options& options) {
+  std::vector<float> q(vocab);
+  if (random.uniform() < 0.5) {
+    ngemb::token_probabilities(ngemb::view<const float>(acceptance_logits(random, vocab)), options,
+                               ngemb::view<float>(q));
+    return q;
+  }
+  for (float& value : q) {
+    value = random.uniform() < 0.3 ? 0.0f : static_cast<float>(random.uniform());
+  }
+  q[random.below(vocab)] = 0.5f;  // never all zero
+  return q;
+}
+
+std::vector<float> acceptance_p(const std::vector<float>& logits, const ngemb::sampling_options& options) {
+  std::vector<float> p(logits.size());
+  ngemb::token_probabilities(ngemb::view<const float>(logits), options, ngemb::view<float>(p));
+  return p;
+}
+
+/// The distribution of the token one verify step emits for a draft drawn from q, exactly:
+/// sum_d q(d) [a(d) delta_d + (1 - a(d)) residual], from the library's acceptance_probability and residual.
+std::vector<double> acceptance_one_step(const std::vector<float>& p, const std::vector<float>& q) {
+  const std::size_t vocab = p.size();
+  const std::vector<double> proposal = acceptance_normalised(q);
+  std::vector<double> residual(vocab);
+  ngemb::residual_distribution(ngemb::view<const float>(p), ngemb::view<const float>(q), ngemb::view<double>(residual));
+  std::vector<double> emitted(vocab, 0.0);
+  for (std::size_t d = 0; d < vocab; ++d) {
+    if (q[d] == 0.0f) {
+      continue;  // never proposed
+    }
+    const double accept = ngemb::acceptance_probability(ngemb::view<const float>(p), ngemb::view<const float>(q),
+                                                        static_cast<std::int32_t>(d));
+    emitted[d] += proposal[d] * accept;
+    for (std::size_t x = 0; x < vocab; ++x) {
+      emitted[x] += proposal[d] * (1.0 - accept) * residual[x];
+    }
+  }
+  return emitted;
+}
+
+/// The upper 0.001 critical value of chi-square with `df` degrees of freedom by the Wilson-Hilferty cube
+/// approximation, df (1 - 2/(9 df) + z sqrt(2/(9 df)))^3 with z = 3.0902 (the standard normal's 0.999 quantile).
+/// For df 1..4 it gives 11.16, 14.13, 16.55, 18.72 against the tabled 10.83, 13.82, 16.27, 18.47: at most 3% high,
+/// so the test is barely more lenient than p = 0.001 (and a wrong rule scores in the hundreds).
+double acceptance_chi_square_critical(std::size_t df) {
+  const double nu = static_cast<double>(df);
+  const double term = 1.0 - 2.0 / (9.0 * nu) + 3.090232306 * std::sqrt(2.0 / (9.0 * nu));
+  return nu * term * term * term;
+}
+
+/// Chi-square of `counts` against `expected` (a distribution); ids with expected probability 0 must never occur.
+void acceptance_check_counts(const std::vector<double>& counts, const std::vector<double>& expected) {
+  double trials = 0.0;
+  for (const double count : counts) {
+    trials += count;
+  }
+  REQUIRE(trials >= 1000.0);
+  double statistic = 0.0;
+  std::size_t categories = 0;
+  for (std::size_t id = 0; id < counts.size(); ++id) {
+    if (expected[id] == 0.0) {
+      CHECK(counts[id] == 0.0);
+      continue;
+    }
+    ++categories;
+    const double mean = trials * expected[id];
+    statistic += (counts[id] - mean) * (counts[id] - mean) / mean;
+  }
+  if (categories > 1) {
+    const double critical = acceptance_chi_square_critical(categories - 1);
+    INFO("chi-square " << statistic << " over " << trials << " trials, critical " << critical);
+    CHECK(statistic < critical);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("token_probabilities is the distribution sample_token draws from") {
+  acceptance_random random{.seed = 11};
+  for (int trial = 0; trial < 400; ++trial) {
+    const std::size_t vocab = 1 + random.below(8);
+    const std::vector<float> logits = acceptance_logits(random, vocab);
+    ngemb::sampling_options options = acceptance_options(random, vocab);
+    if (trial % 5 == 0) {
+      options.temperature = 0.0f;
+    }
+    const std::vector<double> expected = acceptance_expected(logits, options);
+    const std::vector<float> p = acceptance_p(logits, options);
+    double total = 0.0;
+    for (std::size_t id = 0; id < vocab; ++id) {
+      CHECK(std::abs(p[id] - expected[id]) < 1e-6);
+      CHECK((p[id] == 0.0f) == (expected[id] == 0.0));
+      total += p[id];
+    }
+    CHECK(std::abs(total - 1.0) < 1e-6);
+    for (int draw = 0; draw < 50; ++draw) {
+      const double uniform = draw == 0 ? 0.0 : draw == 1 ? 1.0 - 0x1.0p-53 : random.uniform();
+      const std::int32_t token = ngemb::sample_token(ngemb::view<const float>(logits), options, uniform);
+      CHECK(p[static_cast<std::size_t>(token)] > 0.0f);
+    }
+  }
+  const std::vector<float> tied{1.0f, 3.0f, 3.0f};
+  CHECK(acceptance_p(tied, {}) == std::vector<float>{0.0f, 1.0f, 0.0f});  // greedy: one-hot, ties to the lowest id
+  std::vector<float> short_row(2);
+  CHECK_THROWS_AS(ngemb::token_probabilities(ngemb::view<const float>(tied), {}, ngemb::view<float>(short_row)),
+                  ngemb::shape_mismatch);
+  const std::vector<float> broken{0.0f, std::nanf("")};
+  CHECK_THROWS_WITH_AS(acceptance_p(broken, {.temperature = 1.0f}), doctest::Contains("logit of token 1"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_AS(acceptance_p(tied, {.temperature = 1.0f, .top_p = 0.0f}), ngemb::invalid_argument);
+}
+
+TEST_CASE("sample_from_probabilities: inverse CDF in id order over the nonzero entries") {
+  const std::vector<float> row{0.0f, 0.25f, 0.0f, 0.75f, 0.0f};
+  const ngemb::view<const float> probabilities(row);
+  CHECK(ngemb::sample_from_probabilities(probabilities, 0.0) == 1);
+  CHECK(ngemb::sample_from_probabilities(probabilities, 0.2499) == 1);
+  CHECK(ngemb::sample_from_probabilities(probabilities, 0.25) == 3);
+  CHECK(ngemb::sample_from_probabilities(probabilities, 1.0 - 0x1.0p-53) == 3);
+  // Rows are normalised first: twice the weights choose the same ids.
+  const std::vector<float> doubled{0.0f, 0.5f, 0.0f, 1.5f, 0.0f};
+  CHECK(ngemb::sample_from_probabilities(ngemb::view<const float>(doubled), 0.2499) == 1);
+  CHECK_THROWS_WITH_AS(ngemb::sample_from_probabilities(probabilities, 1.0), doctest::Contains("[0, 1)"),
+                       ngemb::invalid_argument);
+  const std::vector<float> negative{0.5f, -0.1f};
+  CHECK_THROWS_WITH_AS(ngemb::sample_from_probabilities(ngemb::view<const float>(negative), 0.5),
+                       doctest::Contains("token 1"), ngemb::invalid_argument);
+  const std::vector<float> not_finite{std::nanf(""), 1.0f};
+  CHECK_THROWS_AS(ngemb::sample_from_probabilities(ngemb::view<const float>(not_finite), 0.5),
+                  ngemb::invalid_argument);
+  const std::vector<float> zeros(3, 0.0f);
+  CHECK_THROWS_WITH_AS(ngemb::sample_from_probabilities(ngemb::view<const float>(zeros), 0.5),
+                       doctest::Contains("all zero"), ngemb::invalid_argument);
+}
+
+TEST_CASE("acceptance: one verify step emits exactly p, whatever q (enumerated, k = 1)") {
+  acceptance_random random{.seed = 12};
+  for (int trial = 0; trial < 2000; ++trial) {
+    const std::size_t vocab = 2 + random.below(5);
+    const ngemb::sampling_options options = acceptance_options(random, vocab);
+    const std::vector<float> p = acceptance_p(acceptance_logits(random, vocab), options);
+    std::vector<float> q = acceptance_q(random, vocab, options);
+    if (trial % 7 == 0) {  // a deterministic proposal, written out as its one-hot row
+      q.assign(vocab, 0.0f);
+      q[random.below(vocab)] = 1.0f;
+    }
+    const std::vector<double> target = acceptance_normalised(p);
+    const std::vector<double> emitted = acceptance_one_step(p, q);
+    for (std::size_t x = 0; x < vocab; ++x) {
+      CHECK(std::abs(emitted[x] - target[x]) < 1e-12);
+    }
+  }
+}
+
+TEST_CASE("acceptance: two drafts emit the target's joint distribution (enumerated, k = 2)") {
+  acceptance_random random{.seed = 13};
+  for (int trial = 0; trial < 500; ++trial) {
+    const std::size_t vocab = 2 + random.below(5);
+    const ngemb::sampling_options options = acceptance_options(random, vocab);
+    const std::vector<float> p0 = acceptance_p(acceptance_logits(random, vocab), options);
+    const std::vector<float> q0 = acceptance_q(random, vocab, options);
+    // The second position's rows depend on the first token, as a model's do.
+    std::vector<std::vector<float>> p1;
+    std::vector<std::vector<float>> q1;
+    for (std::size_t x1 = 0; x1 < vocab; ++x1) {
+      p1.push_back(acceptance_p(acceptance_logits(random, vocab), options));
+      q1.push_back(acceptance_q(random, vocab, options));
+    }
+    const std::vector<double> proposal0 = acceptance_normalised(q0);
+    std::vector<double> residual0(vocab);
+    ngemb::residual_distribution(ngemb::view<const float>(p0), ngemb::view<const float>(q0),
+                                 ngemb::view<double>(residual0));
+    // joint[x1][x2]: draft 1 accepted (x1 = d1), then the step's second token (draft 2 accepted or its residual);
+    // or draft 1 rejected (x1 from the residual), then the next step's first token, which the k = 1 case shows
+    // is distributed as p1[x1].
+    std::vector<std::vector<double>> joint(vocab, std::vector<double>(vocab, 0.0));
+    for (std::size_t d1 = 0; d1 < vocab; ++d1) {
+      if (q0[d1] == 0.0f) {
+        continue;
+      }
+      const double accept = ngemb::acceptance_probability(ngemb::view<const float>(p0), ngemb::view<const float>(q0),
+                                                          static_cast<std::int32_t>(d1));
+      const std::vector<double> second = acceptance_one_step(p1[d1], q1[d1]);
+      for (std::size_t x2 = 0; x2 < vocab; ++x2) {
+        joint[d1][x2] += proposal0[d1] * accept * second[x2];
+      }
+      for (std::size_t x1 = 0; x1 < vocab; ++x1) {
+        const std::vector<double> next_step = acceptance_normalised(p1[x1]);
+        for (std::size_t x2 = 0; x2 < vocab; ++x2) {
+          joint[x1][x2] += proposal0[d1] * (1.0 - accept) * residual0[x1] * next_step[x2];
+        }
+      }
+    }
+    const std::vector<double> first = acceptance_normalised(p0);
+    for (std::size_t x1 = 0; x1 < vocab; ++x1) {
+      const std::vector<double> second = acceptance_normalised(p1[x1]);
+      for (std::size_t x2 = 0; x2 < vocab; ++x2) {
+        CHECK(std::abs(joint[x1][x2] - first[x1] * second[x2]) < 1e-12);
+      }
+    }
+  }
+}
+
+TEST_CASE("verify_chain: the emitted tokens follow p through real Philox draws (chi-square, p = 0.001)") {
+  constexpr std::size_t vocab = 5;
+  constexpr std::uint64_t seed = 2024;
+  constexpr std::uint32_t position = 7;
+  constexpr int trials = 20000;
+  const std::vector<ngemb::sampling_options> settings{{.temperature = 1.0f, .seed = seed},
+                                                      {.temperature = 0.7f, .top_k = 4, .seed = seed},
+                                                      {.temperature = 1.3f, .top_p = 0.8f, .seed = seed}};
+  acceptance_random random{.seed = 14};
+  for (const ngemb::sampling_options& options : settings) {
+    for (const std::size_t k : {std::size_t{1}, std::size_t{3}}) {
+      for (const bool one_hot : {false, true}) {
+        CAPTURE(options.temperature);
+        CAPTURE(k);
+        CAPTURE(one_hot);
+        std::vector<float> logits;
+        for (std::size_t row = 0; row <= k; ++row) {
+          const std::vector<float> row_logits = acceptance_logits(random, vocab);
+          logits.insert(logits.end(), row_logits.begin(), row_logits.end());
+        }
+        std::vector<float> q;
+        for (std::size_t row = 0; row < k && !one_hot; ++row) {
+          std::vector<float> q_row = acceptance_q(random, vocab, options);
+          // Overlap with p (its most likely id), so that enough chains accept draft 0 to test the second token.
+          const auto top = std::max_element(logits.begin() + static_cast<std::ptrdiff_t>(row * vocab),
+                                            logits.begin() + static_cast<std::ptrdiff_t>((row + 1) * vocab));
+          float& shared = q_row[static_cast<std::size_t>(top - logits.begin()) - row * vocab];
+          shared = std::max(shared, 0.3f);
+          q.insert(q.end(), q_row.begin(), q_row.end());
+        }
+        // Deterministic drafts: the same chain every trial (its first token may lie outside p's kept set).
+        const std::vector<std::int32_t> fixed{3, 0, 4};
+        std::vector<double> first(vocab, 0.0);
+        std::vector<double> second(vocab, 0.0);  // after an accepted draft 0, k = 3
+        std::vector<std::int32_t> drafts(k);
+        for (int trial = 0; trial < trials; ++trial) {
+          const auto stream = static_cast<std::uint64_t>(trial);
+          for (std::size_t i = 0; i < k; ++i) {
+            const ngemb::token_stream draws{seed, stream, static_cast<std::uint32_t>(position + i)};
+            drafts[i] = one_hot ? fixed[i]
+                                : ngemb::sample_from_probabilities(ngemb::view<const float>(q.data() + i * vocab, vocab),
+                                                                   draws.uniform(ngemb::speculative_draws::proposal));
+          }
+          const ngemb::chain_verdict verdict =
+              ngemb::verify_chain(ngemb::view<const float>(logits), ngemb::view<const std::int32_t>(drafts),
+                                  ngemb::view<const float>(q), options, stream, position);
+          REQUIRE(verdict.accepted >= 0);
+          REQUIRE(verdict.accepted <= static_cast<int>(k));
+          first[static_cast<std::size_t>(verdict.accepted > 0 ? drafts[0] : verdict.next)] += 1.0;
+          if (k == 3 && verdict.accepted > 0) {
+            second[static_cast<std::size_t>(verdict.accepted > 1 ? drafts[1] : verdict.next)] += 1.0;
+          }
+        }
+        const auto row_distribution = [&](std::size_t row) {
+          return acceptance_normalised(
+              acceptance_p(std::vector<float>(logits.begin() + static_cast<std::ptrdiff_t>(row * vocab),
+                                              logits.begin() + static_cast<std::ptrdiff_t>((row + 1) * vocab)),
+                           options));
+        };
+        acceptance_check_counts(first, row_distribution(0));
+        if (k == 3) {
+          acceptance_check_counts(second, row_distribution(1));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("verify_chain: which Philox draws decide acceptance and the bonus") {
+  // One deterministic draft d: accepted exactly when the acceptance draw at `position` is below p0(d); then the
+  // bonus is row 1's inverse CDF at the correction draw of position + 1.
+  const std::vector<float> logits{0.5f, 1.0f, -0.5f, 2.0f, 0.0f, 0.3f};
+  const ngemb::sampling_options options{.temperature = 1.0f, .seed = 9};
+  const std::vector<float> p0 = acceptance_p({0.5f, 1.0f, -0.5f}, options);
+  const std::vector<float> p1 = acceptance_p({2.0f, 0.0f, 0.3f}, options);
+  const std::vector<std::int32_t> draft{1};
+  int accepted = 0;
+  for (std::uint64_t stream = 0; stream < 200; ++stream) {
+    const ngemb::chain_verdict verdict = ngemb::verify_chain(ngemb::view<const float>(logits),
+                                                             ngemb::view<const std::int32_t>(draft), {}, options,
+                                                             stream, 4);
+    const double accept_draw = ngemb::token_stream{9, stream, 4}.uniform(ngemb::speculative_draws::acceptance);
+    CHECK((verdict.accepted == 1) == (accept_draw < acceptance_normalised(p0)[1]));
+    if (verdict.accepted == 1) {
+      ++accepted;
+      const double bonus_draw = ngemb::token_stream{9, stream, 5}.uniform(ngemb::speculative_draws::correction);
+      CHECK(verdict.next == ngemb::sample_from_probabilities(ngemb::view<const float>(p1), bonus_draw));
+    } else {
+      CHECK(verdict.next != 1);  // the residual of a one-hot q excludes the draft
+    }
+  }
+  CHECK(accepted > 0);
+  CHECK(accepted < 200);
+}
+
+TEST_CASE("verify_chain: greedy keeps drafts while they equal the argmax") {
+  // Row argmaxes, ties to the lowest id: 1, 0, 2, 0.
+  const std::vector<float> rows{0.0f, 3.0f, 3.0f, 1.0f,  //
+                                5.0f, 0.0f, 0.0f, 0.0f,  //
+                                0.0f, 0.0f, 1.0f, 1.0f,  //
+                                2.0f, 2.0f, 2.0f, 2.0f};
+  const auto verify = [&](std::vector<std::int32_t> drafts, const std::vector<float>& q = {}) {
+    return ngemb::verify_chain(ngemb::view<const float>(rows.data(), (drafts.size() + 1) * 4),
+                               ngemb::view<const std::int32_t>(drafts), ngemb::view<const float>(q), {}, 0, 0);
+  };
+  const ngemb::chain_verdict all = verify({1, 0, 2});
+  CHECK(all.accepted == 3);
+  CHECK(all.next == 0);  // the bonus: row 3's argmax
+  const ngemb::chain_verdict third = verify({1, 0, 3});
+  CHECK(third.accepted == 2);
+  CHECK(third.next == 2);
+  const ngemb::chain_verdict tie = verify({2, 0, 2});  // 2 ties with 1 in row 0; the lower id wins
+  CHECK(tie.accepted == 0);
+  CHECK(tie.next == 1);
+  const ngemb::chain_verdict none = verify({});
+  CHECK(none.accepted == 0);
+  CHECK(none.next == 1);
+  const std::vector<float> q(8, 0.25f);  // q rows change nothing when greedy
+  CHECK(verify({1, 3}, q).accepted == 1);
+  CHECK(verify({1, 3}, q).next == 0);
+}
+
+TEST_CASE("verify_chain and its building blocks reject bad input with typed errors") {
+  const std::vector<float> logits(8, 0.0f);  // k = 1, V = 4
+  const std::vector<std::int32_t> draft{2};
+  const ngemb::sampling_options sampling{.temperature = 1.0f};
+  const auto verify = [&](const std::vector<float>& target, const std::vector<std::int32_t>& drafts,
+                          const std::vector<float>& q, const ngemb::sampling_options& options) {
+    return ngemb::verify_chain(ngemb::view<const float>(target), ngemb::view<const std::int32_t>(drafts),
+                               ngemb::view<const float>(q), options, 0, 0);
+  };
+  CHECK_THROWS_WITH_AS(verify(std::vector<float>(7), draft, {}, sampling), doctest::Contains("(k + 1) x V"),
+                       ngemb::shape_mismatch);
+  CHECK_THROWS_AS(verify({}, {}, {}, sampling), ngemb::shape_mismatch);
+  CHECK_THROWS_WITH_AS(verify(logits, draft, std::vector<float>(3, 0.25f), sampling), doctest::Contains("= 4"),
+                       ngemb::shape_mismatch);
+  CHECK_THROWS_WITH_AS(verify(logits, {4}, {}, sampling), doctest::Contains("[0, 4)"), ngemb::invalid_argument);
+  CHECK_THROWS_AS(verify(logits, {-1}, {}, {}), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(verify(logits, draft, {0.5f, 0.5f, 0.0f, 0.0f}, sampling),
+                       doctest::Contains("draft 0: token 2 has probability 0"), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(verify(logits, draft, {0.5f, -0.5f, 1.0f, 0.0f}, sampling), doctest::Contains("q row"),
+                       ngemb::invalid_argument);
+  std::vector<float> broken = logits;
+  broken[5] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH_AS(verify(broken, draft, {}, sampling), doctest::Contains("target row 1: logit of token 1"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_AS(verify(broken, draft, {}, {}), ngemb::invalid_argument);  // greedy checks too
+  CHECK_THROWS_AS(verify(logits, draft, {}, {.temperature = 1.0f, .top_k = -1}), ngemb::invalid_argument);
+
+  const std::vector<float> p{0.5f, 0.5f, 0.0f};
+  const std::vector<float> q{0.0f, 0.5f, 0.5f};
+  CHECK(ngemb::acceptance_probability(ngemb::view<const float>(p), ngemb::view<const float>(q), 1) == 1.0);
+  CHECK(ngemb::acceptance_probability(ngemb::view<const float>(p), ngemb::view<const float>(q), 2) == 0.0);
+  CHECK_THROWS_AS(static_cast<void>(ngemb::acceptance_probability(ngemb::view<const float>(p),
+                                                                  ngemb::view<const float>(q), 0)),
+                  ngemb::invalid_argument);
+  CHECK_THROWS_AS(static_cast<void>(ngemb::acceptance_probability(ngemb::view<const float>(p),
+                                                                  ngemb::view<const float>(q), 3)),
+                  ngemb::invalid_argument);
+  CHECK_THROWS_AS(static_cast<void>(ngemb::acceptance_probability(ngemb::view<const float>(p),
+                                                                  ngemb::view<const float>(q.data(), 2), 1)),
+                  ngemb::shape_mismatch);
+  std::vector<double> residual(3);
+  ngemb::residual_distribution(ngemb::view<const float>(p), ngemb::view<const float>(q), ngemb::view<double>(residual));
+  CHECK(residual == std::vector<double>{1.0, 0.0, 0.0});
+  ngemb::residual_distribution(ngemb::view<const float>(p), ngemb::view<const float>(p), ngemb::view<double>(residual));
+  CHECK(residual == std::vector<double>{0.5, 0.5, 0.0});  // p == q: no residual mass, so p itself
+  std::vector<double> short_residual(2);
+  CHECK_THROWS_AS(ngemb::residual_distribution(ngemb::view<const float>(p), ngemb::view<const float>(q),
+                                               ngemb::view<double>(short_residual)),
+                  ngemb::shape_mismatch);
+  const std::vector<float> zeros(3, 0.0f);
+  CHECK_THROWS_WITH_AS(ngemb::residual_distribution(ngemb::view<const float>(p), ngemb::view<const float>(zeros),
+                                                    ngemb::view<double>(residual)),
+                       doctest::Contains("sum to 0"), ngemb::invalid_argument);
 }

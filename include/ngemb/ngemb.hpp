@@ -56,6 +56,7 @@
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
 #include "ngemb/text/byte_tokenizer.hpp"
