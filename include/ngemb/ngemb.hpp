@@ -59,5 +59,6 @@
 #include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
+#include "ngemb/spec/mtp_drafter.hpp"
 #include "ngemb/text/byte_tokenizer.hpp"
 #include "ngemb/version.hpp"
