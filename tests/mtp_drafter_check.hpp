@@ -37,11 +37,19 @@ mtp_lm<Policy> load_mtp_lm(const Policy& policy) {
 
 /// tiny-longcat's validation text as token ids (bytes), without BOS.
 inline std::vector<std::int32_t> mtp_validation_tokens() {
-  std::ifstream file(std::filesystem::path(NGEMB_REFERENCE_DIR) / "tiny_longcat" / "validation.txt",
-                     std::ios::binary);
+  std::ifstream file(std::filesystem::path(NGEMB_REFERENCE_DIR) / "tiny_longcat" / "validation.txt", std::ios::binary);
   const std::string text{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
   REQUIRE(!text.empty());
   return ngemb::byte_tokenizer::encode(text, false);
+}
+
+/// `length` validation tokens from `start`, after BOS.
+inline std::vector<std::int32_t> mtp_prompt(std::size_t start, std::size_t length) {
+  static const std::vector<std::int32_t> text = mtp_validation_tokens();
+  std::vector<std::int32_t> prompt{ngemb::byte_tokenizer::bos};
+  prompt.insert(prompt.end(), text.begin() + static_cast<std::ptrdiff_t>(start),
+                text.begin() + static_cast<std::ptrdiff_t>(start + length));
+  return prompt;
 }
 
 template <class Policy, class T>
@@ -56,7 +64,8 @@ std::vector<T> mtp_to_host(const Policy& policy, ngemb::view<const T> values) {
 /// each chain token but the last, one step each: the logits that draft chain[0], chain[1], ...
 template <class Policy, class Model>
 std::vector<float> mtp_scratch_logits(const Policy& policy, Model& model, const std::vector<float>& hidden,
-                                      const std::vector<std::int32_t>& history, const std::vector<std::int32_t>& chain) {
+                                      const std::vector<std::int32_t>& history,
+                                      const std::vector<std::int32_t>& chain) {
   using buffer = typename Policy::template buffer<float>;
   const auto width = static_cast<std::size_t>(model.config().hidden_size());
   const auto vocab = static_cast<std::size_t>(model.vocab_size());
@@ -113,8 +122,8 @@ struct mtp_run_sequence {
 /// the scratch ones. Returns how many drafts were checked.
 template <class Policy, class Model>
 std::size_t check_mtp_drafts(const Policy& policy, Model& model, const std::vector<mtp_run_sequence>& sequences,
-                             const std::vector<ngemb::draft_request>& requests,
-                             const ngemb::sampling_options& sampling, const ngemb::draft_batch& drafts) {
+                             const std::vector<ngemb::draft_request>& requests, const ngemb::sampling_options& sampling,
+                             const ngemb::draft_batch& drafts) {
   const auto vocab = static_cast<std::size_t>(model.vocab_size());
   const bool sampled = sampling.temperature != 0.0f;
   REQUIRE(drafts.sequences() == requests.size());
@@ -143,8 +152,8 @@ std::size_t check_mtp_drafts(const Policy& policy, Model& model, const std::vect
         CHECK(worst <= 1e-5f);
         const ngemb::token_stream stream{sampling.seed, requests[b].stream,
                                          requests[b].position + static_cast<std::uint32_t>(i)};
-        CHECK(chain[i] == ngemb::sample_from_probabilities(
-                              ngemb::view<const float>(q), stream.uniform(ngemb::speculative_draws::proposal)));
+        CHECK(chain[i] == ngemb::sample_from_probabilities(ngemb::view<const float>(q),
+                                                           stream.uniform(ngemb::speculative_draws::proposal)));
       }
       ++checked;
     }
@@ -158,8 +167,8 @@ std::size_t check_mtp_drafts(const Policy& policy, Model& model, const std::vect
 /// token after the kept ones as `next`. Returns how many drafts were checked.
 template <class Policy, class Accepted>
 std::size_t run_mtp_drafter_check(const Policy& policy, const std::vector<std::vector<std::int32_t>>& prompts,
-                                  const std::vector<int>& max_tokens, int rounds, const ngemb::sampling_options& sampling,
-                                  Accepted accepted) {
+                                  const std::vector<int>& max_tokens, int rounds,
+                                  const ngemb::sampling_options& sampling, Accepted accepted) {
   auto model = load_mtp_lm(policy);
   ngemb::mtp_drafter<mtp_lm<Policy>> drafter(policy, model);
   CHECK(drafter.hidden_rows_needed());
@@ -227,8 +236,8 @@ std::size_t run_mtp_drafter_check(const Policy& policy, const std::vector<std::v
   for (int round = 0; round < rounds; ++round) {
     std::vector<ngemb::draft_request> requests;
     for (std::size_t b = 0; b < count; ++b) {
-      requests.push_back({.sequence = sequences[b].id, .stream = b, .position = generated[b],
-                          .max_tokens = max_tokens[b]});
+      requests.push_back(
+          {.sequence = sequences[b].id, .stream = b, .position = generated[b], .max_tokens = max_tokens[b]});
     }
     ngemb::draft_batch drafts;
     drafter.propose(ngemb::view<const ngemb::draft_request>(requests), sampling, drafts);

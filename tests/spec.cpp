@@ -798,15 +798,7 @@ namespace {
 
 const ngemb::host_policy mtp_host{};
 using mtp_host_lm = ngemb_test::mtp_lm<ngemb::host_policy>;
-
-/// `length` validation tokens from `start`, after BOS.
-std::vector<std::int32_t> mtp_prompt(std::size_t start, std::size_t length) {
-  static const std::vector<std::int32_t> text = ngemb_test::mtp_validation_tokens();
-  std::vector<std::int32_t> prompt{ngemb::byte_tokenizer::bos};
-  prompt.insert(prompt.end(), text.begin() + static_cast<std::ptrdiff_t>(start),
-                text.begin() + static_cast<std::ptrdiff_t>(start + length));
-  return prompt;
-}
+using ngemb_test::mtp_prompt;
 
 /// The target's greedy token after each sequence of a plain forward (keep_hidden) of `tokens` on sequence `id`.
 std::int32_t mtp_target_greedy(mtp_host_lm& model, std::int32_t id, const std::vector<std::int32_t>& tokens,

@@ -40,7 +40,8 @@ struct move_rows_op {
   std::size_t width;
   NGEMB_HD void operator()(std::size_t i) const {
     const std::size_t r = i / width;
-    out[static_cast<std::size_t>(to[r]) * width + i % width] = in[static_cast<std::size_t>(from[r]) * width + i % width];
+    out[static_cast<std::size_t>(to[r]) * width + i % width] =
+        in[static_cast<std::size_t>(from[r]) * width + i % width];
   }
 };
 
@@ -330,11 +331,10 @@ class mtp_drafter {
       for (std::size_t i = 1; i <= static_cast<std::size_t>(kept); ++i) {  // the tokens paired: fed[1, kept), next
         const std::int32_t token = i < static_cast<std::size_t>(kept) ? fed[i] : step.next[b];
         if (token < 0 || token >= vocab_size()) {
-          throw token_out_of_range(where() + ": token id " + std::to_string(token) +
-                                       (i < static_cast<std::size_t>(kept) ? " at position " + std::to_string(i) +
-                                                                                 " of fed"
-                                                                           : std::string(" (next)")) +
-                                       " is outside [0, " + std::to_string(vocab_size()) + ")",
+          const std::string place = i < static_cast<std::size_t>(kept) ? " at position " + std::to_string(i) + " of fed"
+                                                                       : std::string(" (next)");
+          throw token_out_of_range(where() + ": token id " + std::to_string(token) + place + " is outside [0, " +
+                                       std::to_string(vocab_size()) + ")",
                                    b, static_cast<std::int64_t>(i), token);
         }
       }
@@ -366,9 +366,8 @@ class mtp_drafter {
       const std::int64_t needed = cache_.length(state.slot) + request.max_tokens - 1;
       if (needed > cache_.max_positions()) {
         throw invalid_argument(where() + ": " + std::to_string(request.max_tokens) + " drafts after " +
-                               std::to_string(cache_.length(state.slot)) + " positions need " +
-                               std::to_string(needed) + " MTP cache positions, max_positions is " +
-                               std::to_string(cache_.max_positions()));
+                               std::to_string(cache_.length(state.slot)) + " positions need " + std::to_string(needed) +
+                               " MTP cache positions, max_positions is " + std::to_string(cache_.max_positions()));
       }
     }
   }
@@ -376,7 +375,7 @@ class mtp_drafter {
   policy_type policy_;
   Target* target_;
   cache_type cache_;
-  std::size_t width_;  ///< H
+  std::size_t width_;                                       ///< H
   typename policy_type::template buffer<float> last_rows_;  ///< [max_sequences x H], row = cache slot
   std::unordered_map<std::int32_t, sequence_state> sequences_;
 
