@@ -866,8 +866,10 @@ TEST_CASE("mtp_drafter: a batch of sequences with different max_tokens (one of 1
 
 // The trained MTP head's loss is 1.30 nats against the main head's 1.25 (models/tiny-longcat/metrics.json), so its
 // first draft should often be the target's token; 0.2 only guards against a broken wiring (a module fed the wrong
-// rows or positions drafts near chance). The figures are reported, not asserted.
-TEST_CASE("mtp_drafter: greedy acceptance on tiny-longcat's validation text") {
+// rows or positions drafts near chance). The figures are reported, not asserted. Skipped unoptimised under the
+// sanitizers (80 s there; the checks above run the same code).
+TEST_CASE("mtp_drafter: greedy acceptance on tiny-longcat's validation text" *
+          doctest::skip(NGEMB_TEST_SANITIZED != 0)) {
   auto model = ngemb_test::load_mtp_lm(mtp_host);
   ngemb::mtp_drafter<mtp_host_lm> drafter(mtp_host, model);
   const std::vector<std::int32_t> text = ngemb_test::mtp_validation_tokens();
