@@ -5,7 +5,8 @@
 // model_type names: "longcat_flash_ngram" (LongCat-Flash-Lite), "longcat_flash", or none (the demo's). Every option is
 // checked before any work: ranges when parsed, prompt token ids and lengths against config.json before the weights.
 // --prompt-text runs a byte-level model (text/byte_tokenizer.hpp) and streams the text as it is generated; --score
-// measures bits per byte of files in fixed windows (model/score.hpp).
+// measures bits per byte of files in fixed windows (model/score.hpp). --draft decodes speculatively (spec/) and
+// reports the mean accepted length and the target forwards per generated token.
 #include <stdlib.h>  // mkdtemp
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -53,7 +55,14 @@ struct arguments {
   std::optional<std::int64_t> context;  ///< --score's window; 512 when not given
   ngemb::generation_options generation;
   unsigned threads = 0;
+  std::optional<std::string> draft;               ///< mtp, lookup, ngram or model:DIR
+  int draft_tokens = 3;                           ///< k
+  std::optional<float> early_reject;              ///< the threshold P of early rejection
+  std::optional<fs::path> draft_model;            ///< DIR of --draft model:DIR
 };
+
+/// The drafts per step the CLI allows (the loaded models' max_draft).
+constexpr int max_draft_tokens = 16;
 
 std::vector<std::int32_t> parse_prompt(std::string_view text) {
   std::vector<std::int32_t> tokens;
@@ -89,7 +98,8 @@ arguments parse(int argc, char** argv) {
   parsed.generation.max_new_tokens = 32;
   parse_arguments(argc, argv,
                   {"--checkpoint", "--save", "--prompt", "--prompt-text", "--score", "--context", "--max-new-tokens",
-                   "--temperature", "--top-k", "--top-p", "--seed", "--threads"},
+                   "--temperature", "--top-k", "--top-p", "--seed", "--threads", "--draft", "--draft-tokens",
+                   "--early-reject"},
                   parsed.help, [&](std::string_view option, std::string_view value) {
                     if (option == "--checkpoint") {
                       parsed.checkpoint = std::filesystem::path(value);
@@ -132,6 +142,25 @@ arguments parse(int argc, char** argv) {
                       }
                     } else if (option == "--seed") {
                       parsed.generation.sampling.seed = parse_option<std::uint64_t>(option, value);
+                    } else if (option == "--draft") {
+                      const std::string name(value);
+                      if (name.starts_with("model:") && name.size() > 6) {
+                        parsed.draft_model = fs::path(name.substr(6));
+                      } else if (name != "mtp" && name != "lookup" && name != "ngram") {
+                        throw bad_input("--draft must be mtp, lookup, ngram or model:DIR, got " + quoted(name));
+                      }
+                      parsed.draft = name;
+                    } else if (option == "--draft-tokens") {
+                      parsed.draft_tokens = parse_option<int>(option, value);
+                      if (parsed.draft_tokens < 1 || parsed.draft_tokens > max_draft_tokens) {
+                        throw bad_input("--draft-tokens must be in [1, " + std::to_string(max_draft_tokens) +
+                                        "], got " + std::string(value));
+                      }
+                    } else if (option == "--early-reject") {
+                      parsed.early_reject = parse_option<float>(option, value);
+                      if (!(*parsed.early_reject > 0.0f && *parsed.early_reject < 1.0f)) {
+                        throw bad_input("--early-reject must be a probability in (0, 1), got " + std::string(value));
+                      }
                     } else {
                       parsed.threads = parse_option<unsigned>(option, value);
                     }
@@ -148,6 +177,12 @@ arguments parse(int argc, char** argv) {
   if (parsed.context && parsed.score_files.empty()) {
     throw bad_input("--context is the window of --score; give --score FILE");
   }
+  if (parsed.draft && !parsed.score_files.empty()) {
+    throw bad_input("--draft decodes speculatively; --score runs no decoding");
+  }
+  if (parsed.early_reject && !parsed.draft) {
+    throw bad_input("--early-reject filters the drafts of --draft; give --draft");
+  }
   if (parsed.prompts.size() > max_prompts) {
     throw bad_input("at most " + std::to_string(max_prompts) + " --prompt options (one sequence each), got " +
                     std::to_string(parsed.prompts.size()));
@@ -161,6 +196,7 @@ void print_help() {
       "                [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N]\n"
       "       generate [--checkpoint DIR] --prompt-text TEXT [--max-new-tokens N] [sampling options]\n"
       "       generate [--checkpoint DIR] --score FILE [--score FILE]... [--context W]\n"
+      "       generate ... --draft mtp|lookup|ngram|model:DIR [--draft-tokens K] [--early-reject P]\n"
       "With --checkpoint DIR: runs the checkpoint as the layout config.json's model_type names\n"
       "(longcat_flash_ngram, longcat_flash, or none for the demo layout).\n"
       "Without --checkpoint: builds a small LongCat-shaped model from a fixed seed, saves it to a temporary\n"
@@ -171,7 +207,12 @@ void print_help() {
       "--max-new-tokens or the config's eos_token_id.\n"
       "--score FILE: bits per byte of the files under a byte-level model, in windows of W tokens (--context,\n"
       "default 512, at most max_position_embeddings), each an independent sequence: a file's bytes follow BOS, and\n"
-      "every byte is predicted once.");
+      "every byte is predicted once.\n"
+      "--draft: speculative decoding, K drafts per step (default 3, at most 16) verified in one forward: mtp (the\n"
+      "checkpoint's MTP module), lookup (prompt lookup, no weights), ngram (the n-gram embedding alone through the\n"
+      "final norm and lm_head) or model:DIR (another checkpoint as the draft model). --early-reject P cuts each\n"
+      "chain before the first draft whose n-gram-embedding probability is below P. Greedy output is the same as\n"
+      "without --draft; sampled output has the same distribution.");
 }
 
 /// "No such file or directory" as "no such file or directory", to follow "path: " in a message.
@@ -222,9 +263,8 @@ fs::file_status existing_status(const fs::path& path, const std::string& what) {
   return status;
 }
 
-/// --checkpoint DIR names a folder holding config.json; bad_input saying what is missing otherwise.
-void check_checkpoint_folder(const fs::path& folder) {
-  const std::string what = "--checkpoint " + folder.string();
+/// A checkpoint folder an option (`what`) names holds config.json; bad_input saying what is missing otherwise.
+void check_checkpoint_folder(const fs::path& folder, const std::string& what) {
   if (!fs::is_directory(existing_status(folder, what))) {
     throw bad_input(what + ": not a folder (a checkpoint is a folder with config.json and .safetensors files)");
   }
@@ -341,8 +381,9 @@ void print_speeds(const ngemb::generation_result& result) {
 
 /// Token mode: the progress on stderr, then each prompt and its new token ids.
 template <class Model>
-void generate_tokens(const ngemb::host_policy& policy, Model& lm, const std::vector<std::vector<std::int32_t>>& prompts,
-                     ngemb::generation_options options) {
+ngemb::generation_result generate_tokens(const ngemb::host_policy& policy, Model& lm,
+                                         const std::vector<std::vector<std::int32_t>>& prompts,
+                                         ngemb::generation_options options) {
   options.profile = true;
   const bool terminal = ::isatty(STDERR_FILENO) != 0;
   const auto result = ngemb::generate(policy, lm, prompts, options, [&](const ngemb::generation_progress& progress) {
@@ -357,14 +398,15 @@ void generate_tokens(const ngemb::host_policy& policy, Model& lm, const std::vec
                 join(result.tokens[p]).c_str());
   }
   print_speeds(result);
+  return result;
 }
 
 /// Text mode: the prompt `text` (whose tokens are `prompt`), then the new bytes as each step produces them, through one
 /// utf8_stream (a prompt that ends inside a character is completed by the generated bytes); it stops at the config's
 /// EOS.
 template <class Model>
-void generate_text(const ngemb::host_policy& policy, Model& lm, const std::string& text,
-                   const std::vector<std::int32_t>& prompt, ngemb::generation_options options) {
+ngemb::generation_result generate_text(const ngemb::host_policy& policy, Model& lm, const std::string& text,
+                                       const std::vector<std::int32_t>& prompt, ngemb::generation_options options) {
   options.profile = true;
   options.stop_token = lm.config().ngram.eos_token
                            ? std::optional<std::int32_t>(static_cast<std::int32_t>(*lm.config().ngram.eos_token))
@@ -383,6 +425,7 @@ void generate_text(const ngemb::host_policy& policy, Model& lm, const std::strin
       });
   std::printf("%s\n", display.finish().c_str());
   print_speeds(result);
+  return result;
 }
 
 /// Score mode: one line, bits per byte over all files (nats and bytes summed over the files).
@@ -403,6 +446,81 @@ void score_files(const ngemb::host_policy& policy, Model& lm, const std::vector<
               static_cast<long long>(window));
 }
 
+/// A draft model loaded from --draft model:DIR with the drafter over it, behind one interface: the draft's layout
+/// comes from its own config.json, whatever the target's.
+struct owned_draft_model {
+  virtual ~owned_draft_model() = default;
+  virtual ngemb::drafter_ref drafter() = 0;
+};
+
+template <class Draft>
+struct draft_model_of final : owned_draft_model {
+  Draft model;
+  ngemb::draft_model_drafter<Draft> drafting;
+  draft_model_of(const ngemb::host_policy& policy, const fs::path& folder, int draft_tokens)
+      : model(Draft::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0, .max_draft = draft_tokens})),
+        drafting(policy, model) {}
+  ngemb::drafter_ref drafter() override { return drafting; }
+};
+
+std::unique_ptr<owned_draft_model> load_draft_model(const ngemb::host_policy& policy, const fs::path& folder,
+                                                    int draft_tokens) {
+  check_checkpoint_folder(folder, "--draft model:" + folder.string());
+  const std::string type = ngemb::read_model_config(folder).model_type;
+  if (type == "longcat_flash_ngram") {
+    return std::make_unique<draft_model_of<ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model>>(
+        policy, folder, draft_tokens);
+  }
+  if (type == "longcat_flash") {
+    return std::make_unique<draft_model_of<ngemb::presets::longcat_flash<ngemb::host_policy>::model>>(policy, folder,
+                                                                                                   draft_tokens);
+  }
+  return std::make_unique<draft_model_of<model>>(policy, folder, draft_tokens);
+}
+
+/// What --draft names, for the target model `Target`, with --early-reject's filter over it when asked.
+template <class Target>
+struct cli_drafter {
+  std::optional<ngemb::prompt_lookup_drafter> lookup;
+  std::optional<ngemb::ngram_embedding_drafter<Target>> ngram;
+  std::optional<ngemb::mtp_drafter<Target>> mtp;
+  std::unique_ptr<owned_draft_model> draft_model;
+  std::optional<ngemb::early_rejection<ngemb::drafter_ref, Target>> filter;
+  ngemb::drafter_ref inner;
+  ngemb::drafter_ref used;
+
+  cli_drafter(const ngemb::host_policy& policy, Target& target, const arguments& args) {
+    if (*args.draft == "lookup") {
+      inner = lookup.emplace(target.vocab_size());
+    } else if (*args.draft == "ngram") {
+      inner = ngram.emplace(policy, target);
+    } else if (*args.draft == "mtp") {
+      inner = mtp.emplace(policy, target);
+    } else {
+      draft_model = load_draft_model(policy, *args.draft_model, args.draft_tokens);
+      inner = draft_model->drafter();
+    }
+    used = args.early_reject ? ngemb::drafter_ref(filter.emplace(policy, target, inner, *args.early_reject)) : inner;
+  }
+  cli_drafter(const cli_drafter&) = delete;
+  cli_drafter& operator=(const cli_drafter&) = delete;
+
+  /// One line on what speculation did.
+  void report(const ngemb::generation_result& result, const arguments& args) const {
+    const ngemb::speculation_stats& stats = result.speculation;
+    std::printf("speculative (--draft %s, %d drafts per step): mean accepted length %.2f, target forwards per token "
+                "%.3f, drafts accepted %zu of %zu",
+                args.draft->c_str(), args.draft_tokens, stats.mean_accepted_length(),
+                stats.target_forwards_per_token(), stats.accepted_tokens, stats.drafted_tokens);
+    if (filter) {
+      const auto counts = filter->counts();
+      std::printf(", early rejection below %.3g cut %llu of %llu drafts", static_cast<double>(*args.early_reject),
+                  static_cast<unsigned long long>(counts.cut), static_cast<unsigned long long>(counts.proposed));
+    }
+    std::printf("\n");
+  }
+};
+
 /// What a run does once the model is loaded: generate from token ids or text, or score files.
 struct work {
   std::vector<std::vector<std::int32_t>> prompts;
@@ -415,15 +533,30 @@ struct work {
 template <class Model>
 int load_and_run(const ngemb::host_policy& policy, const fs::path& folder, const work& job, const arguments& args) {
   const auto load_start = std::chrono::steady_clock::now();
-  Model lm = Model::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0});
+  if (args.draft == std::string("mtp") && !Model::can_hold_mtp) {
+    throw bad_input("--draft mtp needs a model with an MTP module (model_type longcat_flash_ngram or longcat_flash); "
+                    "this one's layout has none");
+  }
+  Model lm = Model::load(policy, folder,
+                         {.max_sequences = max_prompts, .max_positions = 0, .max_draft = args.draft ? args.draft_tokens : 0},
+                         {.mtp = args.draft == std::string("mtp")});
   std::fprintf(job.score_files.empty() ? stdout : stderr, "loaded %s in %.2f s\n", folder.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   if (!job.score_files.empty()) {
     score_files(policy, lm, job.score_files, job.window);
-  } else if (args.prompt_text) {
-    generate_text(policy, lm, *args.prompt_text, job.prompts.front(), args.generation);
-  } else {
-    generate_tokens(policy, lm, job.prompts, args.generation);
+    return 0;
+  }
+  std::optional<cli_drafter<Model>> drafter;
+  ngemb::generation_options options = args.generation;
+  if (args.draft) {
+    drafter.emplace(policy, lm, args);
+    options.speculative = {.drafter = drafter->used, .draft_tokens = args.draft_tokens};
+  }
+  const ngemb::generation_result result =
+      args.prompt_text ? generate_text(policy, lm, *args.prompt_text, job.prompts.front(), options)
+                       : generate_tokens(policy, lm, job.prompts, options);
+  if (drafter) {
+    drafter->report(result, args);
   }
   return 0;
 }
@@ -433,7 +566,7 @@ int run(const arguments& args) {
   constexpr std::uint64_t seed = 2026;
   // Everything the options name is checked against the config before the model is built or its weights are read.
   if (args.checkpoint) {
-    check_checkpoint_folder(*args.checkpoint);
+    check_checkpoint_folder(*args.checkpoint, "--checkpoint " + args.checkpoint->string());
   } else if (args.save) {
     check_save_folder(*args.save);
   }

@@ -44,7 +44,8 @@ std::vector<float> forward_logits(const typename Model::policy_type& policy, Mod
                                                        ngemb::view<const std::int64_t>(offsets)),
                 logits.as_view(), {.logits = ngemb::logits_for::every_token, .pending = pending});
   std::vector<float> host(logits.size());
-  ngemb::copy_to_host(policy, ngemb::view<const float>(logits.data(), logits.size()), ngemb::view<float>(host));
+  // Unqualified: argument-dependent lookup finds the policy's own copy_to_host (device_policy.cuh comes later).
+  copy_to_host(policy, ngemb::view<const float>(logits.data(), logits.size()), ngemb::view<float>(host));
   return host;
 }
 

@@ -6,16 +6,28 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <random>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "mtp_drafter_check.hpp"
+#include "ngemb/model/generate.hpp"
+#include "ngemb/presets/longcat.hpp"
 #include "ngemb/spec/acceptance.hpp"
 #include "ngemb/spec/drafter.hpp"
+#include "ngemb/spec/early_rejection.hpp"
 #include "ngemb/spec/mtp_drafter.hpp"
+#include "ngemb/spec/ngram_drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
+#include "ngemb/text/byte_tokenizer.hpp"
+#include "pending_property.hpp"
+#include "speculative_golden.hpp"
 
 namespace {
 
@@ -330,8 +342,6 @@ TEST_CASE("prompt_lookup_drafter rejects bad input") {
   CHECK_THROWS_AS(drafter.observe(short_step.view()), ngemb::shape_mismatch);
   CHECK(drafter.history(1).size() == 3);
 }
-
-// ---- acceptance (spec/acceptance.hpp) ----
 
 namespace {
 
@@ -654,9 +664,10 @@ TEST_CASE("verify_chain: the emitted tokens follow p through real Philox draws (
           const auto stream = static_cast<std::uint64_t>(trial);
           for (std::size_t i = 0; i < k; ++i) {
             const ngemb::token_stream draws{seed, stream, static_cast<std::uint32_t>(position + i)};
+            const ngemb::view<const float> q_row(q.data() + i * vocab, vocab);
             drafts[i] = one_hot ? fixed[i]
-                                : ngemb::sample_from_probabilities(ngemb::view<const float>(q.data() + i * vocab, vocab),
-                                                                   draws.uniform(ngemb::speculative_draws::proposal));
+                                : ngemb::sample_from_probabilities(
+                                      q_row, draws.uniform(ngemb::speculative_draws::proposal));
           }
           const ngemb::chain_verdict verdict =
               ngemb::verify_chain(ngemb::view<const float>(logits), ngemb::view<const std::int32_t>(drafts),
@@ -792,6 +803,934 @@ TEST_CASE("verify_chain and its building blocks reject bad input with typed erro
                        doctest::Contains("sum to 0"), ngemb::invalid_argument);
 }
 
+// ---- generate() with speculation, against plain decoding ----
+
+namespace {
+
+using speculation_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model;
+const ngemb::host_policy host;
+
+}  // namespace
+
+TEST_CASE("speculative greedy decoding with prompt lookup equals plain greedy decoding, k = 1..8, ragged batch") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  ngemb::prompt_lookup_drafter drafter(model.vocab_size(), {.min_n = 1, .max_n = 3});
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.2);
+}
+
+TEST_CASE("speculative greedy decoding with the n-gram-embedding drafter equals plain greedy decoding, k = 1..8") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  ngemb::ngram_embedding_drafter<speculation_lm> drafter(host, model);
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.1);
+  CHECK(model.embedding_counts().reused > 0);  // the verify forwards took the drafting rows
+}
+
+TEST_CASE("speculative greedy decoding with early rejection over prompt lookup equals plain greedy decoding") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  ngemb::prompt_lookup_drafter lookup(model.vocab_size(), {.min_n = 1, .max_n = 3});
+  ngemb::early_rejection<ngemb::prompt_lookup_drafter, speculation_lm> drafter(host, model, lookup, 0.05f);
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.05);
+  CHECK(drafter.counts().cut > 0);
+  CHECK(drafter.counts().cut < drafter.counts().proposed);
+}
+
+namespace {
+
+/// Drafts every token from one fixed, skewed distribution q over the vocabulary, whatever the context: far from the
+/// target's p, so most steps reject and draw from the residual.
+struct speculation_skewed_drafter {
+  std::int64_t vocab = 0;
+  std::vector<float> q;
+  explicit speculation_skewed_drafter(std::int64_t vocab_size) : vocab(vocab_size), q(static_cast<std::size_t>(vocab_size)) {
+    double total = 0.0;
+    for (std::size_t id = 0; id < q.size(); ++id) {
+      q[id] = static_cast<float>(1.0 / (1.0 + static_cast<double>(id % 7)));
+      total += q[id];
+    }
+    for (float& value : q) {
+      value = static_cast<float>(value / total);
+    }
+  }
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab; }
+  [[nodiscard]] bool hidden_rows_needed() const { return false; }
+  void start_sequence(std::int32_t) {}
+  void end_sequence(std::int32_t) {}
+  void observe(const ngemb::verified_step&) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options& sampling,
+               ngemb::draft_batch& out) {
+    out.clear();
+    for (const ngemb::draft_request& request : requests) {
+      for (int i = 0; i < request.max_tokens; ++i) {
+        const ngemb::token_stream stream{sampling.seed, request.stream, request.position + static_cast<std::uint32_t>(i)};
+        out.tokens.push_back(ngemb::sample_from_probabilities(ngemb::view<const float>(q),
+                                                              stream.uniform(ngemb::speculative_draws::proposal)));
+        out.probabilities.insert(out.probabilities.end(), q.begin(), q.end());
+      }
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+    }
+  }
+};
+
+/// Proposes fixed tokens, deterministically (no q rows: q is one-hot), so acceptance is p(draft) exactly.
+struct speculation_fixed_drafter {
+  std::int64_t vocab = 0;
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab; }
+  [[nodiscard]] bool hidden_rows_needed() const { return false; }
+  void start_sequence(std::int32_t) {}
+  void end_sequence(std::int32_t) {}
+  void observe(const ngemb::verified_step&) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options&,
+               ngemb::draft_batch& out) {
+    out.clear();
+    for (const ngemb::draft_request& request : requests) {
+      for (int i = 0; i < request.max_tokens; ++i) {
+        out.tokens.push_back(static_cast<std::int32_t>((request.stream * 7 + request.position + static_cast<std::uint64_t>(i)) %
+                                                       static_cast<std::uint64_t>(vocab)));
+      }
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+    }
+  }
+};
+
+/// Two-sample chi-square homogeneity statistic over the bins, pooling bins whose expected count is below 5.
+std::pair<double, std::size_t> speculation_homogeneity(const std::vector<std::size_t>& a,
+                                                       const std::vector<std::size_t>& b) {
+  double total_a = 0.0;
+  double total_b = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    total_a += static_cast<double>(a[i]);
+    total_b += static_cast<double>(b[i]);
+  }
+  double statistic = 0.0;
+  std::size_t bins = 0;
+  double pooled_a = 0.0;
+  double pooled_b = 0.0;
+  const auto add = [&](double count_a, double count_b) {
+    const double both = count_a + count_b;
+    const double expected_a = both * total_a / (total_a + total_b);
+    const double expected_b = both * total_b / (total_a + total_b);
+    statistic += (count_a - expected_a) * (count_a - expected_a) / expected_a +
+                 (count_b - expected_b) * (count_b - expected_b) / expected_b;
+    ++bins;
+  };
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double both = static_cast<double>(a[i] + b[i]);
+    if (both * std::min(total_a, total_b) / (total_a + total_b) < 5.0) {
+      pooled_a += static_cast<double>(a[i]);
+      pooled_b += static_cast<double>(b[i]);
+    } else {
+      add(static_cast<double>(a[i]), static_cast<double>(b[i]));
+    }
+  }
+  if (pooled_a + pooled_b > 0.0) {
+    add(pooled_a, pooled_b);
+  }
+  return {statistic, bins - 1};
+}
+
+}  // namespace
+
+TEST_CASE("speculative sampling draws the tokens plain sampling draws: chi-square over 20480 seeded samples") {
+  using small_lm = ngemb::presets::longcat_shortcut<ngemb::host_policy, float>::model;
+  auto model = small_lm::load(host, std::filesystem::path(NGEMB_REFERENCE_DIR) / "model" / "shortcut",
+                              {.max_sequences = 16, .max_positions = 64, .max_draft = 4});
+  const auto vocab = static_cast<std::size_t>(model.vocab_size());
+  speculation_skewed_drafter drafter(model.vocab_size());
+  speculation_fixed_drafter fixed{model.vocab_size()};
+  std::vector<std::size_t> accepted(2);
+  std::vector<std::size_t> drafted(2);
+  const std::vector<std::int32_t> prompt{5, 17, 5, 17, 5, 42};
+  const std::vector<std::vector<std::int32_t>> prompts(16, prompt);
+  // x 16 sequences = 20480 samples per way; the unoptimised sanitizer build checks the wiring on fewer.
+  constexpr int calls = NGEMB_TEST_SANITIZED ? 64 : 1280;
+  for (const ngemb::sampling_options sampling :
+       {ngemb::sampling_options{.temperature = 1.0f}, ngemb::sampling_options{.temperature = 0.7f, .top_k = 20,
+                                                                                .top_p = 0.9f}}) {
+    for (int way = 0; way < 2; ++way) {
+      const ngemb::drafter_ref used = way == 0 ? ngemb::drafter_ref(drafter) : ngemb::drafter_ref(fixed);
+      // Histograms of generated tokens 1 and 2 (token 0 comes from the prefill, sampled alike by both).
+      std::vector<std::vector<std::size_t>> plain(2, std::vector<std::size_t>(vocab));
+      std::vector<std::vector<std::size_t>> speculative = plain;
+      for (int call = 0; call < calls; ++call) {
+        ngemb::generation_options options{.max_new_tokens = 3, .sampling = sampling};
+        options.sampling.seed = static_cast<std::uint64_t>(call) + 1000 * static_cast<std::uint64_t>(way);
+        const auto expected = ngemb::generate(host, model, prompts, options).tokens;
+        options.speculative = {.drafter = used, .draft_tokens = 2};
+        const auto result = ngemb::generate(host, model, prompts, options);
+        accepted[static_cast<std::size_t>(way)] += result.speculation.accepted_tokens;
+        drafted[static_cast<std::size_t>(way)] += result.speculation.drafted_tokens;
+        for (std::size_t s = 0; s < prompts.size(); ++s) {
+          for (std::size_t i = 0; i < 2; ++i) {
+            ++plain[i][static_cast<std::size_t>(expected[s][i + 1])];
+            ++speculative[i][static_cast<std::size_t>(result.tokens[s][i + 1])];
+          }
+        }
+      }
+      for (std::size_t i = 0; i < 2; ++i) {
+        const auto [statistic, degrees] = speculation_homogeneity(plain[i], speculative[i]);
+        const double critical = acceptance_chi_square_critical(degrees);
+        INFO("drafter " << way << ", token " << i + 1 << ": chi-square " << statistic << " with " << degrees
+                        << " degrees of freedom, critical " << critical);
+        CHECK(statistic < critical);
+      }
+    }
+  }
+  for (std::size_t way = 0; way < 2; ++way) {  // both paths of the rule ran: acceptances, and rejections
+    INFO("drafter " << way << ": accepted " << accepted[way] << " of " << drafted[way] << " drafts");
+    CHECK(accepted[way] > 0);
+    CHECK(accepted[way] < drafted[way]);
+  }
+}
+
+namespace {
+
+/// Proposes what plain greedy decoding produced (`continuations[stream]`, from the token at `position`): every draft
+/// is right until the continuation runs out.
+struct speculation_oracle_drafter {
+  std::int64_t vocab = 0;
+  std::vector<std::vector<std::int32_t>> continuations;
+  bool fail = false;  ///< propose throws, as a broken drafter would
+  [[nodiscard]] std::int64_t vocab_size() const { return vocab; }
+  [[nodiscard]] bool hidden_rows_needed() const { return false; }
+  void start_sequence(std::int32_t) {}
+  void end_sequence(std::int32_t) {}
+  void observe(const ngemb::verified_step&) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options&,
+               ngemb::draft_batch& out) {
+    if (fail) {
+      throw std::runtime_error("speculation_oracle_drafter: failing on purpose");
+    }
+    out.clear();
+    for (const ngemb::draft_request& request : requests) {
+      const auto& continuation = continuations[static_cast<std::size_t>(request.stream)];
+      for (std::size_t i = request.position;
+           i < continuation.size() && i < request.position + static_cast<std::size_t>(request.max_tokens); ++i) {
+        out.tokens.push_back(continuation[i]);
+      }
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("speculative generate: a stop token inside the accepted drafts ends the sequence there, caches included") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity);
+  const auto prompts = ngemb_test::speculation_prompts(3);
+  speculation_oracle_drafter oracle{model.vocab_size(), ngemb::generate(host, model, prompts, {.max_new_tokens = 40}).tokens};
+  // A byte that each continuation emits after its first few tokens, so it falls inside an accepted chain.
+  for (const auto& continuation : oracle.continuations) {
+    REQUIRE(continuation.size() == 40);
+  }
+  const std::int32_t stop = oracle.continuations[0][9];
+  const auto plain = ngemb::generate(host, model, prompts, {.max_new_tokens = 40, .stop_token = stop});
+  const auto result = ngemb::generate(host, model, prompts,
+                                      {.max_new_tokens = 40, .stop_token = stop,
+                                       .speculative = {.drafter = oracle, .draft_tokens = 8}});
+  CHECK(result.tokens == plain.tokens);
+  CHECK(result.tokens[0].size() <= 10);
+  CHECK(result.tokens[0].back() == stop);
+  CHECK(result.speculation.accepted_tokens + result.speculation.chains == result.speculation.emitted_tokens);
+  // Every sequence was ended and nothing stayed pending: the model serves a full batch again, with the same tokens.
+  const auto again = ngemb::generate(host, model, prompts, {.max_new_tokens = 40, .stop_token = stop});
+  CHECK(again.tokens == plain.tokens);
+  std::vector<std::int32_t> ids;
+  for (std::size_t i = 0; i < model.max_sequences(); ++i) {
+    ids.push_back(model.start_sequence());
+    CHECK(model.length(ids.back()) == 0);
+    CHECK(model.pending(ids.back()) == 0);
+  }
+  for (const std::int32_t id : ids) {
+    model.end_sequence(id);
+  }
+}
+
+TEST_CASE("speculative generate: bad options and a failing drafter give typed errors and leave the model usable") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, {.max_sequences = 2, .max_positions = 128,
+                                                                           .max_draft = 4});
+  const std::vector<std::vector<std::int32_t>> prompts{{256, 100, 101}, {256, 102}};
+  speculation_oracle_drafter oracle{model.vocab_size(), ngemb::generate(host, model, prompts, {.max_new_tokens = 8}).tokens};
+  CHECK_THROWS_WITH_AS(ngemb::generate(host, model, prompts, {.speculative = {.drafter = oracle, .draft_tokens = 5}}),
+                       doctest::Contains("max_draft"), ngemb::invalid_argument);
+  CHECK_THROWS_AS(ngemb::generate(host, model, prompts, {.speculative = {.drafter = oracle, .draft_tokens = 0}}),
+                  ngemb::invalid_argument);
+  speculation_oracle_drafter other_vocabulary{model.vocab_size() + 1, oracle.continuations};
+  CHECK_THROWS_WITH_AS(
+      ngemb::generate(host, model, prompts, {.speculative = {.drafter = other_vocabulary, .draft_tokens = 2}}),
+      doctest::Contains("vocabulary"), ngemb::shape_mismatch);
+  speculation_oracle_drafter failing = oracle;
+  failing.fail = true;
+  CHECK_THROWS_AS(ngemb::generate(host, model, prompts,
+                                  {.max_new_tokens = 8, .speculative = {.drafter = failing, .draft_tokens = 2}}),
+                  std::runtime_error);
+  // A drafter whose tokens fall outside the vocabulary: the verify forward refuses them before any state changes.
+  speculation_oracle_drafter out_of_range = oracle;
+  out_of_range.continuations[1][3] = static_cast<std::int32_t>(model.vocab_size());
+  CHECK_THROWS_AS(ngemb::generate(host, model, prompts,
+                                  {.max_new_tokens = 8, .speculative = {.drafter = out_of_range, .draft_tokens = 4}}),
+                  ngemb::invalid_argument);
+  // After each failure the sequences were ended: the same generation runs, with plain greedy's tokens.
+  const auto result = ngemb::generate(host, model, prompts,
+                                      {.max_new_tokens = 8, .speculative = {.drafter = oracle, .draft_tokens = 4}});
+  CHECK(result.tokens == oracle.continuations);
+  CHECK(result.speculation.accepted_tokens == result.speculation.drafted_tokens);
+}
+
+// ---- the n-gram-embedding drafter and early rejection (spec/ngram_drafter.hpp, spec/early_rejection.hpp) ----
+
+namespace {
+
+using ngram_lm = ngemb::presets::longcat_flash_lite<ngemb::host_policy>::model;
+const ngemb::host_policy ngram_host{};
+constexpr int ngram_max_draft = 8;
+
+ngram_lm ngram_load() {
+  return ngram_lm::load(ngram_host, std::filesystem::path(NGEMB_MODELS_DIR) / "tiny-longcat",
+                        {.max_sequences = 4, .max_positions = 256, .max_draft = ngram_max_draft});
+}
+
+/// The validation text, one token per byte.
+const std::vector<std::int32_t>& ngram_text() {
+  static const std::vector<std::int32_t> tokens = [] {
+    std::ifstream file(std::filesystem::path(NGEMB_REFERENCE_DIR) / "tiny_longcat" / "validation.txt",
+                       std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    return ngemb::byte_tokenizer::encode(text, false);
+  }();
+  return tokens;
+}
+
+std::vector<std::int32_t> ngram_slice(std::size_t begin, std::size_t count) {
+  REQUIRE(ngram_text().size() >= begin + count);
+  return {ngram_text().begin() + static_cast<std::ptrdiff_t>(begin),
+          ngram_text().begin() + static_cast<std::ptrdiff_t>(begin + count)};
+}
+
+std::int32_t ngram_argmax(ngemb::view<const float> row) { return ngemb::sample_token(row, {}, 0.0); }
+
+ngemb::view<const float> ngram_row(const std::vector<float>& logits, std::size_t row, std::size_t vocab) {
+  return ngemb::view<const float>(logits.data() + row * vocab, vocab);
+}
+
+/// softmax(logits / temperature), written out here rather than taken from the header under test.
+std::vector<double> ngram_softmax_reference(ngemb::view<const float> logits, double temperature) {
+  double largest = logits[0];
+  for (const float logit : logits) {
+    largest = std::max<double>(largest, logit);
+  }
+  std::vector<double> p(logits.size());
+  double total = 0.0;
+  for (std::size_t v = 0; v < p.size(); ++v) {
+    p[v] = std::exp((logits[v] - largest) / temperature);
+    total += p[v];
+  }
+  for (double& value : p) {
+    value /= total;
+  }
+  return p;
+}
+
+/// From scratch, one token at a time in a model of its own: a plain prefill of history + chain[0, n-1) commits
+/// that context, then the n-gram embedding row of chain[n-1] alone (embed_ahead of one token) through the final
+/// norm and lm_head: the n-gram logits of the token after the chain.
+std::vector<float> ngram_reference_logits(ngram_lm& scratch, const std::vector<std::int32_t>& history,
+                                          const std::vector<std::int32_t>& chain) {
+  std::vector<std::int32_t> context = history;
+  context.insert(context.end(), chain.begin(), chain.end() - 1);
+  const std::int32_t sequence = scratch.start_sequence();
+  const std::vector<std::int32_t> sequences{sequence};
+  static_cast<void>(ngemb_test::forward_logits(ngram_host, scratch, sequences, {context}, false));
+  const auto hidden = static_cast<std::size_t>(scratch.config().hidden_size());
+  const auto vocab = static_cast<std::size_t>(scratch.vocab_size());
+  std::vector<float> row(hidden);
+  const std::vector<std::int32_t> last{chain.back()};
+  const std::vector<std::int64_t> offsets{0, 1};
+  scratch.embed_ahead(ngram_host, ngemb::view<const std::int32_t>(sequences),
+                      ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(last),
+                                                             ngemb::view<const std::int64_t>(offsets)),
+                      ngemb::view<float>(row));
+  std::vector<float> logits(vocab);
+  scratch.head().forward(ngram_host, 1, ngemb::view<const float>(row), ngemb::view<float>(logits));
+  scratch.end_sequence(sequence);
+  return logits;
+}
+
+/// The target and a drafter over the same sequences, decoding greedily: a plain prefill, then verify steps.
+template <class Drafter>
+struct ngram_session {
+  ngram_lm& model;
+  Drafter& drafter;
+  std::vector<std::int32_t> sequences;
+  std::vector<std::vector<std::int32_t>> histories;  ///< the committed tokens of each sequence
+  std::vector<std::int32_t> next;                    ///< each sequence's next token, not yet fed
+
+  ngram_session(ngram_lm& target, Drafter& d, const std::vector<std::vector<std::int32_t>>& prompts)
+      : model(target), drafter(d), histories(prompts) {
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+      sequences.push_back(model.start_sequence());
+      drafter.start_sequence(sequences.back());
+    }
+    const auto logits = ngemb_test::forward_logits(ngram_host, model, sequences, prompts, false);
+    const auto vocab = static_cast<std::size_t>(model.vocab_size());
+    std::vector<std::int32_t> kept;
+    std::size_t end = 0;
+    for (const auto& prompt : prompts) {
+      end += prompt.size();
+      next.push_back(ngram_argmax(ngram_row(logits, end - 1, vocab)));
+      kept.push_back(static_cast<std::int32_t>(prompt.size()));
+    }
+    observe(prompts, kept);
+  }
+
+  void observe(const std::vector<std::vector<std::int32_t>>& fed, const std::vector<std::int32_t>& kept) {
+    std::vector<std::int32_t> tokens;
+    std::vector<std::int64_t> offsets{0};
+    for (const auto& chain : fed) {
+      tokens.insert(tokens.end(), chain.begin(), chain.end());
+      offsets.push_back(static_cast<std::int64_t>(tokens.size()));
+    }
+    drafter.observe({.sequences = ngemb::view<const std::int32_t>(sequences),
+                     .fed = ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
+                                                                   ngemb::view<const std::int64_t>(offsets)),
+                     .kept = ngemb::view<const std::int32_t>(kept),
+                     .next = ngemb::view<const std::int32_t>(next)});
+  }
+
+  std::vector<ngemb::draft_request> requests(const std::vector<int>& max_tokens) const {
+    std::vector<ngemb::draft_request> out;
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      out.push_back({.sequence = sequences[b], .stream = b, .position = static_cast<std::uint32_t>(histories[b].size()),
+                     .max_tokens = max_tokens[b]});
+    }
+    return out;
+  }
+
+  /// Feeds [next, drafts] pending, keeps the drafts that agree with the target's greedy tokens but at most
+  /// cap[b] of them, commits, and tells the drafter. Returns the accepted counts.
+  std::vector<std::int32_t> verify(const ngemb::draft_batch& drafts, const std::vector<std::size_t>& cap) {
+    std::vector<std::vector<std::int32_t>> fed;
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      fed.push_back({next[b]});
+      fed.back().insert(fed.back().end(), drafts.drafts_of(b).begin(), drafts.drafts_of(b).end());
+    }
+    const auto logits = ngemb_test::forward_logits(ngram_host, model, sequences, fed, true);
+    const auto vocab = static_cast<std::size_t>(model.vocab_size());
+    std::vector<std::int32_t> accepted;
+    std::vector<std::int32_t> kept;
+    std::size_t row = 0;
+    for (std::size_t b = 0; b < sequences.size(); ++b) {
+      std::size_t agree = 0;
+      while (agree < fed[b].size() - 1 && agree < cap[b] &&
+             ngram_argmax(ngram_row(logits, row + agree, vocab)) == fed[b][agree + 1]) {
+        ++agree;
+      }
+      accepted.push_back(static_cast<std::int32_t>(agree));
+      kept.push_back(static_cast<std::int32_t>(agree + 1));
+      histories[b].insert(histories[b].end(), fed[b].begin(), fed[b].begin() + static_cast<std::ptrdiff_t>(agree) + 1);
+      next[b] = ngram_argmax(ngram_row(logits, row + agree, vocab));
+      row += fed[b].size();
+    }
+    model.commit_pending(ngemb::view<const std::int32_t>(sequences), ngemb::view<const std::int32_t>(kept));
+    observe(fed, kept);
+    return accepted;
+  }
+};
+
+/// Checks every draft of `drafts` against the from-scratch n-gram logits of its chain: the greedy argmax, or the
+/// token drawn from q = token_probabilities(logits) with the proposal draw, q matching the row the drafter sent.
+template <class Drafter>
+void ngram_check_drafts(ngram_lm& scratch, const ngram_session<Drafter>& session,
+                        const std::vector<ngemb::draft_request>& requests, const ngemb::sampling_options& sampling,
+                        const ngemb::draft_batch& drafts) {
+  const auto vocab = static_cast<std::size_t>(scratch.vocab_size());
+  REQUIRE(drafts.sequences() == requests.size());
+  CHECK(drafts.probabilities.size() == (sampling.temperature > 0.0f ? drafts.tokens.size() * vocab : 0));
+  for (std::size_t b = 0; b < requests.size(); ++b) {
+    const auto chain_drafts = drafts.drafts_of(b);
+    REQUIRE(chain_drafts.size() == static_cast<std::size_t>(requests[b].max_tokens));
+    std::vector<std::int32_t> chain{session.next[b]};
+    for (std::size_t i = 0; i < chain_drafts.size(); ++i) {
+      CAPTURE(b);
+      CAPTURE(i);
+      const auto logits = ngram_reference_logits(scratch, session.histories[b], chain);
+      if (sampling.temperature == 0.0f) {
+        CHECK(chain_drafts[i] == ngram_argmax(ngemb::view<const float>(logits)));
+      } else {
+        std::vector<float> q(vocab);
+        ngemb::token_probabilities(ngemb::view<const float>(logits), sampling, ngemb::view<float>(q));
+        const auto slot = static_cast<std::size_t>(drafts.offsets[b]) + i;
+        const std::vector<float> sent(drafts.probabilities.begin() + static_cast<std::ptrdiff_t>(slot * vocab),
+                                      drafts.probabilities.begin() + static_cast<std::ptrdiff_t>((slot + 1) * vocab));
+        CHECK(ngemb_test::max_abs_difference(q, sent) <= 1e-5);
+        const ngemb::token_stream stream{sampling.seed, requests[b].stream,
+                                         requests[b].position + static_cast<std::uint32_t>(i)};
+        CHECK(chain_drafts[i] == ngemb::sample_from_probabilities(
+                                     ngemb::view<const float>(q), stream.uniform(ngemb::speculative_draws::proposal)));
+      }
+      chain.push_back(chain_drafts[i]);
+    }
+  }
+}
+
+std::vector<std::vector<std::int32_t>> ngram_prompts() {
+  return {ngram_slice(1000, 40), ngram_slice(52000, 57), ngram_slice(150000, 73)};
+}
+
+}  // namespace
+
+TEST_CASE("ngram_embedding_drafter: drafts are the n-gram logits from scratch, verification reuses their rows, "
+          "partial acceptance keeps them so") {
+  for (const float temperature : {0.0f, 0.8f}) {
+    CAPTURE(temperature);
+    const ngemb::sampling_options sampling{.temperature = temperature, .seed = 11};
+    auto model = ngram_load();
+    auto scratch = ngram_load();
+    ngemb::ngram_embedding_drafter<ngram_lm> drafter(ngram_host, model);
+    CHECK_FALSE(drafter.hidden_rows_needed());
+    CHECK(drafter.vocab_size() == 259);
+    ngram_session session(model, drafter, ngram_prompts());
+    const std::vector<int> max_tokens{ngram_max_draft, 3, 5};
+    bool partial = false;
+    for (std::size_t step = 0; step < 4; ++step) {
+      CAPTURE(step);
+      const auto requests = session.requests(max_tokens);
+      const auto before_propose = model.embedding_counts();
+      ngemb::draft_batch drafts;
+      drafter.propose(ngemb::view<const ngemb::draft_request>(requests), sampling, drafts);
+      ngram_check_drafts(scratch, session, requests, sampling, drafts);
+      // Drafting computed each chain [t, d_1..d_{k-1}] once: k rows per sequence, none of them twice.
+      const auto before_verify = model.embedding_counts();
+      CHECK(before_verify.computed - before_propose.computed == 8 + 3 + 5);
+      const std::vector<std::size_t> cap{step % 3, 8, 1 + step % 2};
+      const auto accepted = session.verify(drafts, cap);
+      // The verify forward of [t, d_1..d_k] took the k rows embedded while drafting and computed only d_k's.
+      CHECK(model.embedding_counts().reused - before_verify.reused == 8 + 3 + 5);
+      CHECK(model.embedding_counts().computed - before_verify.computed == 3);
+      for (std::size_t b = 0; b < accepted.size(); ++b) {
+        partial = partial || (accepted[b] > 0 && accepted[b] < max_tokens[b]);
+      }
+    }
+    CHECK(partial);  // the caps force it; the drafts after it were checked above
+  }
+}
+
+namespace {
+
+/// Proposes the given chain per request (cut to max_tokens), with q rows `q` per token when not empty.
+struct ngram_fixed_drafter {
+  std::vector<std::vector<std::int32_t>> chains;
+  std::vector<std::vector<float>> q;  ///< per chain, V floats per token
+  [[nodiscard]] std::int64_t vocab_size() const { return 259; }
+  [[nodiscard]] bool hidden_rows_needed() const { return true; }  // forwarded by early_rejection
+  void start_sequence(std::int32_t /*sequence*/) {}
+  void end_sequence(std::int32_t /*sequence*/) {}
+  void observe(const ngemb::verified_step& /*step*/) {}
+  void propose(ngemb::view<const ngemb::draft_request> requests, const ngemb::sampling_options& /*sampling*/,
+               ngemb::draft_batch& out) {
+    out.clear();
+    for (std::size_t b = 0; b < requests.size(); ++b) {
+      const auto count = std::min(chains[b].size(), static_cast<std::size_t>(requests[b].max_tokens));
+      out.tokens.insert(out.tokens.end(), chains[b].begin(), chains[b].begin() + static_cast<std::ptrdiff_t>(count));
+      out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
+      if (!q.empty()) {
+        out.probabilities.insert(out.probabilities.end(), q[b].begin(),
+                                 q[b].begin() + static_cast<std::ptrdiff_t>(count * 259));
+      }
+    }
+  }
+};
+
+/// P(d_i) of each chain token by the n-gram embedding, from scratch, at `temperature`.
+std::vector<double> ngram_chain_probabilities(ngram_lm& scratch, const std::vector<std::int32_t>& history,
+                                              std::int32_t last, const std::vector<std::int32_t>& drafts,
+                                              double temperature) {
+  std::vector<double> out;
+  std::vector<std::int32_t> chain{last};
+  for (const std::int32_t draft : drafts) {
+    const auto logits = ngram_reference_logits(scratch, history, chain);
+    out.push_back(ngram_softmax_reference(ngemb::view<const float>(logits), temperature)[static_cast<std::size_t>(draft)]);
+    chain.push_back(draft);
+  }
+  return out;
+}
+
+/// How many of the leading tokens have probability >= threshold.
+std::size_t ngram_expected_kept(const std::vector<double>& probabilities, double threshold) {
+  std::size_t kept = 0;
+  while (kept < probabilities.size() && probabilities[kept] >= threshold) {
+    ++kept;
+  }
+  return kept;
+}
+
+}  // namespace
+
+TEST_CASE("ngram_ early_rejection over fixed drafts cuts where the n-gram probabilities fall under the threshold") {
+  auto model = ngram_load();
+  auto scratch = ngram_load();
+  ngram_fixed_drafter inner;
+  const auto prompts = ngram_prompts();
+  // Sequence 0 drafts its text's own continuation (likely tokens), sequence 1 a made-up chain, sequence 2 a mix.
+  inner.chains = {ngram_slice(1040, 8), {7, 200, 65, 66, 67, 3}, {}};
+  std::vector<std::vector<double>> probabilities;
+  ngemb::early_rejection<ngram_fixed_drafter, ngram_lm> first(ngram_host, model, inner, 0.5f);
+  CHECK(first.hidden_rows_needed());
+  ngram_session session(model, first, prompts);
+  inner.chains[2] = {session.next[2], session.next[2], 32, 32};
+  for (std::size_t b = 0; b < inner.chains.size(); ++b) {
+    probabilities.push_back(ngram_chain_probabilities(scratch, session.histories[b], session.next[b],
+                                                      inner.chains[b], 1.0));
+    std::ostringstream listed;
+    for (const double p : probabilities.back()) {
+      listed << ' ' << p;
+    }
+    MESSAGE("n-gram P of chain " << b << ":" << listed.str());
+  }
+  const std::vector<int> max_tokens{8, 6, 4};
+  const auto requests = session.requests(max_tokens);
+  // The tiny model's n-gram probabilities are small (~0.001-0.3): thresholds among them cut mid-chain.
+  bool mid_chain = false;
+  for (const float threshold : {0.001f, 0.0035f, 0.006f, 0.02f, 0.1f, 0.5f}) {
+    CAPTURE(threshold);
+    ngemb::early_rejection<ngram_fixed_drafter, ngram_lm> filter(ngram_host, model, inner, threshold);
+    for (const std::int32_t sequence : session.sequences) {
+      filter.start_sequence(sequence);
+    }
+    {  // a step whose next tokens are the session's: the filter's chains start from them
+      std::vector<std::int32_t> tokens;
+      std::vector<std::int64_t> offsets{0};
+      std::vector<std::int32_t> kept;
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        tokens.push_back(session.next[b]);  // any step whose next is the sequence's next token
+        offsets.push_back(static_cast<std::int64_t>(tokens.size()));
+        kept.push_back(1);
+      }
+      filter.observe({.sequences = ngemb::view<const std::int32_t>(session.sequences),
+                      .fed = ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
+                                                                    ngemb::view<const std::int64_t>(offsets)),
+                      .kept = ngemb::view<const std::int32_t>(kept),
+                      .next = ngemb::view<const std::int32_t>(session.next)});
+    }
+    ngemb::draft_batch drafts;
+    filter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, drafts);
+    REQUIRE(drafts.sequences() == 3);
+    std::size_t proposed = 0;
+    std::size_t cut = 0;
+    for (std::size_t b = 0; b < 3; ++b) {
+      const std::size_t kept = ngram_expected_kept(probabilities[b], threshold);
+      CAPTURE(b);
+      CHECK(drafts.drafts_of(b).size() == kept);
+      CHECK(std::equal(drafts.drafts_of(b).begin(), drafts.drafts_of(b).end(), inner.chains[b].begin()));
+      proposed += inner.chains[b].size();
+      cut += inner.chains[b].size() - kept;
+      mid_chain = mid_chain || (kept > 0 && kept < inner.chains[b].size());
+    }
+    CHECK(drafts.probabilities.empty());
+    CHECK(filter.counts().proposed == proposed);
+    CHECK(filter.counts().cut == cut);
+    // The scoring rows [t, d_1..d_{k-1}] stay embedded ahead: verifying [t, d_1..d_j] takes min(k, j + 1) of them.
+    std::vector<std::vector<std::int32_t>> fed;
+    std::size_t reusable = 0;
+    for (std::size_t b = 0; b < 3; ++b) {
+      fed.push_back({session.next[b]});
+      fed.back().insert(fed.back().end(), drafts.drafts_of(b).begin(), drafts.drafts_of(b).end());
+      reusable += std::min(inner.chains[b].size(), fed.back().size());
+    }
+    const auto before = model.embedding_counts();
+    static_cast<void>(ngemb_test::forward_logits(ngram_host, model, session.sequences, fed, true));
+    CHECK(model.embedding_counts().reused - before.reused == reusable);
+    const std::vector<std::int32_t> none(3, 0);
+    model.commit_pending(ngemb::view<const std::int32_t>(session.sequences), ngemb::view<const std::int32_t>(none));
+  }
+  CHECK(mid_chain);
+}
+
+TEST_CASE("ngram_ early_rejection over the n-gram drafter: prefixes of its drafts, scored without a new embedding row, "
+          "kept q rows restricted to the passing tokens") {
+  for (const float temperature : {0.0f, 1.0f}) {
+    CAPTURE(temperature);
+    const ngemb::sampling_options sampling{.temperature = temperature, .seed = 5};
+    constexpr float threshold = 0.05f;
+    auto model = ngram_load();
+    auto scratch = ngram_load();
+    ngemb::ngram_embedding_drafter<ngram_lm> inner(ngram_host, model);
+    ngemb::early_rejection<ngemb::ngram_embedding_drafter<ngram_lm>, ngram_lm> filter(ngram_host, model, inner,
+                                                                                      threshold);
+    CHECK_FALSE(filter.hidden_rows_needed());
+    ngram_session session(model, filter, ngram_prompts());
+    const std::vector<int> max_tokens{6, 6, 6};
+    const auto vocab = static_cast<std::size_t>(model.vocab_size());
+    std::uint64_t cut = 0;
+    for (std::size_t step = 0; step < 3; ++step) {
+      CAPTURE(step);
+      const auto requests = session.requests(max_tokens);
+      const auto before = model.embedding_counts();
+      ngemb::draft_batch drafts;
+      filter.propose(ngemb::view<const ngemb::draft_request>(requests), sampling, drafts);
+      // The drafter computed its chains' 6 rows each; scoring them reused all of them.
+      CHECK(model.embedding_counts().computed - before.computed == 18);
+      REQUIRE(drafts.sequences() == 3);
+      for (std::size_t b = 0; b < 3; ++b) {
+        CAPTURE(b);
+        const auto kept = drafts.drafts_of(b);
+        std::vector<std::int32_t> chain{session.next[b]};
+        for (std::size_t i = 0; i < kept.size(); ++i) {
+          const auto logits = ngram_reference_logits(scratch, session.histories[b], chain);
+          const double scoring_temperature = temperature > 0.0f ? temperature : 1.0;
+          const auto p = ngram_softmax_reference(ngemb::view<const float>(logits), scoring_temperature);
+          CHECK(p[static_cast<std::size_t>(kept[i])] >= threshold);
+          if (temperature == 0.0f) {
+            CHECK(kept[i] == ngram_argmax(ngemb::view<const float>(logits)));
+          } else {  // the drafter's q is p itself here (no top-k / top-p): kept, it is p over the passing tokens
+            double mass = 0.0;
+            for (const double value : p) {
+              mass += value >= threshold ? value : 0.0;
+            }
+            const auto slot = static_cast<std::size_t>(drafts.offsets[b]) + i;
+            double largest = 0.0;
+            for (std::size_t v = 0; v < vocab; ++v) {
+              const double expected = p[v] >= threshold ? p[v] / mass : 0.0;
+              largest = std::max(largest, std::abs(expected - drafts.probabilities[slot * vocab + v]));
+            }
+            CHECK(largest <= 1e-5);
+          }
+          chain.push_back(kept[i]);
+        }
+        if (kept.size() < 6) {  // the next draft, the one cut, fell under the threshold
+          const auto logits = ngram_reference_logits(scratch, session.histories[b], chain);
+          const auto p = ngram_softmax_reference(ngemb::view<const float>(logits), temperature > 0.0f ? temperature : 1.0);
+          if (temperature == 0.0f) {
+            CHECK(*std::max_element(p.begin(), p.end()) < threshold);
+          }
+        }
+      }
+      CHECK(drafts.probabilities.size() == (temperature > 0.0f ? drafts.tokens.size() * vocab : 0));
+      cut = filter.counts().cut;
+      const auto before_verify = model.embedding_counts();
+      const auto accepted = session.verify(drafts, {8, 8, 8});
+      static_cast<void>(accepted);
+      // Embedded ahead: the drafter's [t, d_1..d_5]; the verify forward of [t, d_1..d_j] takes min(6, j + 1).
+      std::uint64_t reusable = 0;
+      for (std::size_t b = 0; b < 3; ++b) {
+        reusable += std::min<std::size_t>(6, 1 + drafts.drafts_of(b).size());
+      }
+      CHECK(model.embedding_counts().reused - before_verify.reused == reusable);
+    }
+    CHECK(filter.counts().proposed == 3 * 3 * 6);
+    MESSAGE("early rejection at " << threshold << " (temperature " << temperature << ") cut " << cut << " of "
+                                  << filter.counts().proposed << " n-gram drafts");
+  }
+}
+
+TEST_CASE("ngram_ drafter and early_rejection refuse bad input before changing anything") {
+  auto model = ngram_load();
+  ngemb::ngram_embedding_drafter<ngram_lm> drafter(ngram_host, model);
+  ngram_fixed_drafter fixed;
+  fixed.chains = {{1, 2}, {3}};
+  for (const float threshold : {0.0f, 1.0f, -0.5f, 2.0f, std::numeric_limits<float>::quiet_NaN()}) {
+    CHECK_THROWS_WITH_AS((ngemb::early_rejection<ngram_fixed_drafter, ngram_lm>(ngram_host, model, fixed, threshold)),
+                         doctest::Contains("threshold must be in (0, 1)"), ngemb::invalid_argument);
+  }
+  repeating_drafter small;  // vocabulary of 4
+  CHECK_THROWS_AS((ngemb::early_rejection<repeating_drafter, ngram_lm>(ngram_host, model, small, 0.5f)),
+                  ngemb::shape_mismatch);
+  ngemb::early_rejection<ngram_fixed_drafter, ngram_lm> filter(ngram_host, model, fixed, 0.01f);
+
+  const ngemb::draft_request unknown[] = {{.sequence = 3, .max_tokens = 2}};
+  ngemb::draft_batch out;
+  CHECK_THROWS_WITH_AS(drafter.propose(ngemb::view<const ngemb::draft_request>(unknown, 1), {}, out),
+                       doctest::Contains("unknown sequence 3"), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(filter.propose(ngemb::view<const ngemb::draft_request>(unknown, 1), {}, out),
+                       doctest::Contains("unknown sequence 3"), ngemb::invalid_argument);
+  CHECK_THROWS_AS(drafter.end_sequence(3), ngemb::invalid_argument);
+
+  ngram_session session(model, drafter, {ngram_slice(0, 20), ngram_slice(500, 30)});
+  for (const std::int32_t sequence : session.sequences) {
+    filter.start_sequence(sequence);
+  }
+  CHECK_THROWS_WITH_AS(drafter.start_sequence(session.sequences[0]), doctest::Contains("already started"),
+                       ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(filter.start_sequence(session.sequences[0]), doctest::Contains("already started"),
+                       ngemb::invalid_argument);
+  auto requests = session.requests({2, 2});
+  CHECK_THROWS_WITH_AS(filter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, out),
+                       doctest::Contains("observe its prefill first"), ngemb::invalid_argument);
+  const auto counts = model.embedding_counts();
+  for (const int bad : {0, ngram_max_draft + 1}) {
+    requests[1].max_tokens = bad;
+    CHECK_THROWS_WITH_AS(drafter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, out),
+                         doctest::Contains("max_tokens must be in [1, 8]"), ngemb::invalid_argument);
+  }
+  requests[1] = requests[0];
+  CHECK_THROWS_WITH_AS(drafter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, out),
+                       doctest::Contains("requested twice"), ngemb::invalid_argument);
+  CHECK(model.embedding_counts().computed == counts.computed);  // nothing was embedded ahead
+
+  // A target still holding pending tokens: the chain would not follow the committed text.
+  static_cast<void>(ngemb_test::forward_logits(ngram_host, model, {session.sequences[0]}, {{session.next[0]}}, true));
+  requests = session.requests({2, 2});
+  CHECK_THROWS_WITH_AS(drafter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, out),
+                       doctest::Contains("pending tokens in the target"), ngemb::invalid_argument);
+  const std::int32_t none = 0;
+  model.commit_pending(ngemb::view<const std::int32_t>(&session.sequences[0], 1), ngemb::view<const std::int32_t>(&none, 1));
+
+  // observe: an unknown sequence or a next token outside the vocabulary leaves every sequence as it was.
+  const std::vector<std::int32_t> fed{5};
+  const std::vector<std::int64_t> offsets{0, 1};
+  const std::vector<std::int32_t> kept{1};
+  const std::vector<std::int32_t> stranger{3};
+  const std::vector<std::int32_t> next_bad{259};
+  const ngemb::ragged_view<const std::int32_t> fed_view{ngemb::view<const std::int32_t>(fed),
+                                                       ngemb::view<const std::int64_t>(offsets)};
+  CHECK_THROWS_WITH_AS(drafter.observe({.sequences = ngemb::view<const std::int32_t>(stranger), .fed = fed_view,
+                                        .kept = ngemb::view<const std::int32_t>(kept),
+                                        .next = ngemb::view<const std::int32_t>(kept)}),
+                       doctest::Contains("unknown sequence 3"), ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(drafter.observe({.sequences = ngemb::view<const std::int32_t>(&session.sequences[0], 1),
+                                        .fed = fed_view, .kept = ngemb::view<const std::int32_t>(kept),
+                                        .next = ngemb::view<const std::int32_t>(next_bad)}),
+                       doctest::Contains("outside [0, 259)"), ngemb::invalid_argument);
+  requests = session.requests({2, 2});
+  drafter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, out);
+  CHECK(out.tokens.size() == 4);
+
+  // The filter after the same (valid) step proposes from the same next tokens.
+  const std::vector<std::int64_t> two{0, 1, 2};
+  const std::vector<std::int32_t> ones{1, 1};
+  filter.observe({.sequences = ngemb::view<const std::int32_t>(session.sequences),
+                  .fed = ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(session.next),
+                                                                ngemb::view<const std::int64_t>(two)),
+                  .kept = ngemb::view<const std::int32_t>(ones),
+                  .next = ngemb::view<const std::int32_t>(session.next)});
+  filter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, out);
+  CHECK(filter.counts().proposed == 3);
+}
+
+// Teacher-forced over validation text: at each position the drafter proposes one token after the text's last one,
+// the target's greedy token there is read from a pending forward of [t, d_1], and the text's own next byte is fed.
+// The share of positions where d_1 is the target's greedy token is the greedy acceptance rate of the first draft.
+// A measurement: the cases above run the same code under the sanitizers.
+TEST_CASE("ngram_ measure: greedy acceptance of the n-gram drafter's first token on validation text" *
+          doctest::skip(NGEMB_TEST_SANITIZED != 0)) {
+  constexpr std::size_t prompt = 16;
+  constexpr std::size_t positions = 200;  // per sequence: prompt + positions + 2 pending stay within 256
+  const std::vector<std::size_t> starts{2000, 60000, 120000, 200000};
+  auto model = ngram_load();
+  ngemb::ngram_embedding_drafter<ngram_lm> drafter(ngram_host, model);
+  ngram_fixed_drafter copy;  // proposes the drafter's token, for early rejection to keep or cut
+  constexpr float thresholds[] = {0.05f, 0.1f};
+  ngemb::early_rejection<ngram_fixed_drafter, ngram_lm> low(ngram_host, model, copy, thresholds[0]);
+  ngemb::early_rejection<ngram_fixed_drafter, ngram_lm> high(ngram_host, model, copy, thresholds[1]);
+  const auto observe_all = [&](const ngemb::verified_step& step) {
+    drafter.observe(step);
+    low.observe(step);
+    high.observe(step);
+  };
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (const std::size_t start : starts) {
+    prompts.push_back(ngram_slice(start, prompt));
+  }
+  ngram_session session(model, drafter, prompts);
+  for (const std::int32_t sequence : session.sequences) {
+    low.start_sequence(sequence);
+    high.start_sequence(sequence);
+  }
+  const auto count = starts.size();
+  const auto vocab = static_cast<std::size_t>(model.vocab_size());
+  std::vector<std::int32_t> next(count);
+  for (std::size_t b = 0; b < count; ++b) {
+    next[b] = ngram_text()[starts[b] + prompt];  // teacher forcing: the text's byte, not the target's choice
+  }
+  std::vector<std::int32_t> kept(count, 1);
+  std::vector<std::int64_t> offsets{0};
+  std::vector<std::int32_t> fed;
+  std::size_t agree = 0;
+  std::size_t target_right = 0;
+  std::size_t draft_right = 0;
+  std::size_t kept_by[2] = {0, 0};
+  std::size_t kept_agree[2] = {0, 0};
+  std::vector<std::size_t> greedy_counts(vocab, 0);
+  // The prefill step's next tokens, re-told with the text's byte (a step feeding the prompt's last token again
+  // is not needed: observe only records next).
+  fed.clear();
+  for (std::size_t b = 0; b < count; ++b) {
+    fed.push_back(prompts[b].back());
+    offsets.push_back(static_cast<std::int64_t>(fed.size()));
+  }
+  const auto step_of = [&](const std::vector<std::int32_t>& tokens, const std::vector<std::int64_t>& starts_of) {
+    return ngemb::verified_step{.sequences = ngemb::view<const std::int32_t>(session.sequences),
+                                .fed = ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
+                                                                              ngemb::view<const std::int64_t>(starts_of)),
+                                .kept = ngemb::view<const std::int32_t>(kept),
+                                .next = ngemb::view<const std::int32_t>(next)};
+  };
+  observe_all(step_of(fed, offsets));
+  for (std::size_t position = 0; position < positions; ++position) {
+    std::vector<ngemb::draft_request> requests;
+    for (std::size_t b = 0; b < count; ++b) {
+      requests.push_back({.sequence = session.sequences[b], .stream = b,
+                          .position = static_cast<std::uint32_t>(position), .max_tokens = 1});
+    }
+    ngemb::draft_batch drafts;
+    drafter.propose(ngemb::view<const ngemb::draft_request>(requests), {}, drafts);
+    copy.chains.clear();
+    for (std::size_t b = 0; b < count; ++b) {
+      copy.chains.push_back({drafts.tokens[b]});
+    }
+    ngemb::draft_batch filtered[2];
+    low.propose(ngemb::view<const ngemb::draft_request>(requests), {}, filtered[0]);
+    high.propose(ngemb::view<const ngemb::draft_request>(requests), {}, filtered[1]);
+    std::vector<std::vector<std::int32_t>> batch;
+    for (std::size_t b = 0; b < count; ++b) {
+      batch.push_back({next[b], drafts.tokens[b]});
+    }
+    const auto logits = ngemb_test::forward_logits(ngram_host, model, session.sequences, batch, true);
+    model.commit_pending(ngemb::view<const std::int32_t>(session.sequences), ngemb::view<const std::int32_t>(kept));
+    fed.clear();
+    offsets.assign(1, 0);
+    for (std::size_t b = 0; b < count; ++b) {
+      const std::int32_t greedy = ngram_argmax(ngram_row(logits, 2 * b, vocab));
+      const std::int32_t truth = ngram_text()[starts[b] + prompt + position + 1];
+      const bool accepted = drafts.tokens[b] == greedy;
+      agree += accepted ? 1 : 0;
+      target_right += greedy == truth ? 1 : 0;
+      draft_right += drafts.tokens[b] == truth ? 1 : 0;
+      ++greedy_counts[static_cast<std::size_t>(greedy)];
+      for (std::size_t f = 0; f < 2; ++f) {
+        if (!filtered[f].drafts_of(b).empty()) {
+          ++kept_by[f];
+          kept_agree[f] += accepted ? 1 : 0;
+        }
+      }
+      fed.insert(fed.end(), batch[b].begin(), batch[b].end());
+      offsets.push_back(static_cast<std::int64_t>(fed.size()));
+      next[b] = truth;
+    }
+    observe_all(step_of(fed, offsets));
+  }
+  const double total = static_cast<double>(count * positions);
+  const std::size_t constant = *std::max_element(greedy_counts.begin(), greedy_counts.end());
+  MESSAGE("tiny-longcat, " << count * positions << " positions of validation text: the n-gram drafter's first token "
+          << "is the target's greedy token at " << agree / total << " (a constant draft, the target's most frequent "
+          << "greedy token, at " << constant / total << "); target greedy = text " << target_right / total
+          << ", n-gram draft = text " << draft_right / total);
+  for (std::size_t f = 0; f < 2; ++f) {
+    MESSAGE("early rejection at " << thresholds[f] << ": keeps " << kept_by[f] / total << " of the drafts, "
+            << "acceptance among kept " << (kept_by[f] > 0 ? static_cast<double>(kept_agree[f]) / kept_by[f] : 0.0)
+            << ", among cut "
+            << (kept_by[f] < count * positions
+                    ? static_cast<double>(agree - kept_agree[f]) / static_cast<double>(count * positions - kept_by[f])
+                    : 0.0));
+  }
+  // Sanity bounds, not targets (measured: 0.266 over 800 positions, binomial sd ~0.016): well above chance (1/259),
+  // and the n-gram probability must tell likely acceptances apart, which early rejection relies on (measured: 0.51
+  // accepted among the drafts kept at 0.1, 0.05 among those cut). The tiny model's n-gram-only draft does not beat
+  // the best constant draft (0.316, chosen after the fact), so that is reported, not asserted.
+  CHECK(agree / total > 0.1);
+  CHECK(static_cast<double>(kept_agree[1]) / static_cast<double>(kept_by[1]) >
+        2.0 * static_cast<double>(agree - kept_agree[1]) / static_cast<double>(count * positions - kept_by[1]));
+}
+
 // ---- the MTP drafter (spec/mtp_drafter.hpp) on tiny-longcat ----
 
 namespace {
@@ -886,9 +1825,9 @@ TEST_CASE("mtp_drafter: greedy acceptance on tiny-longcat's validation text" *
     std::size_t at = start + prompt_length;  // text index of the token after the prompt
     mtp_observe(drafter, id, prompt, static_cast<std::int32_t>(prompt.size()), text[at]);
     for (std::size_t i = 0; i < positions; ++i, ++at) {
-      const std::int32_t draft = mtp_propose(drafter, id, 1).at(0);
+      const std::vector<std::int32_t> draft = mtp_propose(drafter, id, 1);
       const std::int32_t target = mtp_target_greedy(model, id, {text[at]});
-      agreed += draft == target ? 1 : 0;
+      agreed += draft.at(0) == target ? 1 : 0;
       ++total;
       mtp_observe(drafter, id, {text[at]}, 1, text[at + 1]);
     }

@@ -60,5 +60,7 @@
 #include "ngemb/spec/drafter.hpp"
 #include "ngemb/spec/prompt_lookup.hpp"
 #include "ngemb/spec/mtp_drafter.hpp"
+#include "ngemb/spec/ngram_drafter.hpp"
+#include "ngemb/spec/early_rejection.hpp"
 #include "ngemb/text/byte_tokenizer.hpp"
 #include "ngemb/version.hpp"

@@ -5,9 +5,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <vector>
 
 #include "model_golden.hpp"
+#include "pending_property.hpp"
 #include "ngemb/core/philox.hpp"
 #include "ngemb/policy/device_policy.cuh"
 #include "ngemb/presets/longcat.hpp"
@@ -89,4 +91,16 @@ TEST_CASE("device: a model saved from device memory loads on the host with the s
   for (std::size_t i = 0; i < host_logits.size(); ++i) {
     CHECK(device_logits[i] == doctest::Approx(host_logits[i]).epsilon(1e-4));
   }
+}
+
+TEST_CASE("device: speculative steps leave the caches as plain decoding of the accepted tokens (GQA, n-gram)") {
+  for (const unsigned seed : {1u, 2u}) {
+    ngemb_test::check_pending_matches_plain<shortcut_lm<ngemb::device_policy>>(
+        device, ngemb_test::model_dir / "shortcut", seed, 1e-4);
+  }
+}
+
+TEST_CASE("device: speculative steps leave the caches as plain decoding of the accepted tokens (MLA latent cache)") {
+  ngemb_test::check_pending_matches_plain<ngemb::presets::longcat_flash_lite<ngemb::device_policy>::model>(
+      device, std::filesystem::path(NGEMB_MODELS_DIR) / "tiny-longcat", 4u, 1e-4);
 }
