@@ -1972,3 +1972,12 @@ TEST_CASE("mtp_drafter rejects bad input, leaving its state as it was") {
   drafter.start_sequence(id);  // a fresh slot
   CHECK(drafter.length(id) == 0);
 }
+
+// Measured: 1.84 tokens per chain at k = 1, 2.26 from k = 3 on (the module's own rows as h drift from the target's
+// rows it was trained on, so drafts past the third are rarely kept on these prompts).
+TEST_CASE("mtp_drafter: speculative greedy decoding with it equals plain greedy decoding, k = 1..8") {
+  auto model = speculation_lm::load(host, ngemb_test::tiny_longcat_model, ngemb_test::speculation_capacity,
+                                    {.mtp = true});
+  ngemb::mtp_drafter<speculation_lm> drafter(host, model);
+  ngemb_test::check_speculative_greedy(host, model, drafter, 1.5);
+}
