@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <unistd.h>
@@ -147,7 +148,7 @@ arguments parse(int argc, char** argv) {
                       if (name.starts_with("model:") && name.size() > 6) {
                         parsed.draft_model = fs::path(name.substr(6));
                       } else if (name != "mtp" && name != "lookup" && name != "ngram") {
-                        throw bad_input("--draft must be mtp, lookup, ngram or model:DIR, got " + quoted(name));
+                        throw bad_input("--draft must be mtp, lookup, ngram or model:DIR, got " + ngemb_examples::quoted(name));
                       }
                       parsed.draft = name;
                     } else if (option == "--draft-tokens") {
@@ -478,12 +479,17 @@ std::unique_ptr<owned_draft_model> load_draft_model(const ngemb::host_policy& po
   return std::make_unique<draft_model_of<model>>(policy, folder, draft_tokens);
 }
 
+/// The MTP drafter of a layout with an MTP part; nothing for one without (load_and_run refuses --draft mtp there).
+struct no_mtp_drafter {};
+template <class Target>
+using mtp_drafter_of = std::conditional_t<Target::can_hold_mtp, ngemb::mtp_drafter<Target>, no_mtp_drafter>;
+
 /// What --draft names, for the target model `Target`, with --early-reject's filter over it when asked.
 template <class Target>
 struct cli_drafter {
   std::optional<ngemb::prompt_lookup_drafter> lookup;
   std::optional<ngemb::ngram_embedding_drafter<Target>> ngram;
-  std::optional<ngemb::mtp_drafter<Target>> mtp;
+  std::optional<mtp_drafter_of<Target>> mtp;
   std::unique_ptr<owned_draft_model> draft_model;
   std::optional<ngemb::early_rejection<ngemb::drafter_ref, Target>> filter;
   ngemb::drafter_ref inner;
@@ -495,7 +501,9 @@ struct cli_drafter {
     } else if (*args.draft == "ngram") {
       inner = ngram.emplace(policy, target);
     } else if (*args.draft == "mtp") {
-      inner = mtp.emplace(policy, target);
+      if constexpr (Target::can_hold_mtp) {
+        inner = mtp.emplace(policy, target);
+      }
     } else {
       draft_model = load_draft_model(policy, *args.draft_model, args.draft_tokens);
       inner = draft_model->drafter();
@@ -508,10 +516,12 @@ struct cli_drafter {
   /// One line on what speculation did.
   void report(const ngemb::generation_result& result, const arguments& args) const {
     const ngemb::speculation_stats& stats = result.speculation;
+    const std::size_t decoded = stats.generated_tokens - stats.prompts;  // the prefill emits each prompt's first
     std::printf("speculative (--draft %s, %d drafts per step): mean accepted length %.2f, target forwards per token "
-                "%.3f, drafts accepted %zu of %zu",
+                "%.3f, drafts accepted %zu of %zu, %zu tokens decoded at %.0f tokens/s",
                 args.draft->c_str(), args.draft_tokens, stats.mean_accepted_length(),
-                stats.target_forwards_per_token(), stats.accepted_tokens, stats.drafted_tokens);
+                stats.target_forwards_per_token(), stats.accepted_tokens, stats.drafted_tokens, decoded,
+                result.decode_seconds > 0.0 ? static_cast<double>(decoded) / result.decode_seconds : 0.0);
     if (filter) {
       const auto counts = filter->counts();
       std::printf(", early rejection below %.3g cut %llu of %llu drafts", static_cast<double>(*args.early_reject),
