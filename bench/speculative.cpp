@@ -53,7 +53,8 @@ std::vector<std::vector<std::int32_t>> text_prompts(std::size_t count) {
 }
 
 struct models {
-  tiny_type target = tiny_type::load(all_threads, tiny_dir, {.max_sequences = 4, .max_draft = max_draft}, {.mtp = true});
+  tiny_type target =
+      tiny_type::load(all_threads, tiny_dir, {.max_sequences = 4, .max_draft = max_draft}, {.mtp = true});
   tiny_type self_draft = tiny_type::load(all_threads, tiny_dir, {.max_sequences = 4, .max_draft = max_draft});
 };
 

@@ -148,7 +148,8 @@ arguments parse(int argc, char** argv) {
                       if (name.starts_with("model:") && name.size() > 6) {
                         parsed.draft_model = fs::path(name.substr(6));
                       } else if (name != "mtp" && name != "lookup" && name != "ngram") {
-                        throw bad_input("--draft must be mtp, lookup, ngram or model:DIR, got " + ngemb_examples::quoted(name));
+                        throw bad_input("--draft must be mtp, lookup, ngram or model:DIR, got " +
+                                        ngemb_examples::quoted(name));
                       }
                       parsed.draft = name;
                     } else if (option == "--draft-tokens") {
@@ -459,7 +460,8 @@ struct draft_model_of final : owned_draft_model {
   Draft model;
   ngemb::draft_model_drafter<Draft> drafting;
   draft_model_of(const ngemb::host_policy& policy, const fs::path& folder, int draft_tokens)
-      : model(Draft::load(policy, folder, {.max_sequences = max_prompts, .max_positions = 0, .max_draft = draft_tokens})),
+      : model(Draft::load(policy, folder,
+                          {.max_sequences = max_prompts, .max_positions = 0, .max_draft = draft_tokens})),
         drafting(policy, model) {}
   ngemb::drafter_ref drafter() override { return drafting; }
 };
@@ -548,7 +550,9 @@ int load_and_run(const ngemb::host_policy& policy, const fs::path& folder, const
                     "this one's layout has none");
   }
   Model lm = Model::load(policy, folder,
-                         {.max_sequences = max_prompts, .max_positions = 0, .max_draft = args.draft ? args.draft_tokens : 0},
+                         {.max_sequences = max_prompts,
+                          .max_positions = 0,
+                          .max_draft = args.draft ? args.draft_tokens : 0},
                          {.mtp = args.draft == std::string("mtp")});
   std::fprintf(job.score_files.empty() ? stdout : stderr, "loaded %s in %.2f s\n", folder.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());

@@ -179,7 +179,8 @@ generation_result generate_speculative(const typename Model::policy_type& policy
   const int k = options.speculative.draft_tokens;
   if (k < 1 || k > model.max_draft()) {
     throw invalid_argument("generate: speculative draft_tokens = " + std::to_string(k) + " must be in [1, " +
-                           std::to_string(model.max_draft()) + "], the model's max_draft (sequence_capacity::max_draft)");
+                           std::to_string(model.max_draft()) +
+                           "], the model's max_draft (sequence_capacity::max_draft)");
   }
   if (drafter.vocab_size() != model.vocab_size()) {
     throw shape_mismatch("generate: the drafter proposes over " + std::to_string(drafter.vocab_size()) +

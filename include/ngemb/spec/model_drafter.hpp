@@ -50,7 +50,11 @@ class draft_model_drafter {
       throw invalid_argument("draft_model_drafter: sequence " + std::to_string(sequence) + " was already started");
     }
     const std::int32_t draft_sequence = draft_->start_sequence();
-    states_.emplace(sequence, sequence_state{.draft = draft_sequence, .prefilled = false, .unfed = {}, .unfed_pending = 0, .drafts = {}});
+    states_.emplace(sequence, sequence_state{.draft = draft_sequence,
+                                             .prefilled = false,
+                                             .unfed = {},
+                                             .unfed_pending = 0,
+                                             .drafts = {}});
   }
   void end_sequence(std::int32_t sequence) {
     draft_->end_sequence(state_of(sequence, "end_sequence").draft);
