@@ -665,11 +665,13 @@ TEST_CASE("verify_chain: the emitted tokens follow p through real Philox draws (
         for (int trial = 0; trial < trials; ++trial) {
           const auto stream = static_cast<std::uint64_t>(trial);
           for (std::size_t i = 0; i < k; ++i) {
+            if (one_hot) {  // q is empty then: no row to offset into
+              drafts[i] = fixed[i];
+              continue;
+            }
             const ngemb::token_stream draws{seed, stream, static_cast<std::uint32_t>(position + i)};
             const ngemb::view<const float> q_row(q.data() + i * vocab, vocab);
-            drafts[i] = one_hot ? fixed[i]
-                                : ngemb::sample_from_probabilities(
-                                      q_row, draws.uniform(ngemb::speculative_draws::proposal));
+            drafts[i] = ngemb::sample_from_probabilities(q_row, draws.uniform(ngemb::speculative_draws::proposal));
           }
           const ngemb::chain_verdict verdict =
               ngemb::verify_chain(ngemb::view<const float>(logits), ngemb::view<const std::int32_t>(drafts),
