@@ -101,19 +101,7 @@ class ngram_cache {
 
   /// Verification result: slot slots[b] keeps its first accepted[b] pending tokens and drops the others.
   void commit(view<const slot_id> slots, view<const std::int32_t> accepted) {
-    check_slots(slots, "commit");
-    if (accepted.size() != slots.size()) {
-      throw shape_mismatch("ngram_cache::commit: " + std::to_string(slots.size()) + " slots but " +
-                           std::to_string(accepted.size()) + " accepted counts");
-    }
-    for (std::size_t b = 0; b < slots.size(); ++b) {
-      const detail::slot_state state = mirror_[static_cast<std::size_t>(slots[b])];
-      if (accepted[b] < 0 || accepted[b] > state.pending) {
-        throw invalid_argument("ngram_cache::commit: slot " + std::to_string(slots[b]) + " has " +
-                               std::to_string(state.pending) + " pending tokens, cannot accept " +
-                               std::to_string(accepted[b]));
-      }
-    }
+    check_pending_counts(slots, accepted, "commit", "accepted", "accept");
     for (std::size_t b = 0; b < slots.size(); ++b) {
       auto& state = mirror_[static_cast<std::size_t>(slots[b])];
       state = detail::after_commit(state, accepted[b], lookback_);
@@ -125,19 +113,7 @@ class ngram_cache {
   /// Drops pending tokens without committing any: slot slots[b] keeps its first kept[b] pending tokens, still
   /// pending (drafts embedded ahead of verification that verification did not feed).
   void truncate_pending(view<const slot_id> slots, view<const std::int32_t> kept) {
-    check_slots(slots, "truncate_pending");
-    if (kept.size() != slots.size()) {
-      throw shape_mismatch("ngram_cache::truncate_pending: " + std::to_string(slots.size()) + " slots but " +
-                           std::to_string(kept.size()) + " kept counts");
-    }
-    for (std::size_t b = 0; b < slots.size(); ++b) {
-      const detail::slot_state state = mirror_[static_cast<std::size_t>(slots[b])];
-      if (kept[b] < 0 || kept[b] > state.pending) {
-        throw invalid_argument("ngram_cache::truncate_pending: slot " + std::to_string(slots[b]) + " has " +
-                               std::to_string(state.pending) + " pending tokens, cannot keep " +
-                               std::to_string(kept[b]));
-      }
-    }
+    check_pending_counts(slots, kept, "truncate_pending", "kept", "keep");
     for (std::size_t b = 0; b < slots.size(); ++b) {
       auto& state = mirror_[static_cast<std::size_t>(slots[b])];
       state = detail::after_truncate_pending(state, kept[b]);
@@ -232,6 +208,24 @@ class ngram_cache {
                                " is listed twice in one batch");
       }
       seen[static_cast<std::size_t>(slot)] = true;
+    }
+  }
+
+  /// One count per listed slot, each within the slot's pending tokens (commit: accepted; truncate_pending: kept).
+  void check_pending_counts(view<const slot_id> slots, view<const std::int32_t> counts, const char* operation,
+                            const char* counted, const char* verb) const {
+    check_slots(slots, operation);
+    if (counts.size() != slots.size()) {
+      throw shape_mismatch(std::string("ngram_cache::") + operation + ": " + std::to_string(slots.size()) +
+                           " slots but " + std::to_string(counts.size()) + " " + counted + " counts");
+    }
+    for (std::size_t b = 0; b < slots.size(); ++b) {
+      const detail::slot_state state = mirror_[static_cast<std::size_t>(slots[b])];
+      if (counts[b] < 0 || counts[b] > state.pending) {
+        throw invalid_argument(std::string("ngram_cache::") + operation + ": slot " + std::to_string(slots[b]) +
+                               " has " + std::to_string(state.pending) + " pending tokens, cannot " + verb + " " +
+                               std::to_string(counts[b]));
+      }
     }
   }
 
