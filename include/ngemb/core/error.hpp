@@ -59,6 +59,14 @@ class out_of_memory : public error {
   using error::error;
 };
 
+/// A collective between ranks failed or did not finish within the communicator's timeout (a peer exited, stalled
+/// or called another collective); the message names the collective, this rank and the wait. After it the
+/// communicator is unusable: the ranks must tear down (and may rebuild) their communication.
+class communication_error : public error {
+ public:
+  using error::error;
+};
+
 /// A CUDA runtime call failed; holds the call text and the runtime's message. Declared here, without CUDA
 /// headers, so host-only code can catch it.
 class cuda_error : public error {
