@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "embedding_golden.hpp"
@@ -380,4 +381,49 @@ TEST_CASE("plain embedding: the table's rows through the cached_embedding interf
     CHECK_THROWS_AS((ngemb::plain_embedding<float>(policy, vocab, hidden, ngemb::view<const float>(expected))),
                     ngemb::shape_mismatch);
   }
+}
+
+TEST_CASE("fused_projection::project_columns: the sub-tables' shares add up to the whole projection") {
+  const ngemb::host_policy policy{};
+  const ngemb::projection_shape shape{.num_tables = 4, .row_width = 3, .output_width = 5};
+  std::mt19937 random(21);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> weights(4);
+  std::vector<ngemb::view<const float>> views;
+  for (auto& weight : weights) {
+    weight.resize(15);
+    std::generate(weight.begin(), weight.end(), [&] { return normal(random); });
+    views.emplace_back(weight);
+  }
+  const ngemb::fused_projection<double> projection(policy, shape, std::span<const ngemb::view<const float>>(views));
+  const std::size_t tokens = 6;
+  std::vector<double> gathered(tokens * 12);
+  std::generate(gathered.begin(), gathered.end(), [&] { return normal(random); });
+  std::vector<double> whole(tokens * 5);
+  projection.project(policy, tokens, ngemb::view<const double>(gathered), ngemb::view<double>(whole));
+  // Sub-tables [0, 1) and [1, 4): each block's columns of the gathered rows, projected alone, then summed.
+  std::vector<double> sum(tokens * 5, 0.0);
+  for (const auto& [first, count] : {std::pair<int, int>{0, 1}, {1, 3}}) {
+    std::vector<double> block;
+    for (std::size_t token = 0; token < tokens; ++token) {
+      const auto begin = gathered.begin() + static_cast<std::ptrdiff_t>(token * 12 + static_cast<std::size_t>(first) * 3);
+      block.insert(block.end(), begin, begin + count * 3);
+    }
+    std::vector<double> share(tokens * 5, -1.0);
+    projection.project_columns(policy, tokens, first * 3, count * 3, ngemb::view<const double>(block),
+                               ngemb::view<double>(share));
+    for (std::size_t i = 0; i < sum.size(); ++i) {
+      sum[i] += share[i];
+    }
+  }
+  for (std::size_t i = 0; i < sum.size(); ++i) {
+    CHECK(sum[i] == doctest::Approx(whole[i]).epsilon(1e-12));
+  }
+  std::vector<double> none(tokens * 5, -1.0);
+  projection.project_columns(policy, tokens, 12, 0, ngemb::view<const double>(), ngemb::view<double>(none));
+  CHECK(std::all_of(none.begin(), none.end(), [](double value) { return value == 0.0; }));
+  CHECK_THROWS_WITH_AS(projection.project_columns(policy, tokens, 9, 6, ngemb::view<const double>(gathered),
+                                                  ngemb::view<double>(none)),
+                       "fused_projection::project_columns: columns [9, 15) are not inside W_cat's [0, 12)",
+                       ngemb::invalid_argument);
 }

@@ -231,6 +231,51 @@ TEST_CASE("gemm_nn (B's rows a stride apart) matches an fp64 product, threaded o
   CHECK_THROWS_WITH_AS(multiply(3, 7), "gemm_nn: B must hold (3 - 1) x 3 + 2 = 8 values, got 7", ngemb::shape_mismatch);
 }
 
+TEST_CASE("gemm_nt with B's rows a stride apart (a block of W's columns) matches an fp64 product") {
+  for (const unsigned threads : {1u, 2u}) {
+    const ngemb::host_policy policy{threads};
+    // {m, n, k, ldb}: a decode row, rows of A split (m >= n), columns split (n > m), no columns at all.
+    for (const auto& dims : {std::array<std::size_t, 4>{1, 1, 1, 1}, {1, 300, 96, 288}, {300, 70, 129, 513},
+                             {16, 512, 256, 3072}, {5, 4, 0, 6}, {0, 4, 5, 5}}) {
+      const std::size_t m = dims[0];  // named copies: clang 14 cannot capture structured bindings (INFO does)
+      const std::size_t n = dims[1];
+      const std::size_t k = dims[2];
+      const std::size_t ldb = dims[3];
+      std::mt19937 random(static_cast<unsigned>(m * 7919 + n * 31 + k));
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> a(m * k);
+      std::vector<float> b(n == 0 || k == 0 ? 0 : (n - 1) * ldb + k);
+      std::generate(a.begin(), a.end(), [&] { return normal(random); });
+      std::generate(b.begin(), b.end(), [&] { return normal(random); });
+      std::vector<float> c(m * n, -7.0f);
+      ngemb::gemm_nt(policy, m, n, k, ngemb::view<const float>(a), ngemb::view<const float>(b), ldb,
+                     ngemb::view<float>(c));
+      double worst = 0.0;
+      for (std::size_t i = 0; i < m; ++i) {
+        for (std::size_t j = 0; j < n; ++j) {
+          double want = 0.0;
+          for (std::size_t l = 0; l < k; ++l) {
+            want += static_cast<double>(a[i * k + l]) * static_cast<double>(b[j * ldb + l]);
+          }
+          worst = std::max(worst, std::abs(c[i * n + j] - want));
+        }
+      }
+      INFO("m = " << m << ", n = " << n << ", k = " << k << ", ldb = " << ldb << ", threads = " << threads);
+      CHECK(worst <= 1e-5 * std::sqrt(static_cast<double>(std::max<std::size_t>(k, 1))));
+    }
+  }
+  const std::vector<float> a(6);
+  std::vector<float> b(8);
+  std::vector<float> c(4);
+  const auto multiply = [&](std::size_t ldb, std::size_t b_size) {
+    ngemb::gemm_nt(ngemb::host_policy{}, 2, 2, 3, ngemb::view<const float>(a), ngemb::view<const float>(b.data(), b_size),
+                   ldb, ngemb::view<float>(c));
+  };
+  CHECK_NOTHROW(multiply(5, 8));
+  CHECK_THROWS_WITH_AS(multiply(2, 8), "gemm_nt: ldb must be >= k = 3, got 2", ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS(multiply(5, 7), "gemm_nt: B must hold (2 - 1) x 5 + 3 = 8 values, got 7", ngemb::shape_mismatch);
+}
+
 TEST_CASE("host sort_pairs is a stable sort by key") {
   const std::vector<std::int32_t> keys = {3, 1, 3, 0, 1, 3, 2, 0};
   const std::vector<std::int32_t> values = {0, 1, 2, 3, 4, 5, 6, 7};

@@ -103,6 +103,22 @@ class fused_projection {
             weights(), out);
   }
 
+  /// out [tokens x output_width] = gathered [tokens x columns] * W_cat[:, first_column, first_column + columns)^T:
+  /// the share of the projection of a rank that holds the rows of only some sub-tables (store/sharded_store.hpp).
+  void project_columns(const Policy& policy, std::size_t tokens, std::int64_t first_column, std::int64_t columns,
+                       view<const Acc> gathered, view<Acc> out) const {
+    if (first_column < 0 || columns < 0 || first_column + columns > input_width()) {
+      throw invalid_argument("fused_projection::project_columns: columns [" + std::to_string(first_column) + ", " +
+                             std::to_string(first_column + columns) + ") are not inside W_cat's [0, " +
+                             std::to_string(input_width()) + ")");
+    }
+    const auto stride = static_cast<std::size_t>(input_width());
+    const std::size_t span = columns == 0 ? 0 : static_cast<std::size_t>(output_width_ - 1) * stride +
+                                                    static_cast<std::size_t>(columns);
+    gemm_nt(policy, tokens, static_cast<std::size_t>(output_width_), static_cast<std::size_t>(columns), gathered,
+            weights().subview(static_cast<std::size_t>(columns == 0 ? 0 : first_column), span), stride, out);
+  }
+
  private:
   void check_sizes() const {
     if (tables_ < 1 || row_width_ < 1 || output_width_ < 1) {

@@ -158,6 +158,8 @@ class ngram_embedding {
   [[nodiscard]] const ngram_config& config() const { return config_; }
   [[nodiscard]] const Hasher& hasher() const { return hasher_; }
   [[nodiscard]] const Store& store() const { return store_; }
+  /// The store, to change its settings (a sharded store's lookup); its sizes must stay those of the config.
+  [[nodiscard]] Store& store() { return store_; }
   [[nodiscard]] const Projection& projection() const { return projection_; }
   [[nodiscard]] const Amplification& amplification() const { return amplification_; }
   /// H: values per token of the output.

@@ -102,7 +102,7 @@ class per_layer_ngram_embedding {
                              std::to_string(num_layers()) + ")");
     }
     detail::check_output_size("per_layer_ngram_embedding::embed", hashed_tokens_, width(), out.size());
-    const layer& chosen = layers_[static_cast<std::size_t>(layer_index)];
+    layer& chosen = layers_[static_cast<std::size_t>(layer_index)];
     detail::embed_hashed(policy, chosen.store, chosen.projection, no_amplification{}, hashed_tokens_,
                          static_cast<const std::int32_t*>(nullptr), workspace_, out);
   }

@@ -478,6 +478,8 @@ class causal_lm {
 
   [[nodiscard]] const model_config& config() const { return config_; }
   [[nodiscard]] const Embedding& embedding() const { return embedding_; }
+  /// The embedding, to change its settings (a sharded store's lookup).
+  [[nodiscard]] Embedding& embedding() { return embedding_; }
   [[nodiscard]] const std::vector<Block>& blocks() const { return blocks_; }
   [[nodiscard]] std::int64_t max_positions() const { return max_positions_; }
   /// How many sequences may be started at once (sequence_capacity::max_sequences).

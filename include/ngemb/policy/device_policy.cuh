@@ -105,41 +105,62 @@ void copy_to_host(const device_policy& policy, std::type_identity_t<view<const T
   NGEMB_CUDA_CHECK(cudaStreamSynchronize(policy.stream));
 }
 
-/// C = A * B^T with A [m x k], B [n x k] and C [m x n] row-major in device memory, by cuBLAS on the policy's
-/// stream. Row-major C is column-major C^T = B * A^T, so B goes first, transposed. Full fp32 (or fp64) math:
-/// cuBLAS's default mode, never TF32.
+namespace detail {
+
+/// C = A * B^T with B's rows `ldb` elements apart, by cuBLAS on the policy's stream (shapes checked by the
+/// callers). Row-major C is column-major C^T = B * A^T, so B goes first, transposed, with leading dimension ldb.
+/// Full fp32 (or fp64) math: cuBLAS's default mode, never TF32.
 template <gemm_scalar T>
-void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
-             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, view<T> c) {
-  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+void gemm_nt_rows(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b,
+                  std::size_t ldb, T* c) {
   if (m == 0 || n == 0) {
     return;
   }
   if (k == 0) {
-    NGEMB_CUDA_CHECK(cudaMemsetAsync(c.data(), 0, m * n * sizeof(T), policy.stream));
+    NGEMB_CUDA_CHECK(cudaMemsetAsync(c, 0, m * n * sizeof(T), policy.stream));
     return;
   }
   constexpr std::size_t largest = static_cast<std::size_t>(std::numeric_limits<int>::max());
-  if (m > largest || n > largest || k > largest) {
+  if (m > largest || n > largest || k > largest || ldb > largest) {
     throw invalid_argument("gemm_nt: cuBLAS takes dimensions below 2^31, got " + std::to_string(m) + " x " +
-                           std::to_string(n) + " x " + std::to_string(k));
+                           std::to_string(n) + " x " + std::to_string(k) + " (ldb " + std::to_string(ldb) + ")");
   }
-  const cublasHandle_t handle = detail::cublas_handle();
-  detail::check_cublas(cublasSetStream(handle, policy.stream), "cublasSetStream", __FILE__, __LINE__);
+  const cublasHandle_t handle = cublas_handle();
+  check_cublas(cublasSetStream(handle, policy.stream), "cublasSetStream", __FILE__, __LINE__);
   const T one = 1;
   const T zero = 0;
   const int rows = static_cast<int>(n);
   const int columns = static_cast<int>(m);
   const int depth = static_cast<int>(k);
+  const int stride = static_cast<int>(ldb);
   if constexpr (std::is_same_v<T, float>) {
-    detail::check_cublas(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth,
-                                     a.data(), depth, &zero, c.data(), rows),
-                         "cublasSgemm", __FILE__, __LINE__);
+    check_cublas(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b, stride, a, depth,
+                             &zero, c, rows),
+                 "cublasSgemm", __FILE__, __LINE__);
   } else {
-    detail::check_cublas(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b.data(), depth,
-                                     a.data(), depth, &zero, c.data(), rows),
-                         "cublasDgemm", __FILE__, __LINE__);
+    check_cublas(cublasDgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, columns, depth, &one, b, stride, a, depth,
+                             &zero, c, rows),
+                 "cublasDgemm", __FILE__, __LINE__);
   }
+}
+
+}  // namespace detail
+
+/// C = A * B^T with A [m x k], B [n x k] and C [m x n] row-major in device memory, by cuBLAS on the policy's stream.
+template <gemm_scalar T>
+void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, view<T> c) {
+  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+  detail::gemm_nt_rows(policy, m, n, k, a.data(), b.data(), k, c.data());
+}
+
+/// As above with B's rows `ldb` >= k elements apart (a block of columns of a wider weight matrix).
+template <gemm_scalar T>
+void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, std::size_t ldb,
+             view<T> c) {
+  detail::check_gemm_nt_strided_shapes(m, n, k, a.size(), b.size(), ldb, c.size());
+  detail::gemm_nt_rows(policy, m, n, k, a.data(), b.data(), ldb, c.data());
 }
 
 /// C = A * B with A [m x k] and C [m x n] dense and B [k x n] with rows `ldb` apart, row-major in device memory, by

@@ -74,15 +74,14 @@ inline std::size_t mixed_gemm_block_rows(std::size_t k) { return std::max<std::s
 
 }  // namespace detail
 
-/// C = A * B^T with A [m x k], B [n x k] and C [m x n], all row-major in the policy's memory.
+namespace detail {
+
+/// C = A * B^T with B's rows `ldb` elements apart; the shapes are checked by the callers.
 template <gemm_scalar T>
-void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k,
-             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, view<T> c) {
-  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+void gemm_nt_rows(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b,
+                  std::size_t ldb, T* c) {
   using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::Map<const row_major> lhs(a.data(), static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(k));
-  const Eigen::Map<const row_major> rhs(b.data(), static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(k));
-  Eigen::Map<row_major> result(c.data(), static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(n));
+  Eigen::Map<row_major> result(c, static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(n));
   if (m == 0 || n == 0) {
     return;
   }
@@ -90,13 +89,36 @@ void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_
     result.setZero();
     return;
   }
-  detail::split_gemm(policy, m, n, k, [&](bool split_rows, Eigen::Index begin, Eigen::Index count) {
+  const Eigen::Map<const row_major> lhs(a, static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(k));
+  const Eigen::Map<const row_major, Eigen::Unaligned, Eigen::OuterStride<>> rhs(
+      b, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(k), Eigen::OuterStride<>(static_cast<Eigen::Index>(ldb)));
+  split_gemm(policy, m, n, k, [&](bool split_rows, Eigen::Index begin, Eigen::Index count) {
     if (split_rows) {
       result.middleRows(begin, count).noalias() = lhs.middleRows(begin, count) * rhs.transpose();
     } else {
       result.middleCols(begin, count).noalias() = lhs * rhs.middleRows(begin, count).transpose();
     }
   });
+}
+
+}  // namespace detail
+
+/// C = A * B^T with A [m x k], B [n x k] and C [m x n], all row-major in the policy's memory.
+template <gemm_scalar T>
+void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, view<T> c) {
+  detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
+  detail::gemm_nt_rows(policy, m, n, k, a.data(), b.data(), k, c.data());
+}
+
+/// As above with B's rows `ldb` >= k elements apart: B is a block of columns of a wider weight matrix (a rank's
+/// sub-tables of W_cat, store/sharded_store.hpp).
+template <gemm_scalar T>
+void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const T>> a, std::type_identity_t<view<const T>> b, std::size_t ldb,
+             view<T> c) {
+  detail::check_gemm_nt_strided_shapes(m, n, k, a.size(), b.size(), ldb, c.size());
+  detail::gemm_nt_rows(policy, m, n, k, a.data(), b.data(), ldb, c.data());
 }
 
 /// C = A * B with A [m x k] and C [m x n] row-major and dense, and B [k x n] row-major with its rows `ldb` elements

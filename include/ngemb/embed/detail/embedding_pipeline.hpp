@@ -52,27 +52,38 @@ void gather_rows(const Policy& policy, const Store& store, const std::uint32_t* 
              gather_rows_op<store_ref, Acc>{store.ref(), ids, gathered.data(), tables, rows, chunks});
 }
 
+/// A store whose sub-table rows live on other ranks too (store/sharded_store.hpp): it computes the projected
+/// branch itself, and takes part in its collectives even for an empty batch.
+template <class Store>
+concept distributed_store = Store::is_distributed;
+
 /// out [count x W] from the ids [count x T] (per-table layout) already hashed into workspace.ids. `tokens` (the
 /// current tokens, for the base rows) is read only when the store has a base table.
 template <class Policy, class Store, class Projection, class Amplification, class Token, class Out>
-void embed_hashed(const Policy& policy, const Store& store, const Projection& projection,
+void embed_hashed(const Policy& policy, Store& store, const Projection& projection,
                   const Amplification& amplification, std::size_t count, const Token* tokens,
                   embedding_workspace<Policy, typename Projection::accumulator>& workspace, view<Out> out) {
   using Acc = typename Projection::accumulator;
   using workspace_type = embedding_workspace<Policy, Acc>;
-  if (count == 0) {
-    return;
-  }
   const int tables = store.num_tables();
   const std::int64_t width = projection.output_width();
-
-  const view<Acc> gathered = workspace_type::template ensure<Acc>(
-      policy, workspace.gathered, count * static_cast<std::size_t>(projection.input_width()));
-  gather_rows(policy, store, workspace.ids.data(), count, gathered);
-
   const view<Acc> branch = workspace_type::template ensure<Acc>(policy, workspace.branch,
                                                                 count * static_cast<std::size_t>(width));
-  projection.project(policy, count, view<const Acc>(gathered.data(), gathered.size()), branch);
+  if constexpr (distributed_store<Store>) {
+    store.project(policy, view<const std::uint32_t>(workspace.ids.data(), count * static_cast<std::size_t>(tables)),
+                  count, projection, branch);
+    if (count == 0) {
+      return;
+    }
+  } else {
+    if (count == 0) {
+      return;
+    }
+    const view<Acc> gathered = workspace_type::template ensure<Acc>(
+        policy, workspace.gathered, count * static_cast<std::size_t>(projection.input_width()));
+    gather_rows(policy, store, workspace.ids.data(), count, gathered);
+    projection.project(policy, count, view<const Acc>(gathered.data(), gathered.size()), branch);
+  }
 
   const auto amplification_ref = amplification.ref(width);
   using amplification_ref_type = decltype(amplification_ref);

@@ -32,6 +32,23 @@ inline void check_gemm_shapes(std::size_t m, std::size_t n, std::size_t k, std::
   }
 }
 
+/// The strided gemm_nt's operands: A [m x k] and C [m x n] dense, B [n x k] with rows `ldb` >= k elements apart (a
+/// view that ends with B's last row: a block of columns of a wider weight matrix).
+inline void check_gemm_nt_strided_shapes(std::size_t m, std::size_t n, std::size_t k, std::size_t a, std::size_t b,
+                                         std::size_t ldb, std::size_t c) {
+  if (ldb < k) {
+    throw invalid_argument("gemm_nt: ldb must be >= k = " + std::to_string(k) + ", got " + std::to_string(ldb));
+  }
+  const std::size_t b_span = n == 0 || k == 0 ? 0 : (n - 1) * ldb + k;
+  if (b != b_span) {
+    std::string expected = "(";  // a named string, as in check_gemm_nn_shapes (g++ 12's -Wrestrict)
+    expected += std::to_string(n) + " - 1) x " + std::to_string(ldb) + " + " + std::to_string(k) + " = " +
+                std::to_string(b_span);
+    throw shape_mismatch("gemm_nt: B must hold " + expected + " values, got " + std::to_string(b));
+  }
+  check_gemm_shapes(m, n, k, a, n * k, c);
+}
+
 /// gemm_nn's operands: A [m x k] and C [m x n] dense, B [k x n] with rows `ldb` >= n elements apart (a view that
 /// ends with B's last row).
 inline void check_gemm_nn_shapes(std::size_t m, std::size_t n, std::size_t k, std::size_t a, std::size_t b,
