@@ -46,7 +46,8 @@ inline token_batch random_tokens(const ngemb::ngram_config& config, std::size_t 
 template <class Policy, class Embedding>
 std::vector<float> forward_to_host(const Policy& policy, Embedding& embedding, const token_batch& batch) {
   const policy_batch<Policy> tokens(policy, batch);
-  auto out = to_policy(policy, std::vector<float>(batch.tokens.size() * static_cast<std::size_t>(embedding.output_width())));
+  const auto width = static_cast<std::size_t>(embedding.output_width());
+  auto out = to_policy(policy, std::vector<float>(batch.tokens.size() * width));
   embedding.forward(policy, tokens.view(), out.as_view());
   return to_host(policy, ngemb::view<const float>(out.as_view()));
 }

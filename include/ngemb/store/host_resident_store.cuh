@@ -32,12 +32,29 @@ namespace detail {
 template <storage_type T>
 class mapped_host_tables {
  public:
+  /// Pins the sub-tables for `config` and allocates the base table [V x H] on the device (or none), contents
+  /// unspecified: fill them through table(i) on the host and base() on the device (an initialiser, a custom loader).
+  mapped_host_tables(const device_policy& policy, const ngram_config& config, bool with_base)
+      : vocab_size_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
+    config.validate();
+    check_table_count(config.num_tables(), "host_resident_store");
+    std::int64_t offset = 0;
+    for (int table = 0; table < config.num_tables(); ++table) {
+      rows_.push_back(config.modulus(table));
+      offsets_.push_back(offset);
+      offset += config.modulus(table);
+    }
+    tables_ = mapped_host_buffer<T>(static_cast<std::size_t>(offset * width_));
+    if (with_base) {
+      base_ = device_buffer<T>(policy, static_cast<std::size_t>(vocab_size_ * hidden_));
+    }
+  }
+
   /// Reads the tensors table_store::load reads, in any float dtype (converted to T by read_tensor_into), each
   /// checked before anything is allocated or pinned. The sub-tables are converted straight into the pinned memory.
   static mapped_host_tables load(const device_policy& policy, const std::shared_ptr<const checkpoint>& source,
                                  const std::string& prefix, const ngram_config& config) {
     config.validate();
-    check_table_count(config.num_tables(), "host_resident_store");
     const std::string base = ngram_names::base_table(prefix);
     const std::string module = ngram_names::module(prefix);
     const std::int64_t base_shape[] = {config.vocab_size, config.hidden_size};
@@ -58,7 +75,7 @@ class mapped_host_tables {
     }
     for (int table = 0; table < tables.num_tables(); ++table) {
       const std::int64_t shape[] = {tables.rows(table), tables.width_};
-      const view<T> rows = tables.host_table(table);
+      const view<T> rows = tables.table(table);
       read_tensor_into<T>(*source, ngram_names::embedder(module, table), shape, std::span<T>(rows.data(), rows.size()));
     }
     return tables;
@@ -86,6 +103,12 @@ class mapped_host_tables {
   [[nodiscard]] std::size_t pinned_bytes() const { return tables_.size() * sizeof(T); }
   [[nodiscard]] std::size_t device_bytes() const { return base_.size() * sizeof(T); }
 
+  /// Sub-table i [m_i x d] in pinned host memory (the host's addresses) and the base table [V x H] on the device.
+  [[nodiscard]] view<T> table(int index) {
+    return tables_.as_view().subview(table_offset(index), table_elements(index));
+  }
+  [[nodiscard]] view<T> base() { return base_.as_view(); }
+
   /// Device addresses: the sub-tables' mapped rows and the base table.
   [[nodiscard]] table_rows_ref<T> ref() const {
     table_rows_ref<T> rows;
@@ -99,25 +122,10 @@ class mapped_host_tables {
   }
 
  private:
-  mapped_host_tables(const device_policy& policy, const ngram_config& config, bool with_base)
-      : vocab_size_(config.vocab_size), hidden_(config.hidden_size), width_(config.row_width()) {
-    std::int64_t offset = 0;
-    for (int table = 0; table < config.num_tables(); ++table) {
-      rows_.push_back(config.modulus(table));
-      offsets_.push_back(offset);
-      offset += config.modulus(table);
-    }
-    tables_ = mapped_host_buffer<T>(static_cast<std::size_t>(offset * width_));
-    if (with_base) {
-      base_ = device_buffer<T>(policy, static_cast<std::size_t>(vocab_size_ * hidden_));
-    }
-  }
-
   [[nodiscard]] std::size_t table_offset(int table) const {
     return static_cast<std::size_t>(offsets_[static_cast<std::size_t>(table)] * width_);
   }
   [[nodiscard]] std::size_t table_elements(int table) const { return static_cast<std::size_t>(rows(table) * width_); }
-  view<T> host_table(int table) { return tables_.as_view().subview(table_offset(table), table_elements(table)); }
 
   std::int64_t vocab_size_;
   std::int64_t hidden_;

@@ -73,7 +73,8 @@ NGEMB_HD inline std::uint64_t row_cache_home(std::uint64_t key, std::uint64_t ma
 
 /// Slots for `keys` by linear probing, the i-th key naming cache row i; false when a key would lie more than
 /// row_cache_probes slots from its home (the caller then doubles the table).
-inline bool place_row_keys(const std::vector<std::uint64_t>& keys, std::size_t slots, std::vector<row_cache_slot>& table) {
+inline bool place_row_keys(const std::vector<std::uint64_t>& keys, std::size_t slots,
+                           std::vector<row_cache_slot>& table) {
   table.assign(slots, row_cache_slot{});
   const std::uint64_t mask = slots - 1;
   for (std::size_t index = 0; index < keys.size(); ++index) {
