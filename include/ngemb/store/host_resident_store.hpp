@@ -12,9 +12,12 @@
 // bound, so a miss costs a few slot reads before the table read. The lookup is one NGEMB_HD function of the ref, so
 // the host tests check the logic the device runs.
 //
+// The cache is filled before the store joins an ngram_embedding (which hands out its store const), e.g. from the
+// ids of a warm-up forward of an embedding without the cache:
 //   auto store = ngemb::host_resident_store<ngemb::bf16, ngemb::device_policy>::load(policy, source, prefix, config,
 //                                                                                 {.cached_rows = 1 << 20});
-//   store.cache_rows(policy, warmup.last_ids());  // then: ngram_embedding(config, std::move(store), projection)
+//   store.cache_rows(policy, warmup.last_ids());
+//   ngemb::ngram_embedding<ngemb::longcat_hash, decltype(store)> embedding(config, std::move(store), projection);
 #include <algorithm>
 #include <bit>
 #include <cstddef>
