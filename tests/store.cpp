@@ -1,18 +1,26 @@
 // store/: table_store and mmap_store hand out the same rows for the same tables, from host arrays or a checkpoint
-// written with the library's writer, and name the tensor that is missing or misshapen.
+// written with the library's writer, and name the tensor that is missing or misshapen. host_resident_store on the
+// host is the mmap store, and its hot-row cache answers every lookup with the bytes the tables hold.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
+#include "ngemb/store/host_resident_store.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
+#include "resident_store_check.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -181,4 +189,236 @@ TEST_CASE("stores save under the names they load, and read a base table only whe
   CHECK_FALSE(mapped.has_base());
   CHECK(ngemb::to_float(mapped.ref().row(5, 22)[1]) == ngemb::to_float(written.tables[5][22 * 2 + 1]));
   CHECK(ngemb::to_float(table.ref().row(5, 22)[1]) == ngemb::to_float(written.tables[5][22 * 2 + 1]));
+}
+
+namespace {
+
+using resident_bf16 = ngemb::host_resident_store<ngemb::bf16>;
+using row_key = std::pair<int, std::uint32_t>;  // (sub-table, row)
+
+std::size_t total_rows(const ngemb::ngram_config& config) {
+  std::size_t total = 0;
+  for (int table = 0; table < config.num_tables(); ++table) {
+    total += static_cast<std::size_t>(config.modulus(table));
+  }
+  return total;
+}
+
+/// [tokens x T] ids in the per-table layout, skewed so rows differ in frequency: a geometric rank scattered over the
+/// rows (11 is coprime to every modulus of small_config).
+std::vector<std::uint32_t> skewed_ids(const ngemb::ngram_config& config, std::size_t tokens, unsigned seed) {
+  std::mt19937 random(seed);
+  std::geometric_distribution<std::uint32_t> rank(0.1);
+  std::vector<std::uint32_t> ids;
+  for (std::size_t token = 0; token < tokens; ++token) {
+    for (int table = 0; table < config.num_tables(); ++table) {
+      ids.push_back((rank(random) * 11u + static_cast<std::uint32_t>(table)) %
+                    static_cast<std::uint32_t>(config.modulus(table)));
+    }
+  }
+  return ids;
+}
+
+/// What cache_rows keeps: the `capacity` most frequent rows of `ids`, ties to the smaller (sub-table, row).
+std::set<row_key> hottest(const std::vector<std::uint32_t>& ids, int tables, std::size_t capacity) {
+  std::map<row_key, std::size_t> counts;
+  for (std::size_t position = 0; position < ids.size(); ++position) {
+    ++counts[{static_cast<int>(position % static_cast<std::size_t>(tables)), ids[position]}];
+  }
+  std::vector<std::pair<row_key, std::size_t>> ranked(counts.begin(), counts.end());
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& left, const auto& right) { return left.second > right.second; });
+  std::set<row_key> kept;
+  for (std::size_t index = 0; index < std::min(capacity, ranked.size()); ++index) {
+    kept.insert(ranked[index].first);
+  }
+  return kept;
+}
+
+/// Every row of every sub-table through the store's ref: the tables' bytes; a row of `cached` points into the
+/// cache, any other row at the mapped table row itself.
+void check_lookups(const resident_bf16& store, const std::set<row_key>& cached) {
+  const auto rows = store.ref();
+  const auto tables = store.tables().ref();
+  const auto width = static_cast<std::size_t>(store.row_width());
+  REQUIRE(store.cached_rows() == cached.size());
+  CHECK((rows.cache_slots == nullptr) == cached.empty());
+  const auto in_cache = [&](const ngemb::bf16* row) {
+    return rows.cache_rows != nullptr && row >= rows.cache_rows && row < rows.cache_rows + cached.size() * width;
+  };
+  for (int table = 0; table < store.num_tables(); ++table) {
+    for (std::uint32_t id = 0; id < static_cast<std::uint32_t>(store.rows(table)); ++id) {
+      CAPTURE(table);
+      CAPTURE(id);
+      const ngemb::bf16* got = rows.row(table, id);
+      const ngemb::bf16* want = tables.row(table, id);
+      CHECK(std::memcmp(got, want, width * sizeof(ngemb::bf16)) == 0);
+      const bool expect_cached = cached.count({table, id}) != 0;
+      CHECK(in_cache(got) == expect_cached);
+      if (!expect_cached) {
+        CHECK(got == want);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("host_resident_store: on the host it is the mmap store, reading the checkpoint in place") {
+  const auto config = small_config();
+  const written_tables written(config, "resident");
+  const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(written.folder);
+  const ngemb::host_policy policy;
+  const auto resident = resident_bf16::load(policy, checkpoint, "model", config);
+  const ngemb::mmap_store<ngemb::bf16> mapped(checkpoint, "model", config);
+  check_rows(resident, written, config);
+  CHECK(resident.cached_rows() == 0);
+  const auto rows = resident.ref();
+  CHECK(rows.cache_slots == nullptr);
+  for (int table = 0; table < config.num_tables(); ++table) {
+    for (std::uint64_t id = 0; id < static_cast<std::uint64_t>(config.modulus(table)); ++id) {
+      CHECK(rows.row(table, id) == mapped.ref().row(table, id));
+    }
+  }
+  CHECK(rows.base == mapped.ref().base);
+}
+
+TEST_CASE("host_resident_store: the hot-row cache serves the tables' bytes and holds the most frequent rows") {
+  const auto config = small_config();
+  const written_tables written(config, "cache");
+  const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(written.folder);
+  const ngemb::host_policy policy;
+  const std::size_t total = total_rows(config);
+  const std::vector<std::uint32_t> ids = skewed_ids(config, 300, 11);
+  const ngemb::view<const std::uint32_t> id_view(ids);
+
+  SUBCASE("random ids, caches from none to every row") {
+    for (const std::size_t capacity : {std::size_t{0}, std::size_t{1}, std::size_t{17}, std::size_t{60}, total}) {
+      CAPTURE(capacity);
+      auto store = resident_bf16::load(policy, checkpoint, "model", config, {.cached_rows = capacity});
+      store.cache_rows(policy, id_view);
+      check_lookups(store, hottest(ids, config.num_tables(), capacity));
+    }
+  }
+  SUBCASE("a full cache: every row cached, some away from their home slot") {
+    std::vector<std::uint32_t> every_row;
+    for (std::int64_t token = 0; token < config.modulus(config.num_tables() - 1); ++token) {
+      for (int table = 0; table < config.num_tables(); ++table) {
+        every_row.push_back(static_cast<std::uint32_t>(token % config.modulus(table)));
+      }
+    }
+    auto store = resident_bf16::load(policy, checkpoint, "model", config, {.cached_rows = total});
+    store.cache_rows(policy, ngemb::view<const std::uint32_t>(every_row));
+    std::set<row_key> all;
+    for (int table = 0; table < config.num_tables(); ++table) {
+      for (std::uint32_t id = 0; id < static_cast<std::uint32_t>(config.modulus(table)); ++id) {
+        all.insert({table, id});
+      }
+    }
+    check_lookups(store, all);
+    const auto rows = store.ref();
+    std::size_t displaced = 0;
+    for (std::uint64_t slot = 0; slot <= rows.cache_mask; ++slot) {
+      const ngemb::row_cache_slot entry = rows.cache_slots[slot];
+      displaced += entry.key != ngemb::row_cache_slot::empty &&
+                   ngemb::detail::row_cache_home(entry.key, rows.cache_mask) != slot;
+    }
+    CHECK(displaced > 0);  // collisions were resolved by probing, and check_lookups found every row
+  }
+  SUBCASE("an empty batch leaves the cache empty, and a new batch replaces the cached rows") {
+    auto store = resident_bf16::load(policy, checkpoint, "model", config, {.cached_rows = 20});
+    store.cache_rows(policy, ngemb::view<const std::uint32_t>());
+    check_lookups(store, {});
+    store.cache_rows(policy, id_view);
+    check_lookups(store, hottest(ids, config.num_tables(), 20));
+    const std::vector<std::uint32_t> other = skewed_ids(config, 50, 12);
+    store.cache_rows(policy, ngemb::view<const std::uint32_t>(other));
+    check_lookups(store, hottest(other, config.num_tables(), 20));
+  }
+}
+
+TEST_CASE("host_resident_store: probing stops at its bound, and colliding keys are all found") {
+  // Keys of sub-table 1 that share home slot 3 of a 16-slot table: 8 fit within the probe bound, a 9th does not.
+  std::vector<std::uint64_t> colliding;
+  for (std::uint64_t id = 0; colliding.size() < 9; ++id) {
+    const std::uint64_t key = ngemb::detail::row_cache_key(1, id);
+    if (ngemb::detail::row_cache_home(key, 15) == 3) {
+      colliding.push_back(key);
+    }
+  }
+  std::vector<ngemb::row_cache_slot> slots;
+  CHECK_FALSE(ngemb::detail::place_row_keys(colliding, 16, slots));
+  const std::uint64_t left_out = colliding.back() & 0xffffffffu;
+  colliding.pop_back();
+  REQUIRE(ngemb::detail::place_row_keys(colliding, 16, slots));
+
+  // Sub-table 1 has rows of 2 values (row r holds r, r); the cache's row i holds -(i + 1).
+  const std::size_t table_rows = left_out + 1;
+  std::vector<float> table(table_rows * 2);
+  for (std::size_t index = 0; index < table.size(); ++index) {
+    table[index] = static_cast<float>(index / 2);
+  }
+  std::vector<float> cache(colliding.size() * 2);
+  for (std::size_t index = 0; index < cache.size(); ++index) {
+    cache[index] = -static_cast<float>(index / 2 + 1);
+  }
+  ngemb::host_resident_rows_ref<float> rows;
+  rows.tables[1] = table.data();
+  rows.width = 2;
+  rows.cache_slots = slots.data();
+  rows.cache_rows = cache.data();
+  rows.cache_mask = 15;
+  for (std::size_t index = 0; index < colliding.size(); ++index) {
+    CHECK(rows.row(1, colliding[index] & 0xffffffffu) == cache.data() + index * 2);
+  }
+  // The ninth key's probe meets 8 full slots and gives up: the table's row.
+  CHECK(rows.row(1, left_out) == table.data() + left_out * 2);
+  // A row whose home slot is empty is a miss at the first read; sub-table 0 shares no key with sub-table 1.
+  for (std::uint64_t id = 0; id < table_rows; ++id) {
+    if (rows.cached_row(1, id) == nullptr) {
+      CHECK(rows.row(1, id)[0] == static_cast<float>(id));
+    }
+  }
+  rows.tables[0] = table.data();
+  CHECK(rows.row(0, colliding[0] & 0xffffffffu) == table.data() + (colliding[0] & 0xffffffffu) * 2);
+}
+
+TEST_CASE("host_resident_store: errors name the value and the expectation") {
+  const auto config = small_config();
+  const written_tables written(config, "resident_errors");
+  const auto checkpoint = std::make_shared<const ngemb::safetensors_checkpoint>(written.folder);
+  const ngemb::host_policy policy;
+  const std::size_t total = total_rows(config);
+
+  SUBCASE("a dtype the host cannot read in place") {
+    CHECK_THROWS_WITH_AS(ngemb::host_resident_store<float>::load(policy, checkpoint, "model", config),
+                         doctest::Contains("has dtype BF16, expected F32"), ngemb::format_error);
+  }
+  SUBCASE("a cache larger than the sub-tables") {
+    const std::string message = "cached_rows = " + std::to_string(total + 1) + " exceeds the " +
+                                std::to_string(total) + " rows of all sub-tables";
+    CHECK_THROWS_WITH_AS(resident_bf16::load(policy, checkpoint, "model", config, {.cached_rows = total + 1}),
+                         doctest::Contains(message.c_str()), ngemb::invalid_argument);
+    CHECK_THROWS_WITH_AS(resident_bf16(ngemb::mmap_store<ngemb::bf16>(checkpoint, "model", config),
+                                       {.cached_rows = total + 1}),
+                         doctest::Contains(message.c_str()), ngemb::invalid_argument);
+    CHECK_NOTHROW(resident_bf16::load(policy, checkpoint, "model", config, {.cached_rows = total}));
+  }
+  SUBCASE("ids that are not whole tokens, or outside their sub-table") {
+    auto store = resident_bf16::load(policy, checkpoint, "model", config, {.cached_rows = 4});
+    std::vector<std::uint32_t> ids = skewed_ids(config, 3, 5);
+    CHECK_THROWS_WITH_AS(store.cache_rows(policy, ngemb::view<const std::uint32_t>(ids.data(), 7)),
+                         doctest::Contains("7 ids are not whole tokens of T = 6 ids"), ngemb::shape_mismatch);
+    ids[6 + 3] = 30;  // sub-table 3 has m_3 = 30 rows
+    CHECK_THROWS_WITH_AS(store.cache_rows(policy, ngemb::view<const std::uint32_t>(ids)),
+                         doctest::Contains("id 30 at position 9 is outside sub-table 3's rows [0, 30)"),
+                         ngemb::invalid_argument);
+  }
+}
+
+TEST_CASE("host_resident_store: ngram_embedding over it equals the mmap store's bit for bit, with the cache too") {
+  const ngemb::host_policy policy;
+  ngemb_test::check_resident_embedding<resident_bf16, ngemb::mmap_store<ngemb::bf16>>(policy, "bf16_sharded", 40, 3);
+  ngemb_test::check_resident_embedding<ngemb::host_resident_store<float>, ngemb::mmap_store<float>>(
+      policy, "f32_single", 25, 4);
 }

@@ -53,6 +53,7 @@
 #include "ngemb/policy/policy.hpp"
 #include "ngemb/policy/upload.hpp"
 #include "ngemb/presets/longcat.hpp"
+#include "ngemb/store/host_resident_store.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/store.hpp"
 #include "ngemb/store/table_store.hpp"
