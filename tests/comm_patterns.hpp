@@ -36,7 +36,8 @@ inline std::size_t count(int sender, int receiver, int ranks, int round) {
 inline std::vector<std::size_t> counts(int rank, int ranks, int round, bool sending) {
   std::vector<std::size_t> result(static_cast<std::size_t>(ranks));
   for (int peer = 0; peer < ranks; ++peer) {
-    result[static_cast<std::size_t>(peer)] = sending ? count(rank, peer, ranks, round) : count(peer, rank, ranks, round);
+    result[static_cast<std::size_t>(peer)] =
+        sending ? count(rank, peer, ranks, round) : count(peer, rank, ranks, round);
   }
   return result;
 }

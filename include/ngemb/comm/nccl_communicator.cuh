@@ -97,7 +97,8 @@ class nccl_communicator {
     // One count per peer sent, one received, and the word a barrier sums.
     const auto ranks = static_cast<std::size_t>(size);
     state_->scratch = device_buffer<std::uint64_t>(device_policy{}.on(stream), 2 * ranks + 1);
-    NGEMB_CUDA_CHECK(cudaMemsetAsync(state_->scratch.data(), 0, state_->scratch.size() * sizeof(std::uint64_t), stream));
+    NGEMB_CUDA_CHECK(
+        cudaMemsetAsync(state_->scratch.data(), 0, state_->scratch.size() * sizeof(std::uint64_t), stream));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     ncclComm_t comm = nullptr;
