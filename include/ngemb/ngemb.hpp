@@ -1,8 +1,11 @@
 #pragma once
 // ngemb: header-only C++20 templates for N-gram Embedding language models (arXiv 2601.21204, LongCat-Flash-Lite).
 // This umbrella header holds everything that compiles with a plain C++20 compiler. Device code additionally
-// includes "ngemb/policy/device_policy.cuh" from nvcc-compiled sources.
+// includes "ngemb/policy/device_policy.cuh" from nvcc-compiled sources; "ngemb/comm/mpi_communicator.hpp" (MPI) and
+// "ngemb/comm/nccl_communicator.cuh" (NCCL) only where those libraries are linked.
 #include "ngemb/cache/ngram_cache.hpp"
+#include "ngemb/comm/communicator.hpp"
+#include "ngemb/comm/self_communicator.hpp"
 #include "ngemb/core/checked.hpp"
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/dtype.hpp"
