@@ -88,9 +88,9 @@ void read_tensor_rows_into(const checkpoint& source, std::string_view name,
   const tensor_info& info = source.info(name);
   const auto [begin, end] = source.row_byte_range(name, first_row, row_count, detail::float_dtype_bytes(info.dtype));
   if (destination.size() != static_cast<std::size_t>(row_count * info.shape[1])) {
-    throw shape_mismatch(source.describe(name) + ": " + std::to_string(row_count) + " rows of " +
-                         std::to_string(info.shape[1]) + " elements, destination " +
-                         std::to_string(destination.size()));
+    throw shape_mismatch(source.describe(name) + ": rows {first " + std::to_string(first_row) + ", count " +
+                         std::to_string(row_count) + "} hold " + std::to_string(row_count * info.shape[1]) +
+                         " elements, destination " + std::to_string(destination.size()));
   }
   detail::convert_float_tensor(info.dtype, source.bytes(name, begin, end), destination);
 }
