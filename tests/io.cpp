@@ -1372,7 +1372,10 @@ TEST_CASE("on-demand mapping: truncated and malformed files fail at open with th
   }
   write_bytes(folder / "bad.safetensors", whole.substr(0, data_begin + 12));
   expect_failure<ngemb::format_error>(
-      [&] { ngemb::safetensors_checkpoint checkpoint(folder / "bad.safetensors", ngemb::checkpoint_mapping::on_demand); },
+      [&] {
+        const fs::path path = folder / "bad.safetensors";
+        const ngemb::safetensors_checkpoint checkpoint(path, ngemb::checkpoint_mapping::on_demand);
+      },
       {"tensor \"b\"", "beyond the end of the data buffer (12 bytes)", "truncated"});
   // A folder or a missing file: the same io_errors as a whole mapping.
   expect_failure<ngemb::io_error>(

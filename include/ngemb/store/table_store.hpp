@@ -102,13 +102,15 @@ class table_store {
     const std::string base = ngram_names::base_table(prefix);
     const std::string module = ngram_names::module(prefix);
     const std::vector<std::int64_t> base_shape{config.vocab_size, config.hidden_size};
+    const auto table_shape = [&](int table) {
+      return std::vector<std::int64_t>{config.modulus(table), config.row_width()};
+    };
     const bool with_base = source.contains(base);
     if (with_base) {
       check_float_tensor(source, base, base_shape);
     }
     for (int table = 0; table < config.num_tables(); ++table) {
-      check_float_tensor(source, ngram_names::embedder(module, table),
-                         std::vector<std::int64_t>{config.modulus(table), config.row_width()});
+      check_float_tensor(source, ngram_names::embedder(module, table), table_shape(table));
     }
     table_store store(policy, config, rows, with_base);
     std::vector<T> staging;
@@ -123,8 +125,7 @@ class table_store {
       read(base, base_shape, {0, config.vocab_size}, store.base_.as_view());
     }
     for (int table = 0; table < store.num_tables(); ++table) {
-      read(ngram_names::embedder(module, table), {config.modulus(table), config.row_width()}, store.range(table),
-           store.table_view(table));
+      read(ngram_names::embedder(module, table), table_shape(table), store.range(table), store.table_view(table));
     }
     return store;
   }
