@@ -1,8 +1,10 @@
 // plan: the memory a model needs, part by part, from its config.json alone, and what fits where.
-//   plan --config config.json [--device-memory GB] [--context N --sequences S] [--dtype bf16|fp32]
+//   plan --config config.json [--device-memory GB] [--context N --sequences S] [--dtype bf16|fp32] [--ranks R]
 // Parameter counts come from ngemb/model/parameter_count.hpp (which documents how each part is counted). Weights
 // are counted at --dtype except the router and the norms, which ngemb keeps in fp32; the KV or latent cache at
-// --dtype too. GB are 10^9 bytes, as the paper and the model cards count them.
+// --dtype too. GB are 10^9 bytes, as the paper and the model cards count them. With --ranks, the placements of the
+// n-gram tables per rank: split by rows over the ranks (as sharded_store splits them) or host-resident.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -17,14 +19,19 @@
 namespace {
 
 constexpr int exit_bad_input = 2;
+constexpr std::int64_t max_count = std::int64_t{1} << 40;
+constexpr std::int64_t max_ranks = 65536;
+constexpr std::int64_t ranks_listed = 16;  // more ranks are summed up by their smallest and largest shard
 
 constexpr std::string_view usage =
-    "usage: plan --config PATH [--device-memory GB] [--context N --sequences S] [--dtype bf16|fp32]\n"
+    "usage: plan --config PATH [--device-memory GB] [--context N --sequences S] [--dtype bf16|fp32] [--ranks R]\n"
     "  --config         config.json, or a checkpoint folder holding one\n"
     "  --device-memory  accelerator memory in GB (10^9 bytes): shows what fits on it and what stays in host memory\n"
     "  --context        tokens per sequence of the KV/latent cache (default max_position_embeddings)\n"
     "  --sequences      concurrent sequences (default 1)\n"
-    "  --dtype          bf16 (default) or fp32: the weights' and the cache's element type\n";
+    "  --dtype          bf16 (default) or fp32: the weights' and the cache's element type\n"
+    "  --ranks          tensor/expert-parallel ranks sharing the model (1 to 65536): shows per rank the n-gram\n"
+    "                   tables sharded by rows over the ranks, or host-resident and gathered over PCIe\n";
 
 struct bad_input : std::exception {
   explicit bad_input(std::string text) : message(std::move(text)) {}
@@ -38,6 +45,7 @@ struct options {
   std::int64_t context = 0;
   std::int64_t sequences = 1;
   std::uint64_t element_bytes = 2;
+  std::int64_t ranks = 0;  // 0: not given
   bool help = false;
 };
 
@@ -50,11 +58,12 @@ double positive_number(const std::string& option, const std::string& text) {
   return value;
 }
 
-std::int64_t positive_integer(const std::string& option, const std::string& text) {
+std::int64_t positive_integer(const std::string& option, const std::string& text, std::int64_t largest = max_count) {
   char* end = nullptr;
   const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (end == text.c_str() || *end != '\0' || value < 1 || value > (std::int64_t{1} << 40)) {
-    throw bad_input(option + " needs an integer in [1, 2^40], got \"" + text + "\"");
+  if (end == text.c_str() || *end != '\0' || value < 1 || value > largest) {
+    throw bad_input(option + " needs an integer in [1, " + (largest == max_count ? "2^40" : std::to_string(largest)) +
+                    "], got \"" + text + "\"");
   }
   return value;
 }
@@ -79,6 +88,8 @@ options parse_options(int argc, char** argv) {
       parsed.context = positive_integer(option, value);
     } else if (option == "--sequences") {
       parsed.sequences = positive_integer(option, value);
+    } else if (option == "--ranks") {
+      parsed.ranks = positive_integer(option, value, max_ranks);
     } else if (option == "--dtype") {
       if (value != "bf16" && value != "fp32") {
         throw bad_input("--dtype must be bf16 or fp32, got \"" + value + "\"");
@@ -111,6 +122,85 @@ double gigabytes(std::uint64_t bytes) { return static_cast<double>(bytes) / 1e9;
 void print_part(const char* name, std::uint64_t parameters, std::uint64_t bytes, const std::string& how) {
   std::printf("  %-20s %18s  %9.2fB  %10.2f GB   %s\n", name, grouped(parameters).c_str(),
               static_cast<double>(parameters) / 1e9, gigabytes(bytes), how.c_str());
+}
+
+/// What fits on one device of `device` GB: everything but the n-gram tables (`rest_bytes`), then the tables.
+void print_device_fit(const ngemb::model_config& config, double device, std::uint64_t rest_bytes,
+                      std::uint64_t expert_bytes, std::uint64_t table_bytes) {
+  const double needed = gigabytes(rest_bytes);
+  const double tables = gigabytes(table_bytes);
+  std::printf("\ndevice memory %.2f GB:\n", device);
+  std::printf("  dense weights + experts + cache = %.2f GB on the device: %s\n", needed,
+              needed <= device ? "fits" : "does not fit");
+  if (needed > device) {
+    std::printf("  short by %.2f GB: fewer sequences or a shorter context shrink the cache; the experts (%.2f GB) "
+                "would have to be sharded over devices\n",
+                needed - device, gigabytes(expert_bytes));
+  }
+  if (config.has_ngram_embedding()) {
+    if (needed + tables <= device) {
+      std::printf("  n-gram tables (%.2f GB) fit on the device too (%.2f GB in all)\n", tables, needed + tables);
+    } else {
+      std::printf("  n-gram tables (%.2f GB) stay in host memory (mmap_store or a host-resident store): %.2f GB of "
+                  "host RAM or page cache; each token reads only %d rows of them\n",
+                  tables, tables, config.ngram.num_tables());
+    }
+  }
+}
+
+/// The placements of the n-gram tables on each of `ranks` ranks sharing the model. Sharded: the concatenated
+/// sub-tables split into contiguous row ranges as sharded_store splits them (rank r holds global rows
+/// [total*r/ranks, total*(r+1)/ranks)). Host-resident: the tables in pinned host memory, each decode token gathering
+/// one row per sub-table over PCIe. Everything else is counted whole on every rank.
+void print_ranks(const ngemb::model_config& config, std::uint64_t ranks, std::uint64_t element_bytes,
+                 std::uint64_t rest_bytes, double device) {
+  std::printf("\n%s ranks sharing the model (tensor/expert parallel). Assumed: the n-gram tables split by rows over "
+              "the ranks as sharded_store splits them; every other weight and the cache counted whole on each rank, "
+              "as above (an upper bound where experts or heads are split over the ranks)\n",
+              grouped(ranks).c_str());
+  if (!config.has_ngram_embedding()) {
+    std::printf("  no n-gram tables: each rank holds what is listed above\n");
+    return;
+  }
+  const ngemb::ngram_config& ngram = config.ngram;
+  std::uint64_t total_rows = 0;
+  for (int table = 0; table < ngram.num_tables(); ++table) {
+    total_rows += static_cast<std::uint64_t>(ngram.modulus(table));
+  }
+  const std::uint64_t row_bytes = static_cast<std::uint64_t>(ngram.row_width()) * element_bytes;
+  const auto first_row = [&](std::uint64_t rank) { return total_rows * rank / ranks; };  // < 2^44 x 2^16: no overflow
+  std::uint64_t largest = 0;
+  std::uint64_t smallest = total_rows;
+  const std::string width = grouped(static_cast<std::uint64_t>(ngram.row_width()));
+  std::printf("  n-gram tables sharded over the devices: %s rows of %d sub-tables x d = %s (%.2f GB)\n",
+              grouped(total_rows).c_str(), ngram.num_tables(), width.c_str(), gigabytes(total_rows * row_bytes));
+  for (std::uint64_t rank = 0; rank < ranks; ++rank) {
+    const std::uint64_t rows = first_row(rank + 1) - first_row(rank);
+    largest = std::max(largest, rows);
+    smallest = std::min(smallest, rows);
+    if (ranks <= ranks_listed) {
+      std::printf("    rank %s: global rows [%s, %s), %.2f GB\n", grouped(rank).c_str(),
+                  grouped(first_row(rank)).c_str(), grouped(first_row(rank + 1)).c_str(), gigabytes(rows * row_bytes));
+    }
+  }
+  std::printf("    %.2f GB per rank at most (shards of %s to %s rows)\n", gigabytes(largest * row_bytes),
+              grouped(smallest).c_str(), grouped(largest).c_str());
+  const std::uint64_t gathered = static_cast<std::uint64_t>(ngram.num_tables()) * row_bytes;
+  std::printf("  or host-resident: the tables in pinned host memory (%.2f GB), gathered over PCIe: %s bytes per decode "
+              "token (K*(N-1) = %d rows x d = %s x %s bytes)\n",
+              gigabytes(total_rows * row_bytes), grouped(gathered).c_str(), ngram.num_tables(), width.c_str(),
+              grouped(element_bytes).c_str());
+  if (device <= 0.0) {
+    std::printf("  (give --device-memory GB to see what fits on each rank)\n");
+    return;
+  }
+  const double rest = gigabytes(rest_bytes);
+  const double sharded = rest + gigabytes(largest * row_bytes);
+  std::printf("  per rank, device memory %.2f GB:\n", device);
+  std::printf("    tables sharded: dense weights + experts + cache %.2f GB + shard %.2f GB = %.2f GB: %s\n", rest,
+              gigabytes(largest * row_bytes), sharded, sharded <= device ? "fits" : "does not fit");
+  std::printf("    tables host-resident: dense weights + experts + cache %.2f GB on the device: %s\n", rest,
+              rest <= device ? "fits" : "does not fit");
 }
 
 void run(const options& parsed) {
@@ -168,32 +258,16 @@ void run(const options& parsed) {
   std::printf("       %s tokens x %s sequences: %.2f GB\n", grouped(static_cast<std::uint64_t>(context)).c_str(),
               grouped(static_cast<std::uint64_t>(parsed.sequences)).c_str(), gigabytes(cache_bytes));
 
+  const std::uint64_t rest_bytes = dense_bytes + expert_bytes + cache_bytes;
   if (parsed.device_gb <= 0.0) {
     std::printf("\n(give --device-memory GB to see what fits on the device)\n");
-    return;
+  } else {
+    print_device_fit(config, parsed.device_gb, rest_bytes, expert_bytes, table_bytes);
   }
-  const double device = parsed.device_gb;
-  const double needed = gigabytes(dense_bytes + expert_bytes + cache_bytes);
-  const double tables = gigabytes(table_bytes);
-  std::printf("\ndevice memory %.2f GB:\n", device);
-  std::printf("  dense weights + experts + cache = %.2f GB on the device: %s\n", needed,
-              needed <= device ? "fits" : "does not fit");
-  if (needed > device) {
-    std::printf("  short by %.2f GB: fewer sequences or a shorter context shrink the cache; the experts (%.2f GB) "
-                "would have to be sharded over devices\n",
-                needed - device, gigabytes(expert_bytes));
-  }
-  if (config.has_ngram_embedding()) {
-    if (needed + tables <= device) {
-      std::printf("  n-gram tables (%.2f GB) fit on the device too (%.2f GB in all)\n", tables, needed + tables);
-    } else {
-      std::printf("  n-gram tables (%.2f GB) stay in host memory (mmap_store or a host-resident store): %.2f GB of "
-                  "host RAM or page cache; each token reads only %d rows of them\n",
-                  tables, tables, config.ngram.num_tables());
-    }
+  if (parsed.ranks > 0) {
+    print_ranks(config, static_cast<std::uint64_t>(parsed.ranks), weight, rest_bytes, parsed.device_gb);
   }
 }
-
 }  // namespace
 
 int main(int argc, char** argv) {

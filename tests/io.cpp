@@ -1191,3 +1191,257 @@ TEST_CASE("model config: unsupported or inconsistent values are errors naming th
   demo.erase("rope_theta");
   expect_model_error<ngemb::format_error>(demo, "missing field \"rope_theta\"");
 }
+
+// ---- On-demand mapping: the header read with pread, each byte range mapped from its page when asked for ----------
+
+#include <thread>
+
+namespace {
+
+/// A file of four tensors (f32 and bf16 tables of several pages, a 1-D f16, an empty one) and its bytes.
+struct on_demand_file {
+  temp_folder folder;
+  std::vector<float> a = random_values(300 * 16, 11);                        // [300, 16] F32: 19200 bytes
+  std::vector<ngemb::bf16> b = narrowed<ngemb::bf16>(random_values(1000 * 8, 12));  // [1000, 8] BF16: 16000 bytes
+  std::vector<ngemb::fp16> c = narrowed<ngemb::fp16>(random_values(7, 13));
+  std::vector<float> none;
+  fs::path path = folder / "model.safetensors";
+
+  on_demand_file() {
+    const std::vector<ngemb::tensor_to_write> tensors{
+        ngemb::tensor_to_write::of<float>("a", {300, 16}, a),
+        ngemb::tensor_to_write::of<ngemb::bf16>("b", {1000, 8}, b),
+        ngemb::tensor_to_write::of<ngemb::fp16>("c", {7}, c),
+        ngemb::tensor_to_write::of<float>("e", {0, 4}, none),
+    };
+    ngemb::write_safetensors(path, tensors);
+  }
+};
+
+/// Where the data buffer of a safetensors file starts: 8 + its header length.
+std::size_t data_start(const fs::path& path) {
+  return 8 + ngemb::detail::load_u64_le(reinterpret_cast<const std::byte*>(read_bytes(path).data()));
+}
+
+/// What mapping bytes [begin, end) of a tensor costs: from the page boundary at or below the range's first file
+/// byte to its end; nothing for an empty range.
+std::size_t mapping_cost(const ngemb::safetensors_checkpoint& checkpoint, const std::string& name, std::size_t begin,
+                         std::size_t end) {
+  if (begin == end) {
+    return 0;
+  }
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t start = data_start(checkpoint.file_of(name).path()) + checkpoint.info(name).begin;
+  return start + end - (start + begin) / page * page;
+}
+
+bool same_bytes(std::span<const std::byte> lhs, std::span<const std::byte> rhs) {
+  return lhs.size() == rhs.size() && (lhs.empty() || std::memcmp(lhs.data(), rhs.data(), lhs.size()) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("on-demand mapping: the header is read, not mapped; each range maps only its pages, once") {
+  const on_demand_file written;
+  const ngemb::safetensors_checkpoint whole(written.path);
+  const ngemb::safetensors_checkpoint lazy(written.path, ngemb::checkpoint_mapping::on_demand);
+  const std::size_t file_size = fs::file_size(written.path);
+  CHECK(whole.mapping() == ngemb::checkpoint_mapping::whole_files);
+  CHECK(lazy.mapping() == ngemb::checkpoint_mapping::on_demand);
+  CHECK(whole.mapped_bytes() == file_size);
+  CHECK(lazy.mapped_bytes() == 0);
+  CHECK(lazy.names() == whole.names());
+  for (const std::string& name : whole.names()) {
+    CHECK(lazy.info(name).begin == whole.info(name).begin);
+    CHECK(lazy.info(name).shape == whole.info(name).shape);
+  }
+
+  // Rows 10..49 of "a": the bytes, and only their pages.
+  std::size_t expected = mapping_cost(lazy, "a", 640, 3200);
+  const std::span<const std::byte> rows = lazy.bytes("a", 640, 3200);
+  CHECK(same_bytes(rows, whole.bytes("a").subspan(640, 2560)));
+  CHECK(lazy.mapped_bytes() == expected);
+  CHECK(lazy.bytes("a", 640, 3200).data() == rows.data());  // asked again: the same mapping
+  CHECK(lazy.mapped_bytes() == expected);
+
+  // A whole tensor, then its typed view and its bytes again: one mapping.
+  expected += mapping_cost(lazy, "b", 0, 16000);
+  CHECK(same_bytes(lazy.bytes("b"), whole.bytes("b")));
+  CHECK(lazy.mapped_bytes() == expected);
+  CHECK(reinterpret_cast<const std::byte*>(lazy.tensor<ngemb::bf16>("b").data()) == lazy.bytes("b").data());
+  CHECK(lazy.bytes("b", 0, 16000).data() == lazy.bytes("b").data());
+  CHECK(lazy.mapped_bytes() == expected);
+
+  // Empty ranges and empty tensors map nothing.
+  CHECK(lazy.bytes("a", 100, 100).empty());
+  CHECK(lazy.bytes("e").empty());
+  CHECK(lazy.tensor_rows<float>("a", std::array<std::int64_t, 2>{300, 16}, 300, 0).empty());
+  CHECK(lazy.mapped_bytes() == expected);
+
+  // Typed rows: the last 10 rows of "a", bit for bit.
+  expected += mapping_cost(lazy, "a", 290 * 64, 300 * 64);
+  const auto last_rows = lazy.tensor_rows<float>("a", std::array<std::int64_t, 2>{300, 16}, 290, 10);
+  CHECK(last_rows.size() == 160);
+  CHECK(std::memcmp(last_rows.data(), written.a.data() + 290 * 16, 160 * sizeof(float)) == 0);
+  CHECK(lazy.mapped_bytes() == expected);
+  CHECK(same_bits(lazy.tensor<ngemb::fp16>("c"), written.c));
+  expected += mapping_cost(lazy, "c", 0, 14);
+  CHECK(lazy.mapped_bytes() == expected);
+  CHECK(lazy.mapped_bytes() < file_size);
+  // The mapping rounds down to a page at the start only: every range above is less than two pages.
+  CHECK(expected <= 2560 + 16000 + 640 + 14 + 4 * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+
+  // Loads may run on threads: concurrent first requests for one range map it once.
+  const ngemb::safetensors_checkpoint shared(written.path, ngemb::checkpoint_mapping::on_demand);
+  std::vector<const std::byte*> seen(4);
+  std::vector<std::thread> threads;
+  for (std::size_t thread = 0; thread < seen.size(); ++thread) {
+    threads.emplace_back([&shared, &seen, thread] { seen[thread] = shared.bytes("a", 64, 19200).data(); });
+  }
+  for (std::thread& thread : threads) {
+    thread.join();
+  }
+  CHECK(std::all_of(seen.begin(), seen.end(), [&](const std::byte* data) { return data == seen[0]; }));
+  CHECK(shared.mapped_bytes() == mapping_cost(shared, "a", 64, 19200));
+
+  // The mappings move with the object that owns them.
+  ngemb::safetensors_file file(written.path, ngemb::checkpoint_mapping::on_demand);
+  const std::span<const std::byte> before = file.bytes("b", 160, 320);
+  const ngemb::safetensors_file moved = std::move(file);
+  CHECK(moved.bytes("b", 160, 320).data() == before.data());
+  CHECK(same_bytes(before, whole.bytes("b").subspan(160, 160)));
+  CHECK(moved.mapped_bytes() == mapping_cost(lazy, "b", 160, 320));
+}
+
+TEST_CASE("on-demand mapping: a sharded checkpoint maps nothing at open and reads what whole files read") {
+  const temp_folder folder;
+  const std::vector<float> first = random_values(64 * 32, 21);
+  const std::vector<float> second = random_values(48 * 32, 22);
+  const std::vector<ngemb::tensor_to_write> tensors{
+      ngemb::tensor_to_write::of<float>("first", {64, 32}, first),
+      ngemb::tensor_to_write::of<float>("second", {48, 32}, second),
+  };
+  ngemb::write_safetensors_checkpoint(folder.path(), tensors, 1000);  // one shard per tensor
+  const ngemb::safetensors_checkpoint whole(folder.path());
+  const ngemb::safetensors_checkpoint lazy(folder.path(), ngemb::checkpoint_mapping::on_demand);
+  REQUIRE(lazy.file_of("first").path() != lazy.file_of("second").path());
+  CHECK(lazy.mapped_bytes() == 0);
+  CHECK(whole.mapped_bytes() == fs::file_size(whole.file_of("first").path()) +
+                                    fs::file_size(whole.file_of("second").path()));
+  const std::array<std::int64_t, 2> shape{48, 32};
+  CHECK(same_bits(lazy.tensor_rows<float>("second", shape, 40, 8),
+                  std::vector<float>(second.begin() + 40 * 32, second.end())));
+  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "second", 40 * 128, 48 * 128));
+  CHECK(same_bytes(lazy.bytes("first"), whole.bytes("first")));
+}
+
+TEST_CASE("on-demand mapping: truncated and malformed files fail at open with the whole-file messages") {
+  const temp_folder folder;
+  const std::string whole = safetensors_bytes(
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+      sixteen_bytes);
+  const std::size_t data_begin = whole.size() - 16;
+  const auto message_of = [&](ngemb::checkpoint_mapping mapping) {
+    try {
+      const ngemb::safetensors_file file(folder / "bad.safetensors", mapping);
+    } catch (const ngemb::format_error& failure) {
+      return std::string(failure.what());
+    }
+    return std::string("accepted");
+  };
+  const std::vector<std::string> bad{
+      "",
+      whole.substr(0, 5),
+      whole.substr(0, 8),
+      whole.substr(0, 40),
+      whole.substr(0, data_begin - 1),
+      whole.substr(0, data_begin),
+      whole.substr(0, data_begin + 12),
+      little_endian(std::uint64_t{1} << 40) + "{}",
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)", sixteen_bytes),
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", sixteen_bytes),
+      safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                        R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", sixteen_bytes),
+  };
+  for (const std::string& bytes : bad) {
+    write_bytes(folder / "bad.safetensors", bytes);
+    const std::string on_demand = message_of(ngemb::checkpoint_mapping::on_demand);
+    CAPTURE(on_demand);
+    CHECK(on_demand == message_of(ngemb::checkpoint_mapping::whole_files));
+    CHECK(on_demand.find((folder / "bad.safetensors").string()) != std::string::npos);
+  }
+  write_bytes(folder / "bad.safetensors", whole.substr(0, data_begin + 12));
+  expect_failure<ngemb::format_error>(
+      [&] {
+        const fs::path path = folder / "bad.safetensors";
+        const ngemb::safetensors_checkpoint checkpoint(path, ngemb::checkpoint_mapping::on_demand);
+      },
+      {"tensor \"b\"", "beyond the end of the data buffer (12 bytes)", "truncated"});
+  // A folder or a missing file: the same io_errors as a whole mapping.
+  expect_failure<ngemb::io_error>(
+      [&] { ngemb::safetensors_file file(folder.path(), ngemb::checkpoint_mapping::on_demand); }, {"a folder"});
+  expect_failure<ngemb::io_error>(
+      [&] { ngemb::safetensors_file file(folder / "absent.safetensors", ngemb::checkpoint_mapping::on_demand); },
+      {"cannot open", "absent.safetensors"});
+}
+
+TEST_CASE("on-demand mapping: byte and row ranges outside a tensor are errors naming the tensor and the range") {
+  const on_demand_file written;
+  const ngemb::safetensors_checkpoint whole(written.path);
+  const ngemb::safetensors_checkpoint lazy(written.path, ngemb::checkpoint_mapping::on_demand);
+  ngemb::tensor_collection saved;
+  saved.add<float>(ngemb::host_policy{1}, "a", {300, 16}, ngemb::view<const float>(written.a));
+  const memory_checkpoint memory(saved);  // the interface's default bytes(name, begin, end)
+  const std::string where = written.path.string() + ": tensor \"a\"";
+  for (const ngemb::checkpoint* source : std::initializer_list<const ngemb::checkpoint*>{&whole, &lazy, &memory}) {
+    const std::string location = source == &memory ? "memory: tensor \"a\"" : where;
+    CAPTURE(location);
+    CHECK(same_bytes(source->bytes("a", 19136, 19200), whole.bytes("a").subspan(19136)));
+    expect_failure<ngemb::format_error>([&] { (void)source->bytes("a", 0, 19201); },
+                                        {location + ": bytes [0, 19201) are outside its 19200 bytes"});
+    expect_failure<ngemb::format_error>([&] { (void)source->bytes("a", 20000, 20008); },
+                                        {location, "bytes [20000, 20008)", "19200 bytes"});
+    expect_failure<ngemb::format_error>([&] { (void)source->bytes("a", 8, 4); }, {location, "bytes [8, 4)"});
+    expect_failure<ngemb::format_error>([&] { (void)source->bytes("absent", 0, 0); }, {"no tensor \"absent\""});
+
+    const std::array<std::int64_t, 2> shape{300, 16};
+    CHECK(same_bits(source->tensor_rows<float>("a", shape, 0, 300), written.a));
+    expect_failure<ngemb::invalid_argument>([&] { (void)source->tensor_rows<float>("a", shape, 295, 10); },
+                                            {location + ": rows {first 295, count 10} are not inside its 300 rows"});
+    expect_failure<ngemb::invalid_argument>([&] { (void)source->tensor_rows<float>("a", shape, -1, 1); },
+                                            {location, "rows {first -1, count 1}"});
+    expect_failure<ngemb::invalid_argument>([&] { (void)source->tensor_rows<float>("a", shape, 3, -1); },
+                                            {location, "rows {first 3, count -1}"});
+    expect_failure<ngemb::format_error>(
+        [&] { (void)source->tensor_rows<float>("a", std::array<std::int64_t, 2>{16, 300}, 0, 1); },
+        {location + " has shape [300, 16], expected [16, 300]"});
+    expect_failure<ngemb::format_error>([&] { (void)source->tensor_rows<ngemb::bf16>("a", shape, 0, 1); },
+                                        {location + " has dtype F32, expected BF16"});
+    std::vector<double> too_few(15);
+    expect_failure<ngemb::shape_mismatch>(
+        [&] { ngemb::read_tensor_rows_into<double>(*source, "a", shape, 0, 1, std::span<double>(too_few)); },
+        {location + ": rows {first 0, count 1} hold 16 elements, destination 15"});
+  }
+  expect_failure<ngemb::invalid_argument>(
+      [&] { (void)lazy.tensor_rows<ngemb::fp16>("c", std::array<std::int64_t, 1>{7}, 0, 1); },
+      {"tensor \"c\" has shape [7]: rows can be read from 2-D tensors only"});
+  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "a", 19136, 19200) + mapping_cost(lazy, "a", 0, 19200));
+}
+
+TEST_CASE("on-demand mapping: read_tensor_rows_into converts only the rows asked for, from any float dtype") {
+  const on_demand_file written;
+  const ngemb::safetensors_checkpoint lazy(written.path, ngemb::checkpoint_mapping::on_demand);
+  const std::array<std::int64_t, 2> shape{1000, 8};
+  std::vector<float> rows(40 * 8);
+  ngemb::read_tensor_rows_into<float>(lazy, "b", shape, 100, 40, std::span<float>(rows));
+  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "b", 100 * 16, 140 * 16));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    CHECK(rows[i] == ngemb::to_float(written.b[100 * 8 + i]));
+  }
+  std::vector<ngemb::bf16> same(8);
+  ngemb::read_tensor_rows_into<ngemb::bf16>(lazy, "b", shape, 999, 1, std::span<ngemb::bf16>(same));
+  CHECK(std::memcmp(same.data(), written.b.data() + 999 * 8, 8 * sizeof(ngemb::bf16)) == 0);
+  std::vector<double> nothing;
+  ngemb::read_tensor_rows_into<double>(lazy, "b", shape, 1000, 0, std::span<double>(nothing));
+  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "b", 100 * 16, 140 * 16) + mapping_cost(lazy, "b", 999 * 16, 16000));
+}

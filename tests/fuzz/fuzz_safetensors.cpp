@@ -1,7 +1,8 @@
 // libFuzzer harness: the safetensors file reader (io/safetensors_reader.hpp) and the typed readers (io/read_tensor.hpp).
 // The input is a whole .safetensors file. Every tensor the reader accepts is read in every way the library
 // offers (raw bytes, zero-copy typed views, conversion into float/double/bf16/fp16), and checked against the
-// input bytes: an accepted tensor must lie inside the file and read back the bytes the header points at.
+// input bytes: an accepted tensor must lie inside the file and read back the bytes the header points at. The same
+// file opened with on-demand mapping must be accepted or refused alike and serve the same bytes, whole and in ranges.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -145,6 +146,34 @@ void check_tensor(const ngemb::safetensors_checkpoint& checkpoint, const std::st
   }
 }
 
+/// On demand: the whole tensor, a byte range inside it and the last rows of a 2-D F32 tensor read back the file's
+/// bytes; a range reaching past the tensor is refused.
+void check_on_demand(const ngemb::safetensors_checkpoint& lazy, const std::string& name, const std::uint8_t* data) {
+  const ngemb::tensor_info& info = lazy.info(name);
+  const std::size_t file_offset = 8 + header_length(data) + info.begin;
+  const std::size_t length = info.end - info.begin;
+  const auto same = [&](const void* read, std::size_t bytes, std::size_t begin) {
+    return bytes == 0 || std::memcmp(read, data + file_offset + begin, bytes) == 0;
+  };
+  const std::span<const std::byte> whole = lazy.bytes(name);
+  expect(whole.size() == length && same(whole.data(), whole.size(), 0),
+         "on demand: bytes(\"" + name + "\") differ from the file's bytes");
+  const std::size_t begin = length / 3;
+  const std::size_t end = length - length / 4;
+  const std::span<const std::byte> part = lazy.bytes(name, begin, end);
+  expect(part.size() == end - begin && same(part.data(), part.size(), begin),
+         "on demand: a byte range of \"" + name + "\" differs from the file's bytes");
+  expect(!library_accepts([&] { (void)lazy.bytes(name, begin, length + 1); }),
+         "on demand: a byte range past \"" + name + "\" accepted");
+  if (info.dtype == "F32" && info.shape.size() == 2 && file_offset % alignof(float) == 0) {
+    const std::int64_t first = info.shape[0] / 2;
+    const ngemb::view<const float> rows = lazy.tensor_rows<float>(name, info.shape, first, info.shape[0] - first);
+    const std::size_t skipped = static_cast<std::size_t>(first * info.shape[1]) * sizeof(float);
+    expect(rows.size() * sizeof(float) == length - skipped && same(rows.data(), length - skipped, skipped),
+           "on demand: tensor_rows of \"" + name + "\" differ from the file's bytes");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -165,6 +194,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool accepted = library_accepts([&] { checkpoint.emplace(file); });
   expect(accepted == file_accepted, std::string("safetensors_checkpoint ") + (accepted ? "accepted" : "refused") +
                                         " a file that safetensors_file " + (file_accepted ? "accepts" : "refuses"));
+  // On-demand mapping validates the header read with pread exactly as the whole mapping does.
+  std::optional<ngemb::safetensors_checkpoint> lazy;
+  const bool lazy_accepted = library_accepts([&] { lazy.emplace(file, ngemb::checkpoint_mapping::on_demand); });
+  expect(lazy_accepted == accepted, std::string("on-demand mapping ") + (lazy_accepted ? "accepted" : "refused") +
+                                        " a file the whole mapping " + (accepted ? "accepts" : "refuses"));
   if (!accepted) {
     return 0;
   }
@@ -173,5 +207,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_tensor(*checkpoint, name, data, size);
   }
   expect(!library_accepts([&] { (void)checkpoint->info("\x01no such tensor"); }), "info(absent name) accepted");
+  expect(lazy->names() == file_names && lazy->mapped_bytes() == 0,
+         "on-demand mapping lists other tensors, or maps at open");
+  for (const std::string& name : lazy->names()) {
+    check_on_demand(*lazy, name, data);
+  }
   return 0;
 }

@@ -1,6 +1,7 @@
 #pragma once
-// Reads a checkpoint tensor into a chosen element type, whatever float type the file stores: widening is exact,
-// narrowing rounds to nearest even. Works on unaligned data (it copies), unlike the zero-copy typed views.
+// Reads a checkpoint tensor, or some rows of one, into a chosen element type, whatever float type the file stores:
+// widening is exact, narrowing rounds to nearest even. Works on unaligned data (it copies), unlike the zero-copy
+// typed views.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,21 @@ void convert_bytes(std::span<const std::byte> bytes, std::span<T> values) {
   }
 }
 
+/// Bytes per element of a float dtype check_float_tensor accepted.
+inline std::size_t float_dtype_bytes(std::string_view stored) { return stored == name_of(dtype::f32) ? 4 : 2; }
+
+/// Converts the elements `bytes` holds in the float dtype `stored` (F32, BF16 or F16, already checked).
+template <readable_element T>
+void convert_float_tensor(std::string_view stored, std::span<const std::byte> bytes, std::span<T> values) {
+  if (stored == name_of(dtype::f32)) {
+    convert_bytes<float>(bytes, values);
+  } else if (stored == name_of(dtype::bf16)) {
+    convert_bytes<bf16>(bytes, values);
+  } else {
+    convert_bytes<fp16>(bytes, values);
+  }
+}
+
 }  // namespace detail
 
 /// Checks that tensor `name` exists with shape `expected_shape` and a float dtype (F32, BF16 or F16), without
@@ -58,14 +74,25 @@ void read_tensor_into(const checkpoint& source, std::string_view name,
                          std::to_string(info.num_elements()) + " elements, destination " +
                          std::to_string(destination.size()));
   }
-  const std::span<const std::byte> bytes = source.bytes(name);
-  if (info.dtype == name_of(dtype::f32)) {
-    detail::convert_bytes<float>(bytes, destination);
-  } else if (info.dtype == name_of(dtype::bf16)) {
-    detail::convert_bytes<bf16>(bytes, destination);
-  } else {
-    detail::convert_bytes<fp16>(bytes, destination);
+  detail::convert_float_tensor(info.dtype, source.bytes(name), destination);
+}
+
+/// Converts rows [first_row, first_row + row_count) of the 2-D tensor `name` into `destination`, which must hold
+/// their elements, reading only their bytes (a checkpoint that maps on demand maps only them). Shape and dtype are
+/// checked as read_tensor_into checks them; rows outside the tensor raise invalid_argument naming them.
+template <readable_element T>
+void read_tensor_rows_into(const checkpoint& source, std::string_view name,
+                           std::span<const std::int64_t> expected_shape, std::int64_t first_row,
+                           std::int64_t row_count, std::span<T> destination) {
+  check_float_tensor(source, name, expected_shape);
+  const tensor_info& info = source.info(name);
+  const auto [begin, end] = source.row_byte_range(name, first_row, row_count, detail::float_dtype_bytes(info.dtype));
+  if (destination.size() != static_cast<std::size_t>(row_count * info.shape[1])) {
+    throw shape_mismatch(source.describe(name) + ": rows {first " + std::to_string(first_row) + ", count " +
+                         std::to_string(row_count) + "} hold " + std::to_string(row_count * info.shape[1]) +
+                         " elements, destination " + std::to_string(destination.size()));
   }
+  detail::convert_float_tensor(info.dtype, source.bytes(name, begin, end), destination);
 }
 
 /// As read_tensor_into, into a new vector.

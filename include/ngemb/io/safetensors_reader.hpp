@@ -6,13 +6,14 @@
 // File layout: an 8-byte little-endian header length N, N bytes of JSON mapping each tensor name to
 // {"dtype", "shape", "data_offsets": [begin, end]} (plus an optional "__metadata__" string map), then the data
 // buffer the offsets point into. Everything is validated when a file is opened, so a later lookup can only fail
-// for a missing name, a wrong dtype or shape, or misaligned data.
+// for a missing name, a wrong dtype or shape, a byte or row range outside a tensor, or misaligned data.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -150,13 +151,33 @@ inline void require_disjoint(const std::map<std::string, tensor_info, std::less<
 
 }  // namespace detail
 
-/// One safetensors file, mapped read-only for its whole lifetime. Tensors are views into the mapping: they stay
-/// valid while this object (or the object it was moved into) lives.
+/// How a safetensors file's bytes are reached.
+enum class checkpoint_mapping {
+  /// Each file mapped whole when it is opened.
+  whole_files,
+  /// The header read with pread, nothing mapped at open; each byte range asked for (a tensor, some rows of one) is
+  /// mapped from its page boundary when first asked for and stays mapped. A rank that reads only its shard of a
+  /// 60 GB table set maps only that shard.
+  on_demand,
+};
+
+/// One safetensors file, read-only. Tensors are views into its mappings: they stay valid while this object (or the
+/// object it was moved into) lives.
 class safetensors_file {
  public:
-  /// Maps and validates the whole header. Throws io_error when the file cannot be opened or mapped, and
-  /// format_error (naming the file and the tensor) for any malformed content.
-  explicit safetensors_file(const std::filesystem::path& path) : path_(path), mapping_(path) { parse(); }
+  /// Opens the file and validates the whole header, mapping the file whole or nothing yet (see checkpoint_mapping).
+  /// Throws io_error when the file cannot be opened, read or mapped, and format_error (naming the file and the
+  /// tensor) for any malformed content, in either mode.
+  explicit safetensors_file(const std::filesystem::path& path,
+                            checkpoint_mapping mapping = checkpoint_mapping::whole_files)
+      : path_(path) {
+    if (mapping == checkpoint_mapping::whole_files) {
+      whole_ = detail::mapped_file(path);
+    } else {
+      ranges_ = std::make_unique<detail::mapped_ranges>(path);
+    }
+    parse();
+  }
 
   safetensors_file(safetensors_file&&) = default;
   safetensors_file& operator=(safetensors_file&&) = default;
@@ -190,6 +211,20 @@ class safetensors_file {
 
   /// The raw bytes of a tensor, of any dtype.
   [[nodiscard]] std::span<const std::byte> bytes(std::string_view name) const { return bytes_of(info(name)); }
+
+  /// Bytes [begin, end) of a tensor's data; format_error naming the file, the tensor, the range and the tensor's
+  /// size unless begin <= end <= its size. On demand, only the pages holding them are mapped.
+  [[nodiscard]] std::span<const std::byte> bytes(std::string_view name, std::size_t begin, std::size_t end) const {
+    const tensor_info& found = info(name);
+    detail::require_byte_range(detail::quoted_tensor(path_.string(), name), begin, end, found.end - found.begin);
+    return data_range(found.begin + begin, found.begin + end);
+  }
+
+  /// Bytes mapped now: the file's size when mapped whole; on demand, the ranges asked for so far, each from its
+  /// page boundary (the header is read, not mapped).
+  [[nodiscard]] std::size_t mapped_bytes() const {
+    return ranges_ ? ranges_->mapped_bytes() : whole_.mapped_bytes();
+  }
 
   /// A typed view; the file's dtype must be T's (format_error naming both otherwise), and the data must be
   /// aligned for T, which a conforming writer guarantees but a file cannot be trusted to.
@@ -226,28 +261,30 @@ class safetensors_file {
 
  private:
   void parse() {
-    const std::span<const std::byte> file = mapping_.bytes();
+    const std::size_t file_size = ranges_ ? ranges_->file().size() : whole_.bytes().size();
     const std::string source = path_.string();
-    if (file.size() < 8) {
-      throw format_error(source + ": " + std::to_string(file.size()) +
+    if (file_size < 8) {
+      throw format_error(source + ": " + std::to_string(file_size) +
                          " bytes is too short for a safetensors file, which starts with an 8-byte header length");
     }
-    const std::uint64_t header_size = detail::load_u64_le(file.data());
+    std::string header_storage;  // on demand the header is read into it, never mapped
+    const std::uint64_t header_size =
+        detail::load_u64_le(reinterpret_cast<const std::byte*>(file_bytes(0, 8, header_storage).data()));
     if (header_size > detail::max_safetensors_header_bytes) {
       throw format_error(source + ": header length " + std::to_string(header_size) + " exceeds the limit of " +
                          std::to_string(detail::max_safetensors_header_bytes) + " bytes");
     }
-    if (header_size > file.size() - 8) {
+    if (header_size > file_size - 8) {
       throw format_error(source + ": truncated: the header length is " + std::to_string(header_size) +
-                         " but only " + std::to_string(file.size() - 8) + " bytes follow");
+                         " but only " + std::to_string(file_size - 8) + " bytes follow");
     }
     data_offset_ = 8 + static_cast<std::size_t>(header_size);
-    const auto* text = reinterpret_cast<const char*>(file.data() + 8);
-    const nlohmann::json header = detail::parse_json(std::string_view(text, header_size), source + ": header");
+    const std::string_view text = file_bytes(8, static_cast<std::size_t>(header_size), header_storage);
+    const nlohmann::json header = detail::parse_json(text, source + ": header");
     if (!header.is_object()) {
       throw format_error(source + ": header must be a JSON object, got " + std::string(header.type_name()));
     }
-    const std::size_t data_size = file.size() - data_offset_;
+    const std::size_t data_size = file_size - data_offset_;
     for (const auto& [key, value] : header.items()) {
       if (key == "__metadata__") {
         metadata_ = detail::parse_metadata(value, source);
@@ -258,23 +295,47 @@ class safetensors_file {
     detail::require_disjoint(tensors_, source);
   }
 
+  /// Bytes [offset, offset + length) of the file, which the caller has checked it holds: a view of the whole
+  /// mapping, or read with pread into `storage` on demand.
+  [[nodiscard]] std::string_view file_bytes(std::size_t offset, std::size_t length, std::string& storage) const {
+    if (!ranges_) {
+      return {reinterpret_cast<const char*>(whole_.bytes().data()) + offset, length};
+    }
+    storage.resize(length);
+    ranges_->file().read_at(offset, std::as_writable_bytes(std::span<char>(storage)));
+    return storage;
+  }
+
+  /// Bytes [begin, end) of the data buffer, which the header has been checked to hold.
+  [[nodiscard]] std::span<const std::byte> data_range(std::size_t begin, std::size_t end) const {
+    if (ranges_) {
+      return ranges_->bytes(data_offset_ + begin, end - begin);
+    }
+    return whole_.bytes().subspan(data_offset_ + begin, end - begin);
+  }
+
   [[nodiscard]] std::span<const std::byte> bytes_of(const tensor_info& found) const {
-    return mapping_.bytes().subspan(data_offset_ + found.begin, found.end - found.begin);
+    return data_range(found.begin, found.end);
   }
 
   std::filesystem::path path_;
-  detail::mapped_file mapping_;
+  detail::mapped_file whole_;                      // whole_files: the whole file
+  std::unique_ptr<detail::mapped_ranges> ranges_;  // on_demand: the open file and the ranges mapped so far
   std::size_t data_offset_ = 0;  // 8 + header length: where the data buffer starts
   std::map<std::string, tensor_info, std::less<>> tensors_;
   std::map<std::string, std::string> metadata_;
 };
 
-/// A checkpoint: one or more safetensors files seen as one set of tensors. Each file is mapped once.
+/// A checkpoint: one or more safetensors files seen as one set of tensors. Each file is mapped whole once, or on
+/// demand range by range (see checkpoint_mapping).
 class safetensors_checkpoint final : public checkpoint {
  public:
   /// `path` is a folder (its model.safetensors.index.json if present, else its model.safetensors, else every
-  /// *.safetensors in it), an index .json file, or one .safetensors file. Every file is opened and validated now.
-  explicit safetensors_checkpoint(const std::filesystem::path& path) {
+  /// *.safetensors in it), an index .json file, or one .safetensors file. Every file is opened and its header
+  /// validated now, in either mode.
+  explicit safetensors_checkpoint(const std::filesystem::path& path,
+                                  checkpoint_mapping mapping = checkpoint_mapping::whole_files)
+      : mapping_(mapping) {
     namespace fs = std::filesystem;
     std::error_code failure;  // a failed probe reads as "absent"; opening the file then reports the reason
     if (!fs::is_directory(path, failure)) {
@@ -325,6 +386,11 @@ class safetensors_checkpoint final : public checkpoint {
   [[nodiscard]] std::span<const std::byte> bytes(std::string_view name) const override {
     return file_of(name).bytes(name);
   }
+  /// Maps only the pages holding the range when on demand.
+  [[nodiscard]] std::span<const std::byte> bytes(std::string_view name, std::size_t begin,
+                                                 std::size_t end) const override {
+    return file_of(name).bytes(name, begin, end);
+  }
   [[nodiscard]] std::string location_of(std::string_view name) const override {
     return file_of(name).path().string();
   }
@@ -339,12 +405,22 @@ class safetensors_checkpoint final : public checkpoint {
     return result;
   }
 
+  [[nodiscard]] checkpoint_mapping mapping() const { return mapping_; }
+  /// Bytes mapped now over all files (see safetensors_file::mapped_bytes).
+  [[nodiscard]] std::size_t mapped_bytes() const {
+    std::size_t total = 0;
+    for (const safetensors_file& file : files_) {
+      total += file.mapped_bytes();
+    }
+    return total;
+  }
+
  private:
   /// Without an index every tensor of every file belongs to the checkpoint, each name in one file only.
   void load_files(const std::vector<std::filesystem::path>& paths, std::string source) {
     source_ = std::move(source);
     for (const std::filesystem::path& path : paths) {
-      files_.emplace_back(path);
+      files_.emplace_back(path, mapping_);
       for (const std::string& name : files_.back().names()) {
         const auto [where, inserted] = owner_.emplace(name, files_.size() - 1);
         if (!inserted) {
@@ -401,12 +477,13 @@ class safetensors_checkpoint final : public checkpoint {
                          "\" must be a relative path inside the checkpoint folder");
     }
     try {
-      files_.emplace_back(folder_ / relative);
+      files_.emplace_back(folder_ / relative, mapping_);
     } catch (const io_error& failure) {
       throw io_error(source_ + ": shard \"" + shard_name + "\": " + failure.what());
     }
   }
 
+  checkpoint_mapping mapping_;
   std::filesystem::path folder_;
   std::string source_;  // what error messages name: the index, the folder or the single file
   std::vector<safetensors_file> files_;

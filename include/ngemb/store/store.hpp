@@ -6,7 +6,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "ngemb/core/config.hpp"
 #include "ngemb/core/dtype.hpp"
@@ -17,6 +19,16 @@
 #include "ngemb/io/tensor_collection.hpp"
 
 namespace ngemb {
+
+/// Rows [first, first + count) of one sub-table: the part of it a store holds when the tables are split by rows
+/// over ranks (a store loaded whole holds {0, m_i}). A store holding a range serves its rows at local ids: global
+/// row g of the sub-table is local row g - first.
+struct row_range {
+  std::int64_t first = 0;
+  std::int64_t count = 0;
+
+  friend bool operator==(const row_range&, const row_range&) = default;
+};
 
 /// Row addresses of every sub-table (and of the base table, when the store has one).
 template <storage_type T>
@@ -93,6 +105,49 @@ inline void check_table_count(int tables, const char* who) {
   if (tables < 1 || tables > table_rows_ref<float>::max_tables) {
     throw invalid_argument(std::string(who) + ": K*(N-1) = " + std::to_string(tables) + " sub-tables, supported 1.." +
                            std::to_string(table_rows_ref<float>::max_tables));
+  }
+}
+
+/// The range {0, m_i} of every sub-table of `config`: a whole store. invalid_argument when the config is not valid.
+inline std::vector<row_range> full_row_ranges(const ngram_config& config) {
+  config.validate();
+  std::vector<row_range> ranges;
+  for (int table = 0; table < config.num_tables(); ++table) {
+    ranges.push_back({0, config.modulus(table)});
+  }
+  return ranges;
+}
+
+/// shape_mismatch unless there is one range per sub-table; invalid_argument naming the sub-table unless each range
+/// lies inside [0, m_i].
+inline void check_row_ranges(std::span<const row_range> rows, const ngram_config& config, const char* who) {
+  if (rows.size() != static_cast<std::size_t>(config.num_tables())) {
+    throw shape_mismatch(std::string(who) + ": " + std::to_string(rows.size()) +
+                         " row ranges given, the config has K*(N-1) = " + std::to_string(config.num_tables()) +
+                         " sub-tables");
+  }
+  for (int table = 0; table < config.num_tables(); ++table) {
+    const row_range range = rows[static_cast<std::size_t>(table)];
+    const std::int64_t modulus = config.modulus(table);
+    if (range.first < 0 || range.count < 0 || range.first > modulus || range.count > modulus - range.first) {
+      throw invalid_argument(std::string(who) + ": sub-table " + std::to_string(table) + ": rows {first " +
+                             std::to_string(range.first) + ", count " + std::to_string(range.count) +
+                             "} are not inside its " + std::to_string(modulus) + " rows");
+    }
+  }
+}
+
+/// invalid_argument unless every range is its whole sub-table of `moduli` rows: a shard saved under the full tensor
+/// names would pass for the whole table.
+inline void require_whole_tables(std::span<const row_range> rows, std::span<const std::int64_t> moduli,
+                                 const char* who) {
+  for (std::size_t table = 0; table < rows.size(); ++table) {
+    if (rows[table] != row_range{0, moduli[table]}) {
+      throw invalid_argument(std::string(who) + ": cannot save sub-table " + std::to_string(table) +
+                             ", of which it holds rows {first " + std::to_string(rows[table].first) + ", count " +
+                             std::to_string(rows[table].count) + "} of " + std::to_string(moduli[table]) +
+                             ": a shard would be saved under the whole table's name");
+    }
   }
 }
 
