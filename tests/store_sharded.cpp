@@ -257,12 +257,14 @@ TEST_CASE("sharded_store: all-to-all lookups equal the unsharded rows bit for bi
   CHECK(gathered == unsharded_rows(single_full, ids));
   const ngemb::communication_counters counters = single_store.communicator().counters();
   const std::uint64_t row_bytes = static_cast<std::uint64_t>(single.config.row_width()) * sizeof(bf16);
+  const auto peers = static_cast<std::uint64_t>(ranks - 1);
+  const std::uint64_t count_bytes = peers * sizeof(std::size_t);  // one request count to and from every peer
   if (rank == 0) {  // every other rank's 11 ids in, their rows out
-    CHECK(counters.bytes_received == 11U * static_cast<std::uint64_t>(ranks - 1) * sizeof(std::uint32_t));
-    CHECK(counters.bytes_sent == 11U * static_cast<std::uint64_t>(ranks - 1) * row_bytes);
+    CHECK(counters.bytes_received == count_bytes + 11U * peers * sizeof(std::uint32_t));
+    CHECK(counters.bytes_sent == count_bytes + 11U * peers * row_bytes);
   } else {  // its 11 ids out, their rows in
-    CHECK(counters.bytes_sent == 11U * sizeof(std::uint32_t));
-    CHECK(counters.bytes_received == 11U * row_bytes);
+    CHECK(counters.bytes_sent == count_bytes + 11U * sizeof(std::uint32_t));
+    CHECK(counters.bytes_received == count_bytes + 11U * row_bytes);
   }
 }
 
@@ -320,21 +322,22 @@ TEST_CASE("sharded_store: the tiny LongCat model gives the unsharded logits") {
   auto distributed = sharded_lm::load(policy, folder);
   const std::int64_t vocab = full.config().vocab_size();
   const ngemb_test::token_batch batch = random_batch(vocab, 3, 400U);
-  const std::vector<ngemb::sequence_id> sequences{0, 1, 2};
+  using sequence_id = parts::model::sequence_id;
 
   for (const ngemb::sharded_lookup lookup : {ngemb::sharded_lookup::all_to_all,
                                              ngemb::sharded_lookup::partial_projection}) {
     distributed.embedding().store().set_options({.lookup = lookup});
-    for (const ngemb::sequence_id sequence : sequences) {
-      full.start_sequence(sequence);
-      distributed.start_sequence(sequence);
+    std::vector<sequence_id> sequences;
+    for (int sequence = 0; sequence < 3; ++sequence) {
+      sequences.push_back(full.start_sequence());
+      REQUIRE(distributed.start_sequence() == sequences.back());
     }
     std::vector<float> expected(batch.tokens.size() * static_cast<std::size_t>(vocab));
     std::vector<float> got(expected.size());
     const ngemb::forward_options every{.logits = ngemb::logits_for::every_token};
-    full.forward(policy, ngemb::view<const ngemb::sequence_id>(sequences), batch.token_view(),
-                 ngemb::view<float>(expected), every);
-    distributed.forward(policy, ngemb::view<const ngemb::sequence_id>(sequences), batch.token_view(),
+    full.forward(policy, ngemb::view<const sequence_id>(sequences), batch.token_view(), ngemb::view<float>(expected),
+                 every);
+    distributed.forward(policy, ngemb::view<const sequence_id>(sequences), batch.token_view(),
                         ngemb::view<float>(got), every);
     INFO("rank " << distributed.embedding().store().communicator().rank() << ", lookup "
                  << static_cast<int>(lookup));
@@ -347,7 +350,7 @@ TEST_CASE("sharded_store: the tiny LongCat model gives the unsharded logits") {
       }
       CHECK(worst < 1e-3);  // embedding differences of ~1e-7 through 2 layers and the head
     }
-    for (const ngemb::sequence_id sequence : sequences) {
+    for (const sequence_id sequence : sequences) {
       full.end_sequence(sequence);
       distributed.end_sequence(sequence);
     }

@@ -31,11 +31,7 @@ class tensor_collection {
   template <storage_type T, class Policy>
   void add(const Policy& policy, std::string name, std::vector<std::int64_t> shape,
            std::type_identity_t<view<const T>> values) {
-    for (const tensor_to_write& tensor : tensors_) {
-      if (tensor.name == name) {
-        throw invalid_argument("tensor_collection: \"" + name + "\" was added twice");
-      }
-    }
+    reject_duplicate(name);
     if (mode_ == mode::names_only) {
       tensors_.push_back(tensor_to_write::of<T>(std::move(name), std::move(shape), values));
       tensors_.back().data = {};  // the values stay in policy memory, never read through here
@@ -44,6 +40,17 @@ class tensor_collection {
     std::vector<T>& host = storage_of<T>().emplace_back(values.size());
     copy_to_host(policy, values, view<T>(host));
     tensors_.push_back(tensor_to_write::of<T>(std::move(name), std::move(shape), view<const T>(host)));
+  }
+
+  /// Records the name, dtype and shape of a tensor a part reads but cannot write whole (a rank's shard of it): in
+  /// names_only mode as add() would; a collection being written throws invalid_argument("<who>: <why>").
+  template <storage_type T>
+  void add_unwritable(std::string name, std::vector<std::int64_t> shape, const std::string& why) {
+    reject_duplicate(name);
+    if (mode_ != mode::names_only) {
+      throw invalid_argument(why);
+    }
+    tensors_.push_back(tensor_to_write{std::move(name), std::string(name_of(dtype_of<T>)), std::move(shape), {}});
   }
 
   /// Names a tensor a checkpoint may hold that the part ignores on load (transformers writes some a part has no
@@ -69,6 +76,14 @@ class tensor_collection {
   [[nodiscard]] std::size_t size() const { return tensors_.size(); }
 
  private:
+  void reject_duplicate(const std::string& name) const {
+    for (const tensor_to_write& tensor : tensors_) {
+      if (tensor.name == name) {
+        throw invalid_argument("tensor_collection: \"" + name + "\" was added twice");
+      }
+    }
+  }
+
   template <class T>
   std::deque<std::vector<T>>& storage_of() {
     if constexpr (std::is_same_v<T, float>) {

@@ -35,6 +35,7 @@
 #include "ngemb/core/row_chunks.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/io/checkpoint.hpp"
+#include "ngemb/io/checkpoint_names.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/store/detail/shard_ops.hpp"
 #include "ngemb/store/store.hpp"
@@ -137,11 +138,19 @@ class sharded_store {
     return load(policy, source, prefix, config, Communicator{});
   }
 
-  /// A rank holds only its shard, so it cannot write the full tensors: save the unsharded store instead.
-  void save(const policy_type& /*policy*/, const std::string& prefix, tensor_collection& /*out*/) const {
-    throw invalid_argument("sharded_store: rank " + std::to_string(communicator_.rank()) +
-                           " holds only its shard of \"" + prefix +
-                           "\"'s sub-tables; save the tables from an unsharded store");
+  /// The names load() reads, for a loader's check of a checkpoint (a names-only collection). A rank holds only its
+  /// shard, so writing the tensors throws invalid_argument: save them from an unsharded store.
+  void save(const policy_type& /*policy*/, const std::string& prefix, tensor_collection& out) const {
+    const std::string why = "sharded_store: rank " + std::to_string(communicator_.rank()) +
+                            " holds only its shard of \"" + prefix +
+                            "\"'s sub-tables; save the tables from an unsharded store";
+    if (has_base()) {
+      out.add_unwritable<element_type>(ngram_names::base_table(prefix), {vocab_size(), hidden_size()}, why);
+    }
+    const std::string module = ngram_names::module(prefix);
+    for (int table = 0; table < num_tables(); ++table) {
+      out.add_unwritable<element_type>(ngram_names::embedder(module, table), {rows(table), row_width()}, why);
+    }
   }
 
   [[nodiscard]] int num_tables() const { return static_cast<int>(table_rows_.size()); }
@@ -197,7 +206,7 @@ class sharded_store {
                                asked, std::span<const std::size_t>(receive_counts));
     const auto width = static_cast<std::size_t>(row_width());
     const view<element_type> answers = ensure(policy, scratch_.answers, received * width);
-    const row_chunks chunks(width, row_chunk(policy));
+    const detail::row_chunks chunks(width, row_chunk(policy));
     using local_ref = decltype(local_.ref());
     for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(received),
                detail::serve_requests_op<local_ref, element_type>{local_.ref(), shard_, asked.data(), answers.data(),
@@ -255,7 +264,7 @@ class sharded_store {
     const view<Acc> gathered =
         ensure(policy, gathered_buffer<Acc>(), count * static_cast<std::size_t>(owned_tables) * width);
     if (owned_tables > 0) {
-      const row_chunks chunks(width, row_chunk(policy));
+      const detail::row_chunks chunks(width, row_chunk(policy));
       using local_ref = decltype(local_.ref());
       for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(count * static_cast<std::size_t>(owned_tables)),
                  detail::gather_owned_op<local_ref, Acc>{local_.ref(), shard_, ids.data(), gathered.data(),
