@@ -4,6 +4,7 @@
 // and the tiny LongCat model give the unsharded results (bit for bit through the all-to-all, within a stated
 // tolerance of an fp64 reference through partial projection); each rank maps only its shard of the checkpoint.
 #include <doctest/doctest.h>
+#include <unistd.h>  // sysconf
 
 #include <algorithm>
 #include <cmath>
@@ -355,4 +356,92 @@ TEST_CASE("sharded_store: the tiny LongCat model gives the unsharded logits") {
       distributed.end_sequence(sequence);
     }
   }
+}
+
+TEST_CASE("sharded_store: each rank maps only its shard of the checkpoint, and serves the written rows") {
+  ngemb::mpi_communicator communicator;
+  const int rank = communicator.rank();
+  const int ranks = communicator.size();
+  const model_tables& model = tables();
+  // Each rank writes its own copy (no shared file system assumed), the sub-tables in bf16, one tensor per shard.
+  const std::filesystem::path folder = std::filesystem::temp_directory_path() /
+                                       ("ngemb_sharded_" + std::to_string(std::random_device{}()) + "_" +
+                                        std::to_string(rank));
+  std::filesystem::create_directories(folder);
+  std::vector<ngemb::tensor_to_write> tensors;
+  tensors.push_back(ngemb::tensor_to_write::of("model.embed_tokens.weight",
+                                               {model.config.vocab_size, model.config.hidden_size},
+                                               ngemb::view<const bf16>(model.base)));
+  for (int table = 0; table < model.config.num_tables(); ++table) {
+    tensors.push_back(ngemb::tensor_to_write::of(
+        ngemb::ngram_names::embedder("model.ngram_embeddings", table),
+        {model.config.modulus(table), model.config.row_width()},
+        ngemb::view<const bf16>(model.tables[static_cast<std::size_t>(table)])));
+  }
+  ngemb::write_safetensors_checkpoint(folder, tensors, 1000);  // several files
+  {
+    const auto checkpoint =
+        std::make_shared<const ngemb::safetensors_checkpoint>(folder, ngemb::checkpoint_mapping::on_demand);
+    using mapped = ngemb::sharded_store<ngemb::mmap_store<bf16>, ngemb::mpi_communicator>;
+    mapped store = mapped::load(ngemb::host_policy{}, checkpoint, "model", model.config, communicator,
+                                {.lookup = ngemb::sharded_lookup::all_to_all});
+
+    // What this rank may map: the base table and its rows of each sub-table, each rounded out to whole pages.
+    const std::vector<ngemb::row_range> mine = mapped::ranges_of(model.config, rank, ranks);
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t row_bytes = static_cast<std::size_t>(model.config.row_width()) * sizeof(bf16);
+    std::size_t shard_bytes = 0;
+    std::size_t allowed = model.base.size() * sizeof(bf16) + 2 * page;
+    for (const ngemb::row_range range : mine) {
+      shard_bytes += static_cast<std::size_t>(range.count) * row_bytes;
+      allowed += range.count == 0 ? 0 : static_cast<std::size_t>(range.count) * row_bytes + 2 * page;
+    }
+    std::size_t all_tables = 0;
+    for (const auto& rows : model.tables) {
+      all_tables += rows.size() * sizeof(bf16);
+    }
+    INFO("rank " << rank << " of " << ranks << ": mapped " << checkpoint->mapped_bytes() << " bytes, shard "
+                 << shard_bytes << ", all sub-tables " << all_tables);
+    CHECK(checkpoint->mapped_bytes() <= allowed);
+    CHECK(checkpoint->mapped_bytes() >= shard_bytes);
+
+    const local_store full = model.full_store();
+    const std::vector<std::uint32_t> ids = random_ids(model.config, 23, 500U + static_cast<unsigned>(rank));
+    std::vector<float> gathered(ids.size() * static_cast<std::size_t>(model.config.row_width()));
+    store.lookup(ngemb::host_policy{}, ngemb::view<const std::uint32_t>(ids), 23, ngemb::view<float>(gathered));
+    CHECK(gathered == unsharded_rows(full, ids));
+  }
+  std::filesystem::remove_all(folder);
+}
+
+TEST_CASE("sharded_store: bad input is a typed error on every rank, before any collective") {
+  ngemb::mpi_communicator communicator;
+  const int rank = communicator.rank();
+  const int ranks = communicator.size();
+  const model_tables& model = tables();
+
+  // The shard of another rank count: its rows are not this rank's.
+  CHECK_THROWS_WITH_AS(sharded(model.config, model.shard(0, ranks + 1), communicator),
+                       doctest::Contains("must hold rows ["), ngemb::shape_mismatch);
+
+  sharded store(model.config, model.shard(rank, ranks), communicator,
+                {.lookup = ngemb::sharded_lookup::partial_projection});
+  const ngemb::fused_projection<float> projection = model.projection<float>();
+  const std::vector<std::uint32_t> ids = random_ids(model.config, 4, 600U);
+  std::vector<float> branch(4 * static_cast<std::size_t>(model.config.hidden_size));
+  CHECK_THROWS_WITH_AS(store.project(ngemb::host_policy{}, ngemb::view<const std::uint32_t>(ids), 3, projection,
+                                     ngemb::view<float>(branch)),
+                       doctest::Contains("3 tokens need 18 ids"), ngemb::shape_mismatch);
+  if (ranks > 1) {
+    // Partial projection sums the same tokens' shares: a rank with a different batch fails on every rank.
+    const std::size_t count = rank == ranks - 1 ? 3 : 4;
+    CHECK_THROWS_WITH_AS(store.project(ngemb::host_policy{}, ngemb::view<const std::uint32_t>(ids.data(), count * 6),
+                                       count, projection,
+                                       ngemb::view<float>(branch.data(), count * static_cast<std::size_t>(
+                                                                                  model.config.hidden_size))),
+                         doctest::Contains("needs the same batch on every rank"), ngemb::shape_mismatch);
+  }
+  ngemb::tensor_collection out;
+  CHECK_THROWS_WITH_AS(store.save(ngemb::host_policy{}, "model", out), doctest::Contains("holds only its shard"),
+                       ngemb::invalid_argument);
 }
