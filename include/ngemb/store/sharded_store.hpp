@@ -10,9 +10,10 @@
 // Two lookups, chosen per call by sharded_options:
 // - all_to_all (Meituan's design, as expert-parallel dispatch and combine): each rank buckets its batch's ids by
 //   owner, exchanges counts, sends the ids, serves the requests it receives from its shard, sends the rows back in
-//   the stored dtype and scatters them into [tokens x T*d], then projects with the whole W_cat. Each rank may pass
-//   its own batch (an empty one included: it still serves the others). The rows are the unsharded store's bit for
-//   bit, so the output is too.
+//   the stored dtype and scatters them into [tokens x T*d], then projects with the whole W_cat; rows it holds itself
+//   it reads in place, outside the exchange. Each rank may pass its own batch (an empty one included: it still
+//   serves the others). The rows are the unsharded store's bit for bit, so the output is too. The bucketing runs on
+//   the host (ids are 48 bytes per Lite token; a device copies them back once per call).
 // - partial_projection (the vocab-parallel design of SGLang and vLLM): every rank passes the same batch, gathers
 //   the rows it holds (zeros for the others), projects them with the columns of W_cat of its sub-tables, and an
 //   all-reduce sums the partial outputs. Exact up to the order of that sum (fp32 rounding of the partial sums).
@@ -188,8 +189,9 @@ class sharded_store {
     std::vector<std::uint32_t>& host_ids = scratch_.host_ids;
     host_ids.resize(ids.size());
     copy_to_host(policy, ids, view<std::uint32_t>(host_ids));
-    scratch_.buckets.bucket(split_, host_ids);
-    const std::vector<std::size_t>& send_counts = scratch_.buckets.counts;
+    detail::bucketed_requests& buckets = scratch_.buckets;
+    buckets.bucket(split_, communicator_.rank(), host_ids);
+    const std::vector<std::size_t>& send_counts = buckets.counts;
     std::vector<std::size_t>& receive_counts = scratch_.receive_counts;
     receive_counts.assign(send_counts.size(), 0);
     communicator_.exchange_counts(std::span<const std::size_t>(send_counts), std::span<std::size_t>(receive_counts));
@@ -197,17 +199,22 @@ class sharded_store {
     for (const std::size_t requests : receive_counts) {
       received += requests;
     }
+    const auto width = static_cast<std::size_t>(row_width());
+    const detail::row_chunks chunks(width, row_chunk(policy));
+    using local_ref = decltype(local_.ref());
 
-    // The requests travel to their owners, which answer from their shards in the order asked.
-    const view<std::uint32_t> requests = ensure(policy, scratch_.requests, host_ids.size());
-    copy_to(policy, view<const std::uint32_t>(scratch_.buckets.requests), requests);
+    // Requests travel to their owners, which answer from their shards in the order asked; this rank's own rows are
+    // read in place meanwhile (the host policy runs it in order, a device queues it on the same stream).
+    const view<std::uint32_t> requests = upload(policy, scratch_.requests, buckets.requests);
     const view<std::uint32_t> asked = ensure(policy, scratch_.asked, received);
     communicator_.all_to_all_v(policy, view<const std::uint32_t>(requests), std::span<const std::size_t>(send_counts),
                                asked, std::span<const std::size_t>(receive_counts));
-    const auto width = static_cast<std::size_t>(row_width());
+    const view<std::uint32_t> local_requests = upload(policy, scratch_.local_requests, buckets.local_requests);
+    const view<std::uint32_t> local_rows = upload(policy, scratch_.local_rows, buckets.local_rows);
+    for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(local_rows.size()),
+               detail::gather_local_op<local_ref, Acc>{local_.ref(), shard_, local_requests.data(), local_rows.data(),
+                                                       gathered.data(), chunks});
     const view<element_type> answers = ensure(policy, scratch_.answers, received * width);
-    const detail::row_chunks chunks(width, row_chunk(policy));
-    using local_ref = decltype(local_.ref());
     for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(received),
                detail::serve_requests_op<local_ref, element_type>{local_.ref(), shard_, asked.data(), answers.data(),
                                                                   chunks});
@@ -220,14 +227,14 @@ class sharded_store {
       answer_counts[rank] = receive_counts[rank] * width;
       reply_counts[rank] = send_counts[rank] * width;
     }
-    const view<element_type> replies = ensure(policy, scratch_.replies, host_ids.size() * width);
+    const view<element_type> replies = ensure(policy, scratch_.replies, requests.size() * width);
     communicator_.all_to_all_v(policy, view<const element_type>(answers), std::span<const std::size_t>(answer_counts),
                                replies, std::span<const std::size_t>(reply_counts));
 
-    const view<std::uint32_t> slots = ensure(policy, scratch_.slots, host_ids.size());
-    copy_to(policy, view<const std::uint32_t>(scratch_.buckets.slots), slots);
-    for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(host_ids.size()),
-               detail::scatter_answers_op<element_type, Acc>{replies.data(), slots.data(), gathered.data(), chunks});
+    const view<std::uint32_t> answer_rows = upload(policy, scratch_.answer_rows, buckets.answer_rows);
+    for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(answer_rows.size()),
+               detail::scatter_answers_op<element_type, Acc>{replies.data(), answer_rows.data(), gathered.data(),
+                                                             chunks});
     synchronize(policy);  // the host vectors uploaded above are rewritten by the next call
   }
 
@@ -328,6 +335,15 @@ class sharded_store {
     return buffer.as_view().subview(0, size);
   }
 
+  /// `values` copied into `buffer` (grown on demand), in policy memory.
+  static view<std::uint32_t> upload(const policy_type& policy,
+                                    typename policy_type::template buffer<std::uint32_t>& buffer,
+                                    const std::vector<std::uint32_t>& values) {
+    const view<std::uint32_t> destination = ensure(policy, buffer, values.size());
+    copy_to(policy, view<const std::uint32_t>(values), destination);
+    return destination;
+  }
+
   template <class Acc>
   typename policy_type::template buffer<Acc>& gathered_buffer() {
     if constexpr (std::is_same_v<Acc, double>) {
@@ -346,7 +362,9 @@ class sharded_store {
     std::vector<std::size_t> reply_counts;
     typename policy_type::template buffer<std::uint32_t> requests;
     typename policy_type::template buffer<std::uint32_t> asked;
-    typename policy_type::template buffer<std::uint32_t> slots;
+    typename policy_type::template buffer<std::uint32_t> answer_rows;
+    typename policy_type::template buffer<std::uint32_t> local_requests;
+    typename policy_type::template buffer<std::uint32_t> local_rows;
     typename policy_type::template buffer<element_type> answers;
     typename policy_type::template buffer<element_type> replies;
     typename policy_type::template buffer<float> gathered;

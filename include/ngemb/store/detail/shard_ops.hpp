@@ -59,18 +59,42 @@ struct serve_requests_op {
   }
 };
 
-/// gathered [count x T*d] (the layout of gather_rows_op) from the answers: row r sits at answers row slots[r].
+/// Rows of gathered [count x T*d] (the layout of gather_rows_op) from the answers of other ranks: answer row s,
+/// in the order the requests were sent, is gathered row rows[s].
 template <class T, class Acc>
 struct scatter_answers_op {
   const T* answers;
-  const std::uint32_t* slots;
+  const std::uint32_t* rows;
   Acc* gathered;
   row_chunks chunks;
 
   NGEMB_HD void operator()(std::size_t index) const {
     const row_chunks::part part = chunks.locate(index);
-    const T* source = answers + static_cast<std::size_t>(slots[part.row]) * chunks.width;
-    Acc* destination = gathered + part.row * chunks.width;
+    const T* source = answers + part.row * chunks.width;
+    Acc* destination = gathered + static_cast<std::size_t>(rows[part.row]) * chunks.width;
+    for (std::size_t column = part.begin; column < part.end; ++column) {
+      destination[column] = convert<Acc>(source[column]);
+    }
+  }
+};
+
+/// Rows of gathered this rank holds itself: gathered row rows[j] is the shard's row requests[j], read in place
+/// (they never pass through the all-to-all).
+template <class LocalRef, class Acc>
+struct gather_local_op {
+  LocalRef local;
+  shard_rows shard;
+  const std::uint32_t* requests;
+  const std::uint32_t* rows;
+  Acc* gathered;
+  row_chunks chunks;
+
+  NGEMB_HD void operator()(std::size_t index) const {
+    const row_chunks::part part = chunks.locate(index);
+    const std::uint64_t wanted = requests[part.row];
+    const int table = shard.table_of(wanted);
+    const auto* source = local.row(table, wanted - static_cast<std::uint64_t>(shard.offset[table]));
+    Acc* destination = gathered + static_cast<std::size_t>(rows[part.row]) * chunks.width;
     for (std::size_t column = part.begin; column < part.end; ++column) {
       destination[column] = convert<Acc>(source[column]);
     }
@@ -173,36 +197,55 @@ class table_split {
   std::vector<std::int64_t> bounds_;
 };
 
-/// A batch's requests bucketed by owner: the ids each owner receives (indices into its shard's concatenation), how
-/// many per owner, and for every gathered row r the position of its answer in the all-to-all's reply.
+/// A batch's requests bucketed by owner. Requests for other ranks: how many per rank (0 for this one), the
+/// requests themselves grouped by rank (indices into the owner's shard), and for each the gathered row its answer
+/// fills. Requests this rank serves itself: the request and the gathered row, kept out of the all-to-all.
 struct bucketed_requests {
   std::vector<std::size_t> counts;
   std::vector<std::uint32_t> requests;
-  std::vector<std::uint32_t> slots;
+  std::vector<std::uint32_t> answer_rows;
+  std::vector<std::uint32_t> local_requests;
+  std::vector<std::uint32_t> local_rows;
 
   /// ids [count x T] in the per-table layout, on the host.
-  void bucket(const table_split& split, std::span<const std::uint32_t> ids) {
+  void bucket(const table_split& split, int self, std::span<const std::uint32_t> ids) {
     const auto tables = static_cast<std::size_t>(split.tables());
     const auto ranks = static_cast<std::size_t>(split.ranks());
     counts.assign(ranks, 0);
-    requests.resize(ids.size());
-    slots.resize(ids.size());
-    std::vector<std::uint32_t>& owners = slots;  // reused: each owner is read once, before its slot is written
+    owners_.resize(ids.size());
+    local_requests.clear();
+    local_rows.clear();
     for (std::size_t row = 0; row < ids.size(); ++row) {
-      const int owner = split.owner(split.table_offset(static_cast<int>(row % tables)) + ids[row]);
-      owners[row] = static_cast<std::uint32_t>(owner);
-      ++counts[static_cast<std::size_t>(owner)];
+      const std::int64_t global = split.table_offset(static_cast<int>(row % tables)) + ids[row];
+      const int owner = split.owner(global);
+      owners_[row] = static_cast<std::uint32_t>(owner);
+      if (owner == self) {
+        local_requests.push_back(static_cast<std::uint32_t>(global - split.bound(self)));
+        local_rows.push_back(static_cast<std::uint32_t>(row));
+      } else {
+        ++counts[static_cast<std::size_t>(owner)];
+      }
     }
-    std::vector<std::size_t> cursor(ranks, 0);
-    std::exclusive_scan(counts.begin(), counts.end(), cursor.begin(), std::size_t{0});
+    cursor_.resize(ranks);
+    std::exclusive_scan(counts.begin(), counts.end(), cursor_.begin(), std::size_t{0});
+    const std::size_t remote = ids.size() - local_rows.size();
+    requests.resize(remote);
+    answer_rows.resize(remote);
     for (std::size_t row = 0; row < ids.size(); ++row) {
-      const std::uint32_t owner = owners[row];
-      const std::size_t slot = cursor[owner]++;
+      const std::uint32_t owner = owners_[row];
+      if (static_cast<int>(owner) == self) {
+        continue;
+      }
+      const std::size_t slot = cursor_[owner]++;
       requests[slot] = static_cast<std::uint32_t>(split.table_offset(static_cast<int>(row % tables)) + ids[row] -
                                                   split.bound(static_cast<int>(owner)));
-      slots[row] = static_cast<std::uint32_t>(slot);
+      answer_rows[slot] = static_cast<std::uint32_t>(row);
     }
   }
+
+ private:
+  std::vector<std::uint32_t> owners_;
+  std::vector<std::size_t> cursor_;
 };
 
 }  // namespace ngemb::detail
