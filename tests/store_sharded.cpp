@@ -292,13 +292,15 @@ TEST_CASE("sharded_store: the embedding forward equals the unsharded one") {
     CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
   }
 
-  SUBCASE("partial projection and automatic: the same batch everywhere, within 2e-6 of fp64") {
+  SUBCASE("partial projection and automatic (either way): the same batch everywhere, within 2e-6 of fp64") {
     const ngemb_test::token_batch batch = random_batch(model.config.vocab_size, 7, 300U);
     std::vector<double> exact(batch.tokens.size() * hidden);
     reference.forward(policy, batch.token_view(), ngemb::view<double>(exact));
-    for (const ngemb::sharded_lookup lookup : {ngemb::sharded_lookup::partial_projection,
-                                               ngemb::sharded_lookup::automatic}) {
-      distributed.store().set_options({.lookup = lookup, .partial_from_tokens = 8});
+    for (const std::size_t all_to_all_from : {std::size_t{0}, batch.tokens.size() + 1}) {
+      distributed.store().set_options({.lookup = ngemb::sharded_lookup::automatic,
+                                       .all_to_all_from_tokens = all_to_all_from});
+      CHECK(distributed.store().lookup_for(batch.tokens.size()) ==
+            (all_to_all_from == 0 ? ngemb::sharded_lookup::all_to_all : ngemb::sharded_lookup::partial_projection));
       std::vector<float> got(batch.tokens.size() * hidden);
       distributed.forward(policy, batch.token_view(), ngemb::view<float>(got));
       // Outputs are O(1) sums of 6 projected rows of O(1) values: fp32 rounding of the partial sums stays near 1e-7.
@@ -306,7 +308,7 @@ TEST_CASE("sharded_store: the embedding forward equals the unsharded one") {
       for (std::size_t i = 0; i < got.size(); ++i) {
         worst = std::max(worst, std::abs(static_cast<double>(got[i]) - exact[i]));
       }
-      INFO("rank " << rank << " of " << ranks << ", lookup " << static_cast<int>(lookup));
+      INFO("rank " << rank << " of " << ranks << ", all_to_all from " << all_to_all_from << " tokens");
       CHECK(worst < 2e-6);
     }
   }
@@ -340,14 +342,26 @@ TEST_CASE("sharded_store: the tiny LongCat model gives the unsharded logits") {
                  every);
     distributed.forward(policy, ngemb::view<const sequence_id>(sequences), batch.token_view(),
                         ngemb::view<float>(got), every);
+    // Then a decode step, whose n-grams reach back into the cached prompt.
+    const std::vector<std::int32_t> next{5, 17, 30};
+    const std::vector<std::int64_t> one_each{0, 1, 2, 3};
+    const ngemb::ragged_view<const std::int32_t> step(next, one_each);
+    std::vector<float> expected_step(3 * static_cast<std::size_t>(vocab));
+    std::vector<float> got_step(expected_step.size());
+    full.forward(policy, ngemb::view<const sequence_id>(sequences), step, ngemb::view<float>(expected_step));
+    distributed.forward(policy, ngemb::view<const sequence_id>(sequences), step, ngemb::view<float>(got_step));
     INFO("rank " << distributed.embedding().store().communicator().rank() << ", lookup "
                  << static_cast<int>(lookup));
     if (lookup == ngemb::sharded_lookup::all_to_all) {
-      CHECK(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0);
+      CHECK(got == expected);
+      CHECK(got_step == expected_step);
     } else {
       double worst = 0.0;
       for (std::size_t i = 0; i < got.size(); ++i) {
         worst = std::max(worst, std::abs(static_cast<double>(got[i]) - expected[i]));
+      }
+      for (std::size_t i = 0; i < got_step.size(); ++i) {
+        worst = std::max(worst, std::abs(static_cast<double>(got_step[i]) - expected_step[i]));
       }
       CHECK(worst < 1e-3);  // embedding differences of ~1e-7 through 2 layers and the head
     }

@@ -34,4 +34,22 @@ struct row_chunks {
   }
 };
 
+/// Rows ahead whose cache lines a host thread copying random table rows requests before copying the current one.
+inline constexpr std::size_t row_prefetch_distance = 4;
+
+/// Asks for the cache lines of a row a host thread will copy soon: rows are random lines of gigabyte tables, and a
+/// thread copying one row at a time would wait out each miss alone. (A device hides misses with warps: no-op.)
+template <class T>
+NGEMB_HD void prefetch_row(const T* row, std::size_t elements) {
+#if !NGEMB_IN_DEVICE_CODE && defined(__GNUC__)
+  const auto* bytes = reinterpret_cast<const char*>(row);
+  for (std::size_t line = 0; line < elements * sizeof(T); line += 64) {
+    __builtin_prefetch(bytes + line);
+  }
+#else
+  (void)row;
+  (void)elements;
+#endif
+}
+
 }  // namespace ngemb::detail

@@ -17,13 +17,17 @@
 // - partial_projection (the vocab-parallel design of SGLang and vLLM): every rank passes the same batch, gathers
 //   the rows it holds (zeros for the others), projects them with the columns of W_cat of its sub-tables, and an
 //   all-reduce sums the partial outputs. Exact up to the order of that sum (fp32 rounding of the partial sums).
-// - automatic: every rank passes the same batch; all_to_all below `partial_from_tokens` tokens, partial_projection
-//   from there (bench/sharded measures both).
+// - automatic: every rank passes the same batch; partial_projection below `all_to_all_from_tokens` tokens,
+//   all_to_all from there. With the same batch everywhere, partial projection splits the GEMM over the ranks and
+//   needs one collective (it wins wherever the GEMM or the latency dominates: on the CPU measured, at every batch up
+//   to 4096 tokens, hence the default), while all_to_all moves 4x fewer bytes for Lite (6 KB of bf16 rows per token
+//   against an fp32 all-reduce of H) and wins where the link is the bottleneck (README: the PCIe projection).
 // Every collective waits at most the communicator's timeout, then throws communication_error.
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -47,8 +51,8 @@ enum class sharded_lookup { automatic, all_to_all, partial_projection };
 
 struct sharded_options {
   sharded_lookup lookup = sharded_lookup::automatic;
-  /// Under automatic: batches of at least this many tokens use partial_projection.
-  std::size_t partial_from_tokens = 64;
+  /// Under automatic: batches of at least this many tokens use all_to_all (default: never; see above).
+  std::size_t all_to_all_from_tokens = std::numeric_limits<std::size_t>::max();
 };
 
 namespace detail {
@@ -178,7 +182,7 @@ class sharded_store {
     if (options_.lookup != sharded_lookup::automatic) {
       return options_.lookup;
     }
-    return tokens >= options_.partial_from_tokens ? sharded_lookup::partial_projection : sharded_lookup::all_to_all;
+    return tokens >= options_.all_to_all_from_tokens ? sharded_lookup::all_to_all : sharded_lookup::partial_projection;
   }
 
   /// gathered [count x T*d] = the rows of ids [count x T] (per-table layout, policy memory), through the all-to-all:
@@ -213,11 +217,11 @@ class sharded_store {
     const view<std::uint32_t> local_rows = upload(policy, scratch_.local_rows, buckets.local_rows);
     for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(local_rows.size()),
                detail::gather_local_op<local_ref, Acc>{local_.ref(), shard_, local_requests.data(), local_rows.data(),
-                                                       gathered.data(), chunks});
+                                                       gathered.data(), local_rows.size(), chunks});
     const view<element_type> answers = ensure(policy, scratch_.answers, received * width);
     for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(received),
                detail::serve_requests_op<local_ref, element_type>{local_.ref(), shard_, asked.data(), answers.data(),
-                                                                  chunks});
+                                                                  received, chunks});
 
     std::vector<std::size_t>& answer_counts = scratch_.answer_counts;
     std::vector<std::size_t>& reply_counts = scratch_.reply_counts;

@@ -23,9 +23,6 @@ struct gather_rows_op {
   std::size_t num_rows;
   row_chunks chunks;
 
-  /// Rows ahead whose cache lines a host thread requests before copying the current one.
-  static constexpr std::size_t prefetch_distance = 4;
-
   NGEMB_HD const auto* source_row(std::size_t row) const {
     return rows.row(static_cast<int>(row % static_cast<std::size_t>(tables)), ids[row]);
   }
@@ -33,17 +30,9 @@ struct gather_rows_op {
   NGEMB_HD void operator()(std::size_t index) const {
     const row_chunks::part part = chunks.locate(index);
     const auto* source = source_row(part.row);
-#if !NGEMB_IN_DEVICE_CODE && defined(__GNUC__)
-    // The rows are random lines of gigabyte tables: a host thread copying one row at a time waits out each miss
-    // alone, so it asks for a later row's lines first and the misses overlap. (A device hides them with warps.)
-    if (part.begin == 0 && part.row + prefetch_distance < num_rows) {
-      const auto* ahead = reinterpret_cast<const char*>(source_row(part.row + prefetch_distance));
-      const std::size_t bytes = chunks.width * sizeof(*source);
-      for (std::size_t line = 0; line < bytes; line += 64) {
-        __builtin_prefetch(ahead + line);
-      }
+    if (part.begin == 0 && part.row + row_prefetch_distance < num_rows) {
+      prefetch_row(source_row(part.row + row_prefetch_distance), chunks.width);
     }
-#endif
     Acc* destination = gathered + part.row * chunks.width;
     for (std::size_t column = part.begin; column < part.end; ++column) {
       destination[column] = convert<Acc>(source[column]);

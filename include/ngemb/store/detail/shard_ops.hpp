@@ -27,13 +27,15 @@ struct shard_rows {
   std::int64_t offset[max_tables + 1] = {};  ///< exclusive prefix sum of count: the shard's own concatenation
   int tables = 0;
 
-  /// The sub-table holding the shard's `local`-th row of its concatenation (tables <= 64: a short scan).
-  NGEMB_HD int table_of(std::uint64_t local) const {
+  /// The shard's `index`-th row of its concatenation, in `local`, the Local store's ref (the sub-table is found
+  /// by a scan: tables <= 64).
+  template <class LocalRef>
+  NGEMB_HD const auto* row(const LocalRef& local, std::uint64_t index) const {
     int table = 0;
-    while (table + 1 < tables && static_cast<std::uint64_t>(offset[table + 1]) <= local) {
+    while (table + 1 < tables && static_cast<std::uint64_t>(offset[table + 1]) <= index) {
       ++table;
     }
-    return table;
+    return local.row(table, index - static_cast<std::uint64_t>(offset[table]));
   }
 };
 
@@ -45,13 +47,15 @@ struct serve_requests_op {
   shard_rows shard;
   const std::uint32_t* requests;
   T* rows;
+  std::size_t num_requests;
   row_chunks chunks;
 
   NGEMB_HD void operator()(std::size_t index) const {
     const row_chunks::part part = chunks.locate(index);
-    const std::uint64_t wanted = requests[part.row];
-    const int table = shard.table_of(wanted);
-    const T* source = local.row(table, wanted - static_cast<std::uint64_t>(shard.offset[table]));
+    if (part.begin == 0 && part.row + row_prefetch_distance < num_requests) {
+      prefetch_row(shard.row(local, requests[part.row + row_prefetch_distance]), chunks.width);
+    }
+    const T* source = shard.row(local, requests[part.row]);
     T* destination = rows + part.row * chunks.width;
     for (std::size_t column = part.begin; column < part.end; ++column) {
       destination[column] = source[column];
@@ -87,13 +91,15 @@ struct gather_local_op {
   const std::uint32_t* requests;
   const std::uint32_t* rows;
   Acc* gathered;
+  std::size_t num_rows;
   row_chunks chunks;
 
   NGEMB_HD void operator()(std::size_t index) const {
     const row_chunks::part part = chunks.locate(index);
-    const std::uint64_t wanted = requests[part.row];
-    const int table = shard.table_of(wanted);
-    const auto* source = local.row(table, wanted - static_cast<std::uint64_t>(shard.offset[table]));
+    if (part.begin == 0 && part.row + row_prefetch_distance < num_rows) {
+      prefetch_row(shard.row(local, requests[part.row + row_prefetch_distance]), chunks.width);
+    }
+    const auto* source = shard.row(local, requests[part.row]);
     Acc* destination = gathered + static_cast<std::size_t>(rows[part.row]) * chunks.width;
     for (std::size_t column = part.begin; column < part.end; ++column) {
       destination[column] = convert<Acc>(source[column]);
