@@ -26,6 +26,7 @@
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 #include "resident_store_check.hpp"
+#include "sharded_store_check.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -639,4 +640,11 @@ TEST_CASE("row ranges: a store holding part of a sub-table refuses to save; whol
   const std::vector<ngemb::row_range> full = ngemb::detail::full_row_ranges(config);
   ngemb::table_store<ngemb::bf16>::load_rows(policy, checkpoint, "model", config, full).save(policy, "x", out);
   CHECK(out.entries().size() == 1 + static_cast<std::size_t>(config.num_tables()));
+}
+
+TEST_CASE("sharded_store over one rank: either lookup gives the reference embedding; all-to-all bit for bit") {
+  const ngemb::host_policy policy;
+  ngemb_test::check_single_rank_sharded<ngemb::table_store<ngemb::bf16>>(policy, "bf16_sharded", 1e-5);
+  ngemb_test::check_single_rank_sharded<ngemb::mmap_store<ngemb::bf16>>(policy, "bf16_sharded", 1e-5);
+  ngemb_test::check_single_rank_sharded<ngemb::table_store<float>>(policy, "f32_single", 1e-5);
 }

@@ -1,7 +1,7 @@
 // store/ on the device: the embedding forward over host_resident_store (sub-tables in mapped page-locked host
 // memory, read over the bus by the gather kernel; the base table in device memory) equals it over table_store bit
 // for bit, loaded as ngram_embedding::load does and with the hot-row cache filled (tests/resident_store_check.hpp,
-// which the host tests run against mmap_store).
+// which the host tests run against mmap_store). A sharded_store over one device rank gives the reference embedding.
 #include <doctest/doctest.h>
 
 #include <cstddef>
@@ -11,6 +11,7 @@
 #include "ngemb/store/host_resident_store.cuh"
 #include "ngemb/store/table_store.hpp"
 #include "resident_store_check.hpp"
+#include "sharded_store_check.hpp"
 
 namespace {
 
@@ -48,4 +49,10 @@ TEST_CASE("device host_resident_store: sub-tables pinned in host memory, the bas
   CHECK(store.tables().pinned_bytes() == sub_table_elements * sizeof(ngemb::bf16));
   CHECK(store.tables().device_bytes() ==
         static_cast<std::size_t>(golden.config.vocab_size * golden.config.hidden_size) * sizeof(ngemb::bf16));
+}
+
+TEST_CASE("device sharded_store over one rank: either lookup gives the reference embedding; all-to-all bit for bit") {
+  const ngemb::device_policy policy{};
+  ngemb_test::check_single_rank_sharded<owned<ngemb::bf16>>(policy, "bf16_sharded", 1e-5);
+  ngemb_test::check_single_rank_sharded<owned<float>>(policy, "f32_single", 1e-5);
 }
