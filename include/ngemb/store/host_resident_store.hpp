@@ -12,8 +12,8 @@
 // bound, so a miss costs a few slot reads before the table read. The lookup is one NGEMB_HD function of the ref, so
 // the host tests check the logic the device runs.
 //
-// The cache is filled before the store joins an ngram_embedding (which hands out its store const), e.g. from the
-// ids of a warm-up forward of an embedding without the cache:
+// The cache is filled from the ids of a calibration batch, e.g. a warm-up forward of an embedding without the cache
+// (and refreshed later through embedding.store().cache_rows(policy, embedding.last_ids())):
 //   auto store = ngemb::host_resident_store<ngemb::bf16, ngemb::device_policy>::load(policy, source, prefix, config,
 //                                                                                 {.cached_rows = 1 << 20});
 //   store.cache_rows(policy, warmup.last_ids());
