@@ -67,6 +67,9 @@ struct load_options {
   /// n-gram lookups. invalid_argument for a model type whose embedding reads n-gram tables or a checkpoint of
   /// another model_type.
   bool drop_ngram_embedding = false;
+  /// How the safetensors files are mapped: whole (the default), or on demand, only the ranges the parts read (a
+  /// sharded_store rank then maps just its rows of the n-gram tables).
+  checkpoint_mapping mapping = checkpoint_mapping::whole_files;
 };
 
 namespace detail {
@@ -226,7 +229,7 @@ class causal_lm {
     if (options.drop_ngram_embedding) {
       config = without_ngram_embedding(config, folder);
     }
-    const auto checkpoint = std::make_shared<const safetensors_checkpoint>(folder);
+    const auto checkpoint = std::make_shared<const safetensors_checkpoint>(folder, options.mapping);
     Embedding embedding = Embedding::load(policy, checkpoint, ngram_names::released_owner, config.ngram);
     std::vector<Block> blocks;
     blocks.reserve(static_cast<std::size_t>(config.num_layers));
