@@ -462,6 +462,16 @@ TEST_CASE("sharded_store: bad input is a typed error on every rank, before any c
                                                                                   model.config.hidden_size))),
                          doctest::Contains("needs the same batch on every rank"), ngemb::shape_mismatch);
   }
+  // An id past its sub-table's rows (all ranks ask the same, so none waits in a collective the others skipped).
+  std::vector<std::uint32_t> outside = ids;
+  outside[6 + 2] = static_cast<std::uint32_t>(model.config.modulus(2));
+  std::vector<float> gathered(4 * 6 * static_cast<std::size_t>(model.config.row_width()));
+  CHECK_THROWS_WITH_AS(store.lookup(ngemb::host_policy{}, ngemb::view<const std::uint32_t>(outside), 4,
+                                    ngemb::view<float>(gathered)),
+                       ("sharded_store::lookup: token 1 asks for row " + std::to_string(model.config.modulus(2)) +
+                        " of sub-table 2, which has " + std::to_string(model.config.modulus(2)) + " rows")
+                           .c_str(),
+                       ngemb::invalid_argument);
   ngemb::tensor_collection out;
   CHECK_THROWS_WITH_AS(store.save(ngemb::host_policy{}, "model", out), doctest::Contains("holds only its shard"),
                        ngemb::invalid_argument);

@@ -186,7 +186,8 @@ class sharded_store {
   }
 
   /// gathered [count x T*d] = the rows of ids [count x T] (per-table layout, policy memory), through the all-to-all:
-  /// each rank its own batch. Bit for bit the unsharded store's gather.
+  /// each rank its own batch. Bit for bit the unsharded store's gather. An id outside its sub-table is
+  /// invalid_argument before any collective (project() trusts its ids: they come from the library's hashing).
   template <class Acc>
   void lookup(const policy_type& policy, view<const std::uint32_t> ids, std::size_t count, view<Acc> gathered) {
     check_sizes(ids.size(), count, gathered.size(), static_cast<std::size_t>(num_tables() * row_width()), "gathered");

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <numeric>
 #include <span>
 #include <string>
@@ -222,7 +221,13 @@ struct bucketed_requests {
     local_requests.clear();
     local_rows.clear();
     for (std::size_t row = 0; row < ids.size(); ++row) {
-      const std::int64_t global = split.table_offset(static_cast<int>(row % tables)) + ids[row];
+      const int table = static_cast<int>(row % tables);
+      if (ids[row] >= split.table_offset(table + 1) - split.table_offset(table)) {
+        throw invalid_argument("sharded_store::lookup: token " + std::to_string(row / tables) + " asks for row " +
+                               std::to_string(ids[row]) + " of sub-table " + std::to_string(table) + ", which has " +
+                               std::to_string(split.table_offset(table + 1) - split.table_offset(table)) + " rows");
+      }
+      const std::int64_t global = split.table_offset(table) + ids[row];
       const int owner = split.owner(global);
       owners_[row] = static_cast<std::uint32_t>(owner);
       if (owner == self) {
