@@ -217,12 +217,13 @@ class sharded_store {
     const view<std::uint32_t> local_requests = upload(policy, scratch_.local_requests, buckets.local_requests);
     const view<std::uint32_t> local_rows = upload(policy, scratch_.local_rows, buckets.local_rows);
     for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(local_rows.size()),
-               detail::gather_local_op<local_ref, Acc>{local_.ref(), shard_, local_requests.data(), local_rows.data(),
-                                                       gathered.data(), local_rows.size(), chunks});
+               detail::copy_shard_rows_op<local_ref, Acc>{local_.ref(), shard_, local_requests.data(),
+                                                          local_rows.data(), gathered.data(), local_rows.size(),
+                                                          chunks});
     const view<element_type> answers = ensure(policy, scratch_.answers, received * width);
     for_each_n(for_operations_of(policy, chunks.chunk), chunks.count(received),
-               detail::serve_requests_op<local_ref, element_type>{local_.ref(), shard_, asked.data(), answers.data(),
-                                                                  received, chunks});
+               detail::copy_shard_rows_op<local_ref, element_type>{local_.ref(), shard_, asked.data(), nullptr,
+                                                                   answers.data(), received, chunks});
 
     std::vector<std::size_t>& answer_counts = scratch_.answer_counts;
     std::vector<std::size_t>& reply_counts = scratch_.reply_counts;

@@ -38,30 +38,6 @@ struct shard_rows {
   }
 };
 
-/// Serves requests: row j of `rows` [requests x d] is the shard's row requests[j] (an index into the shard's
-/// concatenation), copied in the storage type so the reply moves as few bytes as the tables hold.
-template <class LocalRef, class T>
-struct serve_requests_op {
-  LocalRef local;
-  shard_rows shard;
-  const std::uint32_t* requests;
-  T* rows;
-  std::size_t num_requests;
-  row_chunks chunks;
-
-  NGEMB_HD void operator()(std::size_t index) const {
-    const row_chunks::part part = chunks.locate(index);
-    if (part.begin == 0 && part.row + row_prefetch_distance < num_requests) {
-      prefetch_row(shard.row(local, requests[part.row + row_prefetch_distance]), chunks.width);
-    }
-    const T* source = shard.row(local, requests[part.row]);
-    T* destination = rows + part.row * chunks.width;
-    for (std::size_t column = part.begin; column < part.end; ++column) {
-      destination[column] = source[column];
-    }
-  }
-};
-
 /// Rows of gathered [count x T*d] (the layout of gather_rows_op) from the answers of other ranks: answer row s,
 /// in the order the requests were sent, is gathered row rows[s].
 template <class T, class Acc>
@@ -81,27 +57,30 @@ struct scatter_answers_op {
   }
 };
 
-/// Rows of gathered this rank holds itself: gathered row rows[j] is the shard's row requests[j], read in place
-/// (they never pass through the all-to-all).
-template <class LocalRef, class Acc>
-struct gather_local_op {
+/// Rows read from this rank's shard: destination row j (or rows[j], when a row map is given) is the shard's row
+/// requests[j], an index into the shard's concatenation. It serves other ranks' requests (into a reply in the
+/// storage type, so the reply moves as few bytes as the tables hold) and this rank's own rows (in place into the
+/// gathered matrix: they never pass through the all-to-all).
+template <class LocalRef, class Out>
+struct copy_shard_rows_op {
   LocalRef local;
   shard_rows shard;
   const std::uint32_t* requests;
-  const std::uint32_t* rows;
-  Acc* gathered;
-  std::size_t num_rows;
+  const std::uint32_t* rows;  ///< null: destination rows in request order
+  Out* destination;
+  std::size_t num_requests;
   row_chunks chunks;
 
   NGEMB_HD void operator()(std::size_t index) const {
     const row_chunks::part part = chunks.locate(index);
-    if (part.begin == 0 && part.row + row_prefetch_distance < num_rows) {
+    if (part.begin == 0 && part.row + row_prefetch_distance < num_requests) {
       prefetch_row(shard.row(local, requests[part.row + row_prefetch_distance]), chunks.width);
     }
     const auto* source = shard.row(local, requests[part.row]);
-    Acc* destination = gathered + static_cast<std::size_t>(rows[part.row]) * chunks.width;
+    const std::size_t row = rows != nullptr ? static_cast<std::size_t>(rows[part.row]) : part.row;
+    Out* target = destination + row * chunks.width;
     for (std::size_t column = part.begin; column < part.end; ++column) {
-      destination[column] = convert<Acc>(source[column]);
+      target[column] = convert<Out>(source[column]);
     }
   }
 };
