@@ -114,6 +114,7 @@ TEST_CASE("config.json from a file or a checkpoint folder") {
 
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
+#include "mapping_cost.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -1218,22 +1219,6 @@ struct on_demand_file {
   }
 };
 
-/// Where the data buffer of a safetensors file starts: 8 + its header length.
-std::size_t data_start(const fs::path& path) {
-  return 8 + ngemb::detail::load_u64_le(reinterpret_cast<const std::byte*>(read_bytes(path).data()));
-}
-
-/// What mapping bytes [begin, end) of a tensor costs: from the page boundary at or below the range's first file
-/// byte to its end; nothing for an empty range.
-std::size_t mapping_cost(const ngemb::safetensors_checkpoint& checkpoint, const std::string& name, std::size_t begin,
-                         std::size_t end) {
-  if (begin == end) {
-    return 0;
-  }
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const std::size_t start = data_start(checkpoint.file_of(name).path()) + checkpoint.info(name).begin;
-  return start + end - (start + begin) / page * page;
-}
 
 bool same_bytes(std::span<const std::byte> lhs, std::span<const std::byte> rhs) {
   return lhs.size() == rhs.size() && (lhs.empty() || std::memcmp(lhs.data(), rhs.data(), lhs.size()) == 0);
@@ -1257,7 +1242,7 @@ TEST_CASE("on-demand mapping: the header is read, not mapped; each range maps on
   }
 
   // Rows 10..49 of "a": the bytes, and only their pages.
-  std::size_t expected = mapping_cost(lazy, "a", 640, 3200);
+  std::size_t expected = ngemb_test::mapping_cost(lazy, "a", 640, 3200);
   const std::span<const std::byte> rows = lazy.bytes("a", 640, 3200);
   CHECK(same_bytes(rows, whole.bytes("a").subspan(640, 2560)));
   CHECK(lazy.mapped_bytes() == expected);
@@ -1265,7 +1250,7 @@ TEST_CASE("on-demand mapping: the header is read, not mapped; each range maps on
   CHECK(lazy.mapped_bytes() == expected);
 
   // A whole tensor, then its typed view and its bytes again: one mapping.
-  expected += mapping_cost(lazy, "b", 0, 16000);
+  expected += ngemb_test::mapping_cost(lazy, "b", 0, 16000);
   CHECK(same_bytes(lazy.bytes("b"), whole.bytes("b")));
   CHECK(lazy.mapped_bytes() == expected);
   CHECK(reinterpret_cast<const std::byte*>(lazy.tensor<ngemb::bf16>("b").data()) == lazy.bytes("b").data());
@@ -1279,13 +1264,13 @@ TEST_CASE("on-demand mapping: the header is read, not mapped; each range maps on
   CHECK(lazy.mapped_bytes() == expected);
 
   // Typed rows: the last 10 rows of "a", bit for bit.
-  expected += mapping_cost(lazy, "a", 290 * 64, 300 * 64);
+  expected += ngemb_test::mapping_cost(lazy, "a", 290 * 64, 300 * 64);
   const auto last_rows = lazy.tensor_rows<float>("a", std::array<std::int64_t, 2>{300, 16}, 290, 10);
   CHECK(last_rows.size() == 160);
   CHECK(std::memcmp(last_rows.data(), written.a.data() + 290 * 16, 160 * sizeof(float)) == 0);
   CHECK(lazy.mapped_bytes() == expected);
   CHECK(same_bits(lazy.tensor<ngemb::fp16>("c"), written.c));
-  expected += mapping_cost(lazy, "c", 0, 14);
+  expected += ngemb_test::mapping_cost(lazy, "c", 0, 14);
   CHECK(lazy.mapped_bytes() == expected);
   CHECK(lazy.mapped_bytes() < file_size);
   // The mapping rounds down to a page at the start only: every range above is less than two pages.
@@ -1302,7 +1287,7 @@ TEST_CASE("on-demand mapping: the header is read, not mapped; each range maps on
     thread.join();
   }
   CHECK(std::all_of(seen.begin(), seen.end(), [&](const std::byte* data) { return data == seen[0]; }));
-  CHECK(shared.mapped_bytes() == mapping_cost(shared, "a", 64, 19200));
+  CHECK(shared.mapped_bytes() == ngemb_test::mapping_cost(shared, "a", 64, 19200));
 
   // The mappings move with the object that owns them.
   ngemb::safetensors_file file(written.path, ngemb::checkpoint_mapping::on_demand);
@@ -1310,7 +1295,7 @@ TEST_CASE("on-demand mapping: the header is read, not mapped; each range maps on
   const ngemb::safetensors_file moved = std::move(file);
   CHECK(moved.bytes("b", 160, 320).data() == before.data());
   CHECK(same_bytes(before, whole.bytes("b").subspan(160, 160)));
-  CHECK(moved.mapped_bytes() == mapping_cost(lazy, "b", 160, 320));
+  CHECK(moved.mapped_bytes() == ngemb_test::mapping_cost(lazy, "b", 160, 320));
 }
 
 TEST_CASE("on-demand mapping: a sharded checkpoint maps nothing at open and reads what whole files read") {
@@ -1331,7 +1316,7 @@ TEST_CASE("on-demand mapping: a sharded checkpoint maps nothing at open and read
   const std::array<std::int64_t, 2> shape{48, 32};
   CHECK(same_bits(lazy.tensor_rows<float>("second", shape, 40, 8),
                   std::vector<float>(second.begin() + 40 * 32, second.end())));
-  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "second", 40 * 128, 48 * 128));
+  CHECK(lazy.mapped_bytes() == ngemb_test::mapping_cost(lazy, "second", 40 * 128, 48 * 128));
   CHECK(same_bytes(lazy.bytes("first"), whole.bytes("first")));
 }
 
@@ -1425,7 +1410,7 @@ TEST_CASE("on-demand mapping: byte and row ranges outside a tensor are errors na
   expect_failure<ngemb::invalid_argument>(
       [&] { (void)lazy.tensor_rows<ngemb::fp16>("c", std::array<std::int64_t, 1>{7}, 0, 1); },
       {"tensor \"c\" has shape [7]: rows can be read from 2-D tensors only"});
-  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "a", 19136, 19200) + mapping_cost(lazy, "a", 0, 19200));
+  CHECK(lazy.mapped_bytes() == ngemb_test::mapping_cost(lazy, "a", 19136, 19200) + ngemb_test::mapping_cost(lazy, "a", 0, 19200));
 }
 
 TEST_CASE("on-demand mapping: read_tensor_rows_into converts only the rows asked for, from any float dtype") {
@@ -1434,7 +1419,7 @@ TEST_CASE("on-demand mapping: read_tensor_rows_into converts only the rows asked
   const std::array<std::int64_t, 2> shape{1000, 8};
   std::vector<float> rows(40 * 8);
   ngemb::read_tensor_rows_into<float>(lazy, "b", shape, 100, 40, std::span<float>(rows));
-  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "b", 100 * 16, 140 * 16));
+  CHECK(lazy.mapped_bytes() == ngemb_test::mapping_cost(lazy, "b", 100 * 16, 140 * 16));
   for (std::size_t i = 0; i < rows.size(); ++i) {
     CHECK(rows[i] == ngemb::to_float(written.b[100 * 8 + i]));
   }
@@ -1443,5 +1428,5 @@ TEST_CASE("on-demand mapping: read_tensor_rows_into converts only the rows asked
   CHECK(std::memcmp(same.data(), written.b.data() + 999 * 8, 8 * sizeof(ngemb::bf16)) == 0);
   std::vector<double> nothing;
   ngemb::read_tensor_rows_into<double>(lazy, "b", shape, 1000, 0, std::span<double>(nothing));
-  CHECK(lazy.mapped_bytes() == mapping_cost(lazy, "b", 100 * 16, 140 * 16) + mapping_cost(lazy, "b", 999 * 16, 16000));
+  CHECK(lazy.mapped_bytes() == ngemb_test::mapping_cost(lazy, "b", 100 * 16, 140 * 16) + ngemb_test::mapping_cost(lazy, "b", 999 * 16, 16000));
 }

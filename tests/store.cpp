@@ -27,6 +27,7 @@
 #include "ngemb/store/table_store.hpp"
 #include "resident_store_check.hpp"
 #include "sharded_store_check.hpp"
+#include "mapping_cost.hpp"
 #include "temp_folder.hpp"
 
 namespace {
@@ -466,28 +467,6 @@ void check_local_rows(const Part& part, const Whole& whole, std::span<const ngem
   }
 }
 
-/// Where the data buffer of a safetensors file starts: 8 + its little-endian header length.
-std::size_t data_start(const std::filesystem::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  std::array<unsigned char, 8> length{};
-  stream.read(reinterpret_cast<char*>(length.data()), 8);
-  std::size_t header = 0;
-  for (int i = 7; i >= 0; --i) {
-    header = (header << 8) | length[static_cast<std::size_t>(i)];
-  }
-  return 8 + header;
-}
-
-/// Bytes mapped for bytes [begin, end) of a tensor: from the page at or below its first file byte to its end.
-std::size_t mapping_cost(const ngemb::safetensors_checkpoint& checkpoint, const std::string& name, std::size_t begin,
-                         std::size_t end) {
-  if (begin == end) {
-    return 0;
-  }
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const std::size_t start = data_start(checkpoint.file_of(name).path()) + checkpoint.info(name).begin;
-  return start + end - (start + begin) / page * page;
-}
 
 }  // namespace
 
@@ -534,11 +513,11 @@ TEST_CASE("row ranges: over a checkpoint mapped on demand, a store maps only its
                                              {2000, 1}};
   const ngemb::host_policy policy;
   const auto expected_mapping = [&](const ngemb::safetensors_checkpoint& checkpoint) {
-    std::size_t bytes = mapping_cost(checkpoint, "model.embed_tokens.weight", 0,
+    std::size_t bytes = ngemb_test::mapping_cost(checkpoint, "model.embed_tokens.weight", 0,
                                      static_cast<std::size_t>(config.vocab_size * config.hidden_size) * 2);
     for (int table = 0; table < config.num_tables(); ++table) {
       const ngemb::row_range range = ranges[static_cast<std::size_t>(table)];
-      bytes += mapping_cost(checkpoint, ngemb::ngram_names::embedder("model.ngram_embeddings", table),
+      bytes += ngemb_test::mapping_cost(checkpoint, ngemb::ngram_names::embedder("model.ngram_embeddings", table),
                             static_cast<std::size_t>(range.first) * 128,
                             static_cast<std::size_t>(range.first + range.count) * 128);
     }
