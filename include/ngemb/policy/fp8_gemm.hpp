@@ -9,7 +9,7 @@
 // chosen at run time so a generic build stays fast, the portable loop otherwise. Larger batches widen panels of B
 // into fp32 scratch and run the fp32 gemm_nt, whose multiply-adds then dominate the widening.
 #include <algorithm>
-#include <bit>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -40,69 +40,32 @@ inline constexpr std::size_t fp8_min_weights_per_thread = std::size_t{1} << 20;
 /// Rows of B widened together: four rows' partial sums share each load of A.
 inline constexpr std::size_t fp8_gemm_row_group = 4;
 
-/// out[i] = float(weights[i]) * scale for `count` weights, branch-free so the compiler vectorises it (the NaN codes
-/// 0x7f/0xff are not weights: they widen to 480 here, and weight_matrix<fp8_e4m3> refuses them).
+/// The 256 codes widened (fp8_e4m3's exact conversion), for the portable loops: one load per weight.
+inline const float* fp8_e4m3_table() {
+  static const auto table = [] {
+    std::array<float, 256> values{};
+    for (unsigned code = 0; code < 256; ++code) {
+      values[code] = to_float(fp8_e4m3::from_bits(static_cast<std::uint8_t>(code)));
+    }
+    return values;
+  }();
+  return table.data();
+}
+
+/// out[i] = float(weights[i]) * scale for `count` weights.
 inline void fp8_widen_portable(const fp8_e4m3* weights, std::size_t count, float scale, float* out) {
+  const float* const table = fp8_e4m3_table();
   for (std::size_t i = 0; i < count; ++i) {
-    const std::uint32_t code = weights[i].bits;
-    const std::uint32_t magnitude = code & 0x7fu;
-    const std::uint32_t subnormal = std::bit_cast<std::uint32_t>(static_cast<float>(magnitude) * 0x1p-9f);
-    const std::uint32_t normal = (magnitude << 20) + 0x3c000000u;
-    const std::uint32_t bits = ((code & 0x80u) << 24) | (magnitude < 8u ? subnormal : normal);
-    out[i] = std::bit_cast<float>(bits) * scale;
+    out[i] = table[weights[i].bits] * scale;
   }
-}
-
-#if NGEMB_FP8_X86
-/// fp8_widen_portable with AVX2 + F16C: each code becomes the fp16 of its value times 2^-8 (sign to bit 15, exponent
-/// and mantissa shifted by 7; bias 15 against 7), which vcvtph2ps widens exactly; the 2^8 joins the scale. The
-/// products are the same floats as the portable loop's.
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_widen_avx2(const fp8_e4m3* weights, std::size_t count, float scale,
-                                                            float* out) {
-  const float factor = scale * 256.0f;
-  if (!std::isfinite(factor)) {  // scale within 2^8 of the float range: the exact route
-    fp8_widen_portable(weights, count, scale, out);
-    return;
-  }
-  const __m256 scaled = _mm256_set1_ps(factor);
-  const __m256i magnitude_mask = _mm256_set1_epi16(0x7f);
-  const __m256i sign_mask = _mm256_set1_epi16(0x80);
-  std::size_t i = 0;
-  for (; i + 16 <= count; i += 16) {
-    const __m256i codes = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights + i)));
-    const __m256i halves = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(codes, magnitude_mask), 7),
-                                           _mm256_slli_epi16(_mm256_and_si256(codes, sign_mask), 8));
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(halves)), scaled));
-    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1)), scaled));
-  }
-  fp8_widen_portable(weights + i, count - i, scale, out + i);
-}
-
-inline bool fp8_cpu_has_avx2() {
-  static const bool supported =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  return supported;
-}
-#endif
-
-template <bool Avx2>
-inline void fp8_widen(const fp8_e4m3* weights, std::size_t count, float scale, float* out) {
-#if NGEMB_FP8_X86
-  if constexpr (Avx2) {
-    fp8_widen_avx2(weights, count, scale, out);
-    return;
-  }
-#endif
-  fp8_widen_portable(weights, count, scale, out);
 }
 
 /// C's columns [row, row + Group) = A * dequant(B's rows [row, row + Group))^T, for m <= fp8_gemm_direct_rows: per
-/// 128-column scale block the group's weights are widened into `widened` and dotted with every row of A, in
-/// independent partial sums the compiler vectorises.
-template <std::size_t Group, bool Avx2>
-[[gnu::always_inline]] inline void fp8_row_group(std::size_t m, std::size_t n, std::size_t k, const float* a,
-                                                 const fp8_e4m3* b, const float* scale_inv, float* c,
-                                                 std::size_t row) {
+/// 128-column scale block the group's weights are widened (scale applied) into `widened` and dotted with every row
+/// of A, in independent partial sums the compiler vectorises.
+template <std::size_t Group>
+void fp8_row_group_portable(std::size_t m, std::size_t n, std::size_t k, const float* a, const fp8_e4m3* b,
+                            const float* scale_inv, float* c, std::size_t row) {
   constexpr std::size_t lanes = 16;
   alignas(64) float widened[Group][fp8_block_size];
   float sums[fp8_gemm_direct_rows][Group] = {};
@@ -112,7 +75,7 @@ template <std::size_t Group, bool Avx2>
     const std::size_t width = std::min(fp8_block_size, k - first);
     for (std::size_t g = 0; g < Group; ++g) {
       const float scale = scale_inv[(row + g) / fp8_block_size * column_blocks + block];
-      fp8_widen<Avx2>(b + (row + g) * k + first, width, scale, widened[g]);
+      fp8_widen_portable(b + (row + g) * k + first, width, scale, widened[g]);
     }
     const std::size_t whole = width / lanes * lanes;
     for (std::size_t i = 0; i < m; ++i) {
@@ -144,31 +107,187 @@ template <std::size_t Group, bool Avx2>
   }
 }
 
-template <bool Avx2>
-[[gnu::always_inline]] inline void fp8_direct_rows_body(std::size_t m, std::size_t n, std::size_t k, const float* a,
-                                                        const fp8_e4m3* b, const float* scale_inv, float* c,
-                                                        std::size_t row_begin, std::size_t row_end) {
-  std::size_t row = row_begin;
-  for (; row + fp8_gemm_row_group <= row_end; row += fp8_gemm_row_group) {
-    fp8_row_group<fp8_gemm_row_group, Avx2>(m, n, k, a, b, scale_inv, c, row);
-  }
-  for (; row < row_end; ++row) {
-    fp8_row_group<1, Avx2>(m, n, k, a, b, scale_inv, c, row);
-  }
-}
-
+/// C's columns for B's rows [row_begin, row_end) with the portable loops.
 inline void fp8_direct_rows_portable(std::size_t m, std::size_t n, std::size_t k, const float* a, const fp8_e4m3* b,
                                      const float* scale_inv, float* c, std::size_t row_begin, std::size_t row_end) {
-  fp8_direct_rows_body<false>(m, n, k, a, b, scale_inv, c, row_begin, row_end);
+  std::size_t row = row_begin;
+  for (; row + fp8_gemm_row_group <= row_end; row += fp8_gemm_row_group) {
+    fp8_row_group_portable<fp8_gemm_row_group>(m, n, k, a, b, scale_inv, c, row);
+  }
+  // The last rows as one group (a loop here makes g++ warn about its pointer arithmetic at absurd iterations).
+  switch (row_end - row) {
+    case 3: fp8_row_group_portable<3>(m, n, k, a, b, scale_inv, c, row); break;
+    case 2: fp8_row_group_portable<2>(m, n, k, a, b, scale_inv, c, row); break;
+    case 1: fp8_row_group_portable<1>(m, n, k, a, b, scale_inv, c, row); break;
+    default: break;
+  }
 }
 
 #if NGEMB_FP8_X86
-/// The same loops compiled for AVX2/FMA: the dot products vectorise 8 wide with fused multiply-adds.
+/// 16 codes widened to 2 x 8 floats equal to their values times 2^-8, exactly: a code sign-extended to 16 bits and
+/// shifted left by 7, with bit 14 cleared, is the fp16 with the code's sign, exponent and mantissa (bias 15 against 7,
+/// subnormals included), which vcvtph2ps widens exactly.
+[[gnu::target("avx2,fma,f16c")]] inline void fp8_halves_avx2(const fp8_e4m3* weights, __m256& low, __m256& high) {
+  const __m256i codes = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights)));
+  const __m256i halves = _mm256_and_si256(_mm256_slli_epi16(codes, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
+  low = _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
+  high = _mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1));
+}
+
+/// fp8_widen_portable with AVX2 + F16C: the same floats (the 2^8 joins the scale, exactly).
+[[gnu::target("avx2,fma,f16c")]] inline void fp8_widen_avx2(const fp8_e4m3* weights, std::size_t count, float scale,
+                                                            float* out) {
+  const float factor = scale * 256.0f;
+  if (!std::isfinite(factor)) {  // scale within 2^8 of the float range: the exact route
+    fp8_widen_portable(weights, count, scale, out);
+    return;
+  }
+  const __m256 scaled = _mm256_set1_ps(factor);
+  std::size_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    __m256 low;
+    __m256 high;
+    fp8_halves_avx2(weights + i, low, high);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(low, scaled));
+    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(high, scaled));
+  }
+  fp8_widen_portable(weights + i, count - i, scale, out + i);
+}
+
+/// `count` <= 128 codes' values times 2^-8 into `out`, zero-padded to a multiple of 8.
+[[gnu::target("avx2,fma,f16c")]] inline void fp8_widen_unscaled_avx2(const fp8_e4m3* weights, std::size_t count,
+                                                                     float* out) {
+  std::size_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    __m256 low;
+    __m256 high;
+    fp8_halves_avx2(weights + i, low, high);
+    _mm256_store_ps(out + i, low);
+    _mm256_store_ps(out + i + 8, high);
+  }
+  fp8_widen_portable(weights + i, count - i, 1.0f / 256.0f, out + i);
+  std::fill(out + count, out + (count + 7) / 8 * 8, 0.0f);
+}
+
+inline bool fp8_cpu_has_avx2() {
+  static const bool supported =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return supported;
+}
+
+/// Rows of A one pass of the AVX2 micro-kernel holds: Rows x Group = 12 accumulators, plus the Group weight vectors
+/// and a row of A, fill the 16 ymm registers.
+inline constexpr std::size_t fp8_avx2_rows = 3;
+
+/// sums[r][g] += scale[g] * (A's rows [row_a, row_a + Rows) . widened[g]) over one block of `width` columns from
+/// column `first`: 8 columns per step, Rows x Group fused multiply-adds per Rows + Group loads (two interleaved
+/// sets of accumulators when one row of A gives too few to hide the multiply-add latency). The widened rows hold
+/// the weights times 2^-8, zero-padded to a multiple of 8; `scale` holds the group's scale_inv for this block. A's
+/// last partial step is a masked load.
+template <std::size_t Rows, std::size_t Group>
+[[gnu::target("avx2,fma,f16c")]] inline void fp8_avx2_block(const float* a, std::size_t k, std::size_t row_a,
+                                                            std::size_t first, std::size_t width,
+                                                            const float (*widened)[fp8_block_size],
+                                                            const float* scale, __m256 (*sums)[Group]) {
+  // No lambdas here: they would not inherit the target attribute.
+  constexpr std::size_t sets = Rows * Group < 8 ? 2 : 1;
+  __m256 sum[sets][Rows][Group];
+  for (std::size_t set = 0; set < sets; ++set) {
+    for (std::size_t r = 0; r < Rows; ++r) {
+      for (std::size_t g = 0; g < Group; ++g) {
+        sum[set][r][g] = _mm256_setzero_ps();
+      }
+    }
+  }
+  const std::size_t whole = width / 8 * 8;
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width - whole)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (std::size_t column = 0; column < width; column += 8 * sets) {
+    for (std::size_t set = 0; set < sets && column + 8 * set < width; ++set) {
+      const std::size_t at = column + 8 * set;
+      __m256 weight[Group];
+      for (std::size_t g = 0; g < Group; ++g) {
+        weight[g] = _mm256_load_ps(widened[g] + at);
+      }
+      for (std::size_t r = 0; r < Rows; ++r) {
+        const float* const from = a + (row_a + r) * k + first + at;
+        const __m256 activation = at < whole ? _mm256_loadu_ps(from) : _mm256_maskload_ps(from, mask);
+        for (std::size_t g = 0; g < Group; ++g) {
+          sum[set][r][g] = _mm256_fmadd_ps(activation, weight[g], sum[set][r][g]);
+        }
+      }
+    }
+  }
+  for (std::size_t r = 0; r < Rows; ++r) {
+    for (std::size_t g = 0; g < Group; ++g) {
+      const __m256 block = sets == 2 ? _mm256_add_ps(sum[0][r][g], sum[sets - 1][r][g]) : sum[0][r][g];
+      // The 2^8 first (exact), so no scale near the float range overflows.
+      sums[r][g] = _mm256_fmadd_ps(_mm256_mul_ps(block, _mm256_set1_ps(256.0f)), _mm256_set1_ps(scale[g]), sums[r][g]);
+    }
+  }
+}
+
+[[gnu::target("avx2,fma,f16c")]] inline float fp8_avx2_sum(__m256 value) {
+  __m128 half = _mm_add_ps(_mm256_castps256_ps128(value), _mm256_extractf128_ps(value, 1));
+  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  half = _mm_add_ss(half, _mm_movehdup_ps(half));
+  return _mm_cvtss_f32(half);
+}
+
+/// fp8_row_group_portable with AVX2: per block the group's weights are widened without their scale, multiplied by
+/// a register-blocked micro-kernel, and each block's dot products scaled once.
+template <std::size_t Group>
+[[gnu::target("avx2,fma,f16c")]] inline void fp8_row_group_avx2(std::size_t m, std::size_t n, std::size_t k,
+                                                                const float* a, const fp8_e4m3* b,
+                                                                const float* scale_inv, float* c, std::size_t row) {
+  alignas(32) float widened[Group][fp8_block_size];
+  float scale[Group];
+  __m256 sums[fp8_gemm_direct_rows][Group];
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t g = 0; g < Group; ++g) {
+      sums[i][g] = _mm256_setzero_ps();
+    }
+  }
+  const std::size_t column_blocks = fp8_scale_blocks(k);
+  for (std::size_t block = 0; block < column_blocks; ++block) {
+    const std::size_t first = block * fp8_block_size;
+    const std::size_t width = std::min(fp8_block_size, k - first);
+    for (std::size_t g = 0; g < Group; ++g) {
+      scale[g] = scale_inv[(row + g) / fp8_block_size * column_blocks + block];
+      fp8_widen_unscaled_avx2(b + (row + g) * k + first, width, widened[g]);
+    }
+    std::size_t i = 0;
+    for (; i + fp8_avx2_rows <= m; i += fp8_avx2_rows) {
+      fp8_avx2_block<fp8_avx2_rows, Group>(a, k, i, first, width, widened, scale, sums + i);
+    }
+    if (m - i == 2) {
+      fp8_avx2_block<2, Group>(a, k, i, first, width, widened, scale, sums + i);
+    } else if (m - i == 1) {
+      fp8_avx2_block<1, Group>(a, k, i, first, width, widened, scale, sums + i);
+    }
+  }
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t g = 0; g < Group; ++g) {
+      c[i * n + row + g] = fp8_avx2_sum(sums[i][g]);
+    }
+  }
+}
+
 [[gnu::target("avx2,fma,f16c")]] inline void fp8_direct_rows_avx2(std::size_t m, std::size_t n, std::size_t k,
                                                                   const float* a, const fp8_e4m3* b,
                                                                   const float* scale_inv, float* c,
                                                                   std::size_t row_begin, std::size_t row_end) {
-  fp8_direct_rows_body<true>(m, n, k, a, b, scale_inv, c, row_begin, row_end);
+  std::size_t row = row_begin;
+  for (; row + fp8_gemm_row_group <= row_end; row += fp8_gemm_row_group) {
+    fp8_row_group_avx2<fp8_gemm_row_group>(m, n, k, a, b, scale_inv, c, row);
+  }
+  // The last rows as one group (a loop here makes g++ warn about its pointer arithmetic at absurd iterations).
+  switch (row_end - row) {
+    case 3: fp8_row_group_avx2<3>(m, n, k, a, b, scale_inv, c, row); break;
+    case 2: fp8_row_group_avx2<2>(m, n, k, a, b, scale_inv, c, row); break;
+    case 1: fp8_row_group_avx2<1>(m, n, k, a, b, scale_inv, c, row); break;
+    default: break;
+  }
 }
 #endif
 
