@@ -5,13 +5,15 @@
 //                        where the CPU has them),
 //   BM_fp8_portable/{m}  the portable loop of the same path, on the same threads (what a CPU without AVX2 runs),
 //   BM_bf16/{m}          gemm_nt(policy, m, n, k, a, bf16 b, c).
-// Counters: weight_GB_per_s (weight bytes read per second); vs_floor = time / (weight bytes / read bandwidth), the
-// bandwidth from summing a 256 MiB buffer over the same threads, measured in the same run (read-only, as a
-// product reads its weights); vs_bf16 = the bf16 median / this time. Every call reads a different copy of the
-// weights (128 MiB of copies per type, 4x this machine's L3), so each reads from DRAM as a decode step whose
-// other layers evicted them would.
+// Counters, from medians over rounds that run every variant and the floor back to back (on a shared machine the
+// load changes between benchmarks; within a round it hits all alike): vs_floor = time / the read floor's time,
+// the floor being a read-only sum of as many bytes as the variant's weights (and fp8 scales) over the same threads;
+// vs_bf16 = the bf16 time / this time; weight_GB_per_s = weight bytes / time. Every call, floor reads included,
+// reads a different copy (128 MiB of copies per type, 4x this machine's L3), so each reads from DRAM as a decode
+// step whose other layers evicted its weights would. The Time column is Google Benchmark's own loop.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -40,31 +42,46 @@ constexpr std::size_t k = 3072;
 constexpr std::size_t max_m = 16;
 constexpr std::size_t copy_bytes = std::size_t{128} << 20;
 
-/// Read-only bandwidth: a 256 MiB buffer summed in 64-bit words, one contiguous share per thread.
-double read_bandwidth(const ngemb::host_policy& policy) {
-  const std::size_t words = (std::size_t{256} << 20) / sizeof(std::uint64_t);
-  std::vector<std::uint64_t> buffer(words, 1);
-  const std::size_t threads = policy.resolved_threads();
-  std::vector<std::uint64_t> sums(threads);
-  auto run = [&] {
+/// The read floor: sums `bytes` of a 256 MiB buffer in 64-bit words, one contiguous share per thread, each call at
+/// the next offset.
+class read_floor {
+ public:
+  void read(std::size_t bytes) {
+    const std::size_t words = bytes / sizeof(std::uint64_t);
+    if (offset_ + words > buffer_.size()) {
+      offset_ = 0;
+    }
+    const std::uint64_t* const first = buffer_.data() + offset_;
+    offset_ += words;
+    const std::size_t threads = all_threads.resolved_threads();
     ngemb::for_each_n(ngemb::host_policy{static_cast<unsigned>(threads), 1}, threads, [&](std::size_t part) {
       std::uint64_t sum = 0;
       for (std::size_t i = words * part / threads; i < words * (part + 1) / threads; ++i) {
-        sum += buffer[i];
+        sum += first[i];
       }
-      sums[part] = sum;
+      sums_[part] = sum;
     });
-    benchmark::DoNotOptimize(sums.data());
+    benchmark::DoNotOptimize(sums_.data());
     benchmark::ClobberMemory();
-  };
-  return static_cast<double>(words * sizeof(std::uint64_t)) /
-         ngemb_bench::median_seconds([&run](long calls) { return time_calls(run, calls); });
-}
+  }
+
+ private:
+  std::vector<std::uint64_t> buffer_ = std::vector<std::uint64_t>((std::size_t{256} << 20) / sizeof(std::uint64_t), 1);
+  std::size_t offset_ = 0;
+  std::vector<std::uint64_t> sums_ = std::vector<std::uint64_t>(all_threads.resolved_threads());
+};
 
 enum class variant { fp8, fp8_portable, bf16 };
+constexpr std::size_t variants = 3;
+
+/// Median seconds of each variant and of the floor reads of their bytes, over rounds that run them back to back.
+struct round_medians {
+  double variant_seconds[variants] = {};
+  double floor_seconds[variants] = {};
+};
 
 struct bench_state {
-  double bandwidth = read_bandwidth(all_threads);  // first, before the weights take memory
+  read_floor floor;  // first, before the weights take memory
   std::size_t fp8_copies = copy_bytes / (n * k);
   std::size_t bf16_copies = copy_bytes / (n * k * sizeof(ngemb::bf16));
   std::size_t scale_count = ngemb::fp8_scale_blocks(n) * ngemb::fp8_scale_blocks(k);
@@ -74,7 +91,8 @@ struct bench_state {
   std::vector<float> a = std::vector<float>(max_m * k);
   std::vector<float> c = std::vector<float>(max_m * n);
   std::size_t next = 0;
-  double bf16_seconds[max_m + 1] = {};
+  round_medians medians[max_m + 1];
+  bool measured[max_m + 1] = {};
 
   bench_state() {
     // Weights as a checkpoint holds them: normal values, quantised per 128 x 128 block with amax / 448.
@@ -126,9 +144,36 @@ struct bench_state {
     benchmark::ClobberMemory();
   }
 
-  double median(variant which, std::size_t m) {
-    auto call = [this, which, m] { run(which, m); };
-    return ngemb_bench::median_seconds([&call](long calls) { return time_calls(call, calls); });
+  [[nodiscard]] double weight_bytes(variant which) const {
+    return which == variant::bf16 ? static_cast<double>(n * k * sizeof(ngemb::bf16))
+                                  : static_cast<double>(n * k + scale_count * sizeof(float));
+  }
+
+  const round_medians& rounds(std::size_t m) {
+    if (!measured[m]) {
+      constexpr int count = 41;
+      std::vector<double> times[2 * variants];
+      for (int round = -2; round < count; ++round) {  // two warm-up rounds
+        for (std::size_t v = 0; v < variants; ++v) {
+          auto start = clock_type::now();
+          run(static_cast<variant>(v), m);
+          const double ran = seconds_since(start);
+          start = clock_type::now();
+          floor.read(static_cast<std::size_t>(weight_bytes(static_cast<variant>(v))));
+          const double read = seconds_since(start);
+          if (round >= 0) {
+            times[v].push_back(ran);
+            times[variants + v].push_back(read);
+          }
+        }
+      }
+      for (std::size_t v = 0; v < 2 * variants; ++v) {
+        std::sort(times[v].begin(), times[v].end());
+        (v < variants ? medians[m].variant_seconds[v] : medians[m].floor_seconds[v - variants]) = times[v][count / 2];
+      }
+      measured[m] = true;
+    }
+    return medians[m];
   }
 };
 
@@ -139,20 +184,18 @@ bench_state& state() {
 
 void run_variant(benchmark::State& bench, variant which, std::size_t m) {
   bench_state& s = state();
-  if (s.bf16_seconds[m] == 0) {
-    s.bf16_seconds[m] = s.median(variant::bf16, m);
-  }
-  const auto start = clock_type::now();
+  const round_medians& medians = s.rounds(m);
   for (auto _ : bench) {
     s.run(which, m);
   }
-  const double per_iteration = seconds_since(start) / static_cast<double>(bench.iterations());
-  const double weight_bytes = static_cast<double>(n * k) * (which == variant::bf16 ? 2.0 : 1.0) +
-                              (which == variant::bf16 ? 0.0 : static_cast<double>(s.scale_count) * 4.0);
-  bench.counters["weight_GB_per_s"] = benchmark::Counter(weight_bytes / per_iteration / 1e9);
-  bench.counters["vs_floor"] = benchmark::Counter(per_iteration / (weight_bytes / s.bandwidth));
-  bench.counters["vs_bf16"] = benchmark::Counter(s.bf16_seconds[m] / per_iteration);
-  bench.counters["read_GB_per_s"] = benchmark::Counter(s.bandwidth / 1e9);
+  const auto v = static_cast<std::size_t>(which);
+  const double seconds = medians.variant_seconds[v];
+  bench.counters["vs_floor"] = benchmark::Counter(seconds / medians.floor_seconds[v]);
+  bench.counters["vs_bf16"] = benchmark::Counter(medians.variant_seconds[static_cast<std::size_t>(variant::bf16)] /
+                                                 seconds);
+  bench.counters["weight_GB_per_s"] = benchmark::Counter(s.weight_bytes(which) / seconds / 1e9);
+  bench.counters["floor_GB_per_s"] = benchmark::Counter(s.weight_bytes(which) / medians.floor_seconds[v] / 1e9);
+  bench.counters["median_us"] = benchmark::Counter(seconds * 1e6);
   bench.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
 }
 

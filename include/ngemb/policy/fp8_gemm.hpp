@@ -23,6 +23,7 @@
 #include "ngemb/policy/host_policy.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define NGEMB_FP8_X86 1
 #else
@@ -169,9 +170,17 @@ inline void fp8_direct_rows_portable(std::size_t m, std::size_t n, std::size_t k
   std::fill(out + count, out + (count + 7) / 8 * 8, 0.0f);
 }
 
+/// AVX2, FMA and F16C, usable (the builtins check the OS saves the ymm state; clang 14's know no "f16c", so
+/// CPUID leaf 1 answers for it).
 inline bool fp8_cpu_has_avx2() {
-  static const bool supported =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool supported = [] {
+    unsigned eax = 0;
+    unsigned ebx = 0;
+    unsigned ecx = 0;
+    unsigned edx = 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+  }();
   return supported;
 }
 
