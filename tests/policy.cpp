@@ -239,7 +239,7 @@ TEST_CASE("host gemm_nt kernels (streaming and blocked, AVX2 and portable) match
   if (ngemb::detail::detect_host_isa() != ngemb::detail::host_isa::generic) {
     isas.push_back(ngemb::detail::detect_host_isa());
   }
-  MESSAGE("host kernels tested: " << (isas.size() == 2 ? "AVX2/FMA and portable" : "portable only (no AVX2/FMA here)"));
+  MESSAGE("host kernels tested: " << std::string(isas.size() == 2 ? "AVX2/FMA and portable" : "portable only (no AVX2/FMA here)"));
   for (const auto isa : isas) {
     const scoped_host_isa chosen(isa);
     for (const unsigned threads : {1u, 2u}) {
