@@ -203,7 +203,8 @@ void run_variant(benchmark::State& bench, variant which, std::size_t m) {
 
 int main(int argc, char** argv) {
   for (const std::size_t m : {std::size_t{1}, max_m}) {
-    for (const auto& [name, which] : {std::pair{"BM_fp8/", variant::fp8}, std::pair{"BM_fp8_portable/", variant::fp8_portable},
+    for (const auto& [name, which] : {std::pair{"BM_fp8/", variant::fp8},
+                                      std::pair{"BM_fp8_portable/", variant::fp8_portable},
                                       std::pair{"BM_bf16/", variant::bf16}}) {
       const std::string full = name + std::to_string(m);
       benchmark::RegisterBenchmark(full.c_str(), [which = which, m](benchmark::State& bench) {

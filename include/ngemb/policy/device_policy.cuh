@@ -274,7 +274,8 @@ inline void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, s
   }
   if (m > static_cast<std::size_t>(detail::fp8_gemm_max_rows) || k == 0) {
     device_buffer<float> dequantised(policy, n * k);
-    for_each_n(policy, n * k, detail::fp8_dequantize_op{b.data(), b_scale_inv.data(), k, 0, dequantised.data()});
+    for_each_n(policy, n * k,
+               detail::fp8_dequantize_op{b.data(), b_scale_inv.data(), k, 0, 0, k, dequantised.data()});
     gemm_nt<float>(policy, m, n, k, a, view<const float>(dequantised.as_view()), c);
     return;
   }

@@ -51,20 +51,22 @@ inline void check_fp8_gemm_shapes(std::size_t m, std::size_t n, std::size_t k, s
   }
 }
 
-/// dequantised[i] = float(weights[i]) * its block's scale, for the elements of rows [first_row, ...) of a scaled
-/// [* x cols] matrix (`weights` and `dequantised` start at row first_row, `scale_inv` at the matrix's first block).
+/// dequantised [rows x columns] = the block of a scaled [* x cols] matrix at (first_row, first_column), element by
+/// element: float(weight) * its block's scale_inv. `weights` and `scale_inv` are the whole matrix's.
 struct fp8_dequantize_op {
   const fp8_e4m3* weights;
   const float* scale_inv;
   std::size_t cols;
   std::size_t first_row;
+  std::size_t first_column;
+  std::size_t columns;
   float* dequantised;
 
   NGEMB_HD void operator()(std::size_t i) const {
-    const std::size_t row = first_row + i / cols;
-    const std::size_t col = i % cols;
-    dequantised[i] = to_float(weights[i]) * scale_inv[(row / fp8_block_size) * fp8_scale_blocks(cols) +
-                                                      col / fp8_block_size];
+    const std::size_t row = first_row + i / columns;
+    const std::size_t col = first_column + i % columns;
+    dequantised[i] = to_float(weights[row * cols + col]) *
+                     scale_inv[(row / fp8_block_size) * fp8_scale_blocks(cols) + col / fp8_block_size];
   }
 };
 
