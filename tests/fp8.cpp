@@ -148,8 +148,8 @@ TEST_CASE("F8_E4M3 tensors are written and read as stored; plain reads refuse to
 }
 
 TEST_CASE("fp8 widening: the AVX2 route gives the portable route's floats for every code") {
-#if NGEMB_FP8_X86
-  if (!ngemb::detail::fp8_cpu_has_avx2()) {
+#ifdef NGEMB_HOST_X86_KERNELS
+  if (ngemb::detail::detect_host_isa() != ngemb::detail::host_isa::avx2_fma) {
     MESSAGE("no AVX2/FMA/F16C here: only the portable route runs");
     return;
   }
@@ -191,7 +191,7 @@ TEST_CASE("fp8 gemm_nt matches fp64 over the dequantised weights (shapes off 128
   check_gemm(ngemb::host_policy{2}, 17, 1031, 2050, random);
 }
 
-TEST_CASE("fp8 gemm_nt: the portable loop matches fp64 too, and empty shapes are fine") {
+TEST_CASE("fp8 gemm_nt: the portable loops match fp64 too, and empty shapes are fine") {
   std::mt19937 random(11);
   const std::size_t m = 5;
   const std::size_t n = 131;
@@ -202,6 +202,13 @@ TEST_CASE("fp8 gemm_nt: the portable loop matches fp64 too, and empty shapes are
   std::vector<float> c(m * n);
   ngemb::detail::fp8_direct_rows_portable(m, n, k, a.data(), b.data(), scale_inv.data(), c.data(), 0, n);
   check_product(m, n, k, a, b, scale_inv, c);
+  {  // gemm_nt itself with the instruction set lowered, as on a CPU without AVX2 (both paths, two threads)
+    const auto saved = ngemb::detail::host_isa_limit().exchange(ngemb::detail::host_isa::generic);
+    for (const std::size_t rows : {std::size_t{1}, std::size_t{5}, std::size_t{30}}) {
+      check_gemm(ngemb::host_policy{2}, rows, n, k, random);
+    }
+    ngemb::detail::host_isa_limit().store(saved);
+  }
 
   std::vector<float> none;
   std::vector<ngemb::fp8_e4m3> no_weights;

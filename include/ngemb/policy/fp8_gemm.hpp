@@ -3,13 +3,16 @@
 // (E4M3) weights B [n x k] and their fp32 scale_inv [ceil(n/128) x ceil(k/128)] (the FP8 checkpoints' layout,
 // detail/fp8_gemm_ops.hpp), accumulated in fp32. device_policy.cuh adds the device overload.
 //
-// Up to 16 rows of A (decode), each weight is read once: four rows of B at a time, one 128-column scale block at
-// a time, are widened (scale applied) into an L1 buffer and dotted with every row of A; AVX2 + F16C widen 16
-// weights in a few instructions (an E4M3 code shifted into an fp16 is the value times 2^-8, subnormals included),
-// chosen at run time so a generic build stays fast, the portable loop otherwise. Larger batches widen panels of B
-// into fp32 scratch and run the fp32 gemm_nt, whose multiply-adds then dominate the widening.
+// Up to 16 rows of A (decode), each weight is read from memory once, by a group of rows of B dotted with every row
+// of A. Where the CPU has AVX2, FMA and F16C (asked once at run time, so a generic build of a user's program gets
+// them too), 16 weights widen in a few instructions (an E4M3 code shifted into an fp16 is its value times 2^-8,
+// subnormals included): one or two rows of A multiply the weights in the registers they were widened in, with
+// each 128-column block's scale applied to the activations; more rows dequantise each group of B's rows once and
+// run host_kernels.hpp's fp32 tile kernel. Elsewhere a portable loop widens through a 256-entry table. Larger
+// batches dequantise panels of B into fp32 scratch and run the fp32 gemm_nt, whose multiply-adds then dominate.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -18,17 +21,11 @@
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/core/views.hpp"
 #include "ngemb/policy/detail/fp8_gemm_ops.hpp"
+#include "ngemb/policy/detail/host_kernels.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_buffer.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#include <immintrin.h>
-#define NGEMB_FP8_X86 1
-#else
-#define NGEMB_FP8_X86 0
-#endif
 
 namespace ngemb {
 
@@ -40,6 +37,9 @@ inline constexpr std::size_t fp8_gemm_direct_rows = 16;
 inline constexpr std::size_t fp8_min_weights_per_thread = std::size_t{1} << 20;
 /// Rows of B widened together: four rows' partial sums share each load of A.
 inline constexpr std::size_t fp8_gemm_row_group = 4;
+
+/// Whether the AVX2 kernels run: the instruction set host_kernels.hpp detected (and tests may lower).
+inline bool fp8_use_avx2() { return host_isa_limit().load(std::memory_order_relaxed) == host_isa::avx2_fma; }
 
 /// The 256 codes widened (fp8_e4m3's exact conversion), for the portable loops: one load per weight.
 inline const float* fp8_e4m3_table() {
@@ -124,11 +124,17 @@ inline void fp8_direct_rows_portable(std::size_t m, std::size_t n, std::size_t k
   }
 }
 
-#if NGEMB_FP8_X86
-/// 16 codes widened to 2 x 8 floats equal to their values times 2^-8, exactly: a code sign-extended to 16 bits and
-/// shifted left by 7, with bit 14 cleared, is the fp16 with the code's sign, exponent and mantissa (bias 15 against 7,
-/// subnormals included), which vcvtph2ps widens exactly.
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_halves_avx2(const fp8_e4m3* weights, __m256& low, __m256& high) {
+#ifdef NGEMB_HOST_X86_KERNELS
+/// 8 codes widened to floats equal to their values times 2^-8, exactly: a code sign-extended to 16 bits and shifted
+/// left by 7, bit 14 cleared, is the fp16 with the code's sign, exponent and mantissa (bias 15 against 7, subnormals
+/// included), which vcvtph2ps widens exactly.
+NGEMB_TARGET_AVX2 inline __m256 fp8_load8_avx2(const fp8_e4m3* weights) {
+  const __m128i codes = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(weights)));
+  return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(codes, 7), _mm_set1_epi16(static_cast<short>(0xbfff))));
+}
+
+/// fp8_load8_avx2 for 16 codes: one sign extension and shift for all of them, then two conversions.
+NGEMB_TARGET_AVX2 inline void fp8_load16_avx2(const fp8_e4m3* weights, __m256& low, __m256& high) {
   const __m256i codes = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights)));
   const __m256i halves = _mm256_and_si256(_mm256_slli_epi16(codes, 7), _mm256_set1_epi16(static_cast<short>(0xbfff)));
   low = _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
@@ -136,8 +142,7 @@ inline void fp8_direct_rows_portable(std::size_t m, std::size_t n, std::size_t k
 }
 
 /// fp8_widen_portable with AVX2 + F16C: the same floats (the 2^8 joins the scale, exactly).
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_widen_avx2(const fp8_e4m3* weights, std::size_t count, float scale,
-                                                            float* out) {
+NGEMB_TARGET_AVX2 inline void fp8_widen_avx2(const fp8_e4m3* weights, std::size_t count, float scale, float* out) {
   const float factor = scale * 256.0f;
   if (!std::isfinite(factor)) {  // scale within 2^8 of the float range: the exact route
     fp8_widen_portable(weights, count, scale, out);
@@ -145,167 +150,159 @@ inline void fp8_direct_rows_portable(std::size_t m, std::size_t n, std::size_t k
   }
   const __m256 scaled = _mm256_set1_ps(factor);
   std::size_t i = 0;
-  for (; i + 16 <= count; i += 16) {
-    __m256 low;
-    __m256 high;
-    fp8_halves_avx2(weights + i, low, high);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(low, scaled));
-    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(high, scaled));
+  for (; i + 8 <= count; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(fp8_load8_avx2(weights + i), scaled));
   }
   fp8_widen_portable(weights + i, count - i, scale, out + i);
 }
 
-/// `count` <= 128 codes' values times 2^-8 into `out`, zero-padded to a multiple of 8.
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_widen_unscaled_avx2(const fp8_e4m3* weights, std::size_t count,
-                                                                     float* out) {
-  std::size_t i = 0;
-  for (; i + 16 <= count; i += 16) {
-    __m256 low;
-    __m256 high;
-    fp8_halves_avx2(weights + i, low, high);
-    _mm256_store_ps(out + i, low);
-    _mm256_store_ps(out + i + 8, high);
-  }
-  fp8_widen_portable(weights + i, count - i, 1.0f / 256.0f, out + i);
-  std::fill(out + count, out + (count + 7) / 8 * 8, 0.0f);
-}
-
-/// AVX2, FMA and F16C, usable (the builtins check the OS saves the ymm state; clang 14's know no "f16c", so
-/// CPUID leaf 1 answers for it).
-inline bool fp8_cpu_has_avx2() {
-  static const bool supported = [] {
-    unsigned eax = 0;
-    unsigned ebx = 0;
-    unsigned ecx = 0;
-    unsigned edx = 0;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
-  }();
-  return supported;
-}
-
-/// Rows of A one pass of the AVX2 micro-kernel holds: Rows x Group = 12 accumulators, plus the Group weight vectors
-/// and a row of A, fill the 16 ymm registers.
-inline constexpr std::size_t fp8_avx2_rows = 3;
-
-/// sums[r][g] += scale[g] * (A's rows [row_a, row_a + Rows) . widened[g]) over one block of `width` columns from
-/// column `first`: 8 columns per step, Rows x Group fused multiply-adds per Rows + Group loads (two interleaved
-/// sets of accumulators when one row of A gives too few to hide the multiply-add latency). The widened rows hold
-/// the weights times 2^-8, zero-padded to a multiple of 8; `scale` holds the group's scale_inv for this block. A's
-/// last partial step is a masked load.
-template <std::size_t Rows, std::size_t Group>
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_avx2_block(const float* a, std::size_t k, std::size_t row_a,
-                                                            std::size_t first, std::size_t width,
-                                                            const float (*widened)[fp8_block_size],
-                                                            const float* scale, __m256 (*sums)[Group]) {
-  // No lambdas here: they would not inherit the target attribute.
-  constexpr std::size_t sets = Rows * Group < 8 ? 2 : 1;
-  __m256 sum[sets][Rows][Group];
-  for (std::size_t set = 0; set < sets; ++set) {
-    for (std::size_t r = 0; r < Rows; ++r) {
-      for (std::size_t g = 0; g < Group; ++g) {
-        sum[set][r][g] = _mm256_setzero_ps();
-      }
-    }
-  }
-  const std::size_t whole = width / 8 * 8;
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width - whole)),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  for (std::size_t column = 0; column < width; column += 8 * sets) {
-    for (std::size_t set = 0; set < sets && column + 8 * set < width; ++set) {
-      const std::size_t at = column + 8 * set;
-      __m256 weight[Group];
-      for (std::size_t g = 0; g < Group; ++g) {
-        weight[g] = _mm256_load_ps(widened[g] + at);
-      }
-      for (std::size_t r = 0; r < Rows; ++r) {
-        const float* const from = a + (row_a + r) * k + first + at;
-        const __m256 activation = at < whole ? _mm256_loadu_ps(from) : _mm256_maskload_ps(from, mask);
-        for (std::size_t g = 0; g < Group; ++g) {
-          sum[set][r][g] = _mm256_fmadd_ps(activation, weight[g], sum[set][r][g]);
-        }
-      }
-    }
-  }
-  for (std::size_t r = 0; r < Rows; ++r) {
-    for (std::size_t g = 0; g < Group; ++g) {
-      const __m256 block = sets == 2 ? _mm256_add_ps(sum[0][r][g], sum[sets - 1][r][g]) : sum[0][r][g];
-      // The 2^8 first (exact), so no scale near the float range overflows.
-      sums[r][g] = _mm256_fmadd_ps(_mm256_mul_ps(block, _mm256_set1_ps(256.0f)), _mm256_set1_ps(scale[g]), sums[r][g]);
-    }
-  }
-}
-
-[[gnu::target("avx2,fma,f16c")]] inline float fp8_avx2_sum(__m256 value) {
+NGEMB_TARGET_AVX2 inline float fp8_avx2_sum(__m256 value) {
   __m128 half = _mm_add_ps(_mm256_castps256_ps128(value), _mm256_extractf128_ps(value, 1));
   half = _mm_add_ps(half, _mm_movehl_ps(half, half));
   half = _mm_add_ss(half, _mm_movehdup_ps(half));
   return _mm_cvtss_f32(half);
 }
 
-/// fp8_row_group_portable with AVX2: per block the group's weights are widened without their scale, multiplied by
-/// a register-blocked micro-kernel, and each block's dot products scaled once.
-template <std::size_t Group>
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_row_group_avx2(std::size_t m, std::size_t n, std::size_t k,
-                                                                const float* a, const fp8_e4m3* b,
-                                                                const float* scale_inv, float* c, std::size_t row) {
-  alignas(32) float widened[Group][fp8_block_size];
-  float scale[Group];
-  __m256 sums[fp8_gemm_direct_rows][Group];
-  for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t g = 0; g < Group; ++g) {
-      sums[i][g] = _mm256_setzero_ps();
+/// c[i][r] = A row i . dequant(B row r) for M rows of A and R rows of B that share one row of scale blocks
+/// (`scales`, ceil(k/128) of them): M x R accumulators stay in registers across k while each weight is widened in
+/// a register once (the layout of host_kernels.hpp's bf16 tile). Per 128-column block the activations are
+/// multiplied by the block's scale (times the 2^8 the widening leaves out), so each weight costs its widening and
+/// M fused multiply-adds; the k % 8 tail is added in scalar.
+template <int M, int R>
+NGEMB_TARGET_AVX2 void fp8_tile_avx2(std::size_t k, const float* a, const fp8_e4m3* b, const float* scales, float* c,
+                                  std::size_t ldc) {
+  __m256 sums[M][R];
+  for (int i = 0; i < M; ++i) {
+    for (int r = 0; r < R; ++r) {
+      sums[i][r] = _mm256_setzero_ps();
     }
   }
-  const std::size_t column_blocks = fp8_scale_blocks(k);
-  for (std::size_t block = 0; block < column_blocks; ++block) {
-    const std::size_t first = block * fp8_block_size;
-    const std::size_t width = std::min(fp8_block_size, k - first);
-    for (std::size_t g = 0; g < Group; ++g) {
-      scale[g] = scale_inv[(row + g) / fp8_block_size * column_blocks + block];
-      fp8_widen_unscaled_avx2(b + (row + g) * k + first, width, widened[g]);
-    }
-    std::size_t i = 0;
-    for (; i + fp8_avx2_rows <= m; i += fp8_avx2_rows) {
-      fp8_avx2_block<fp8_avx2_rows, Group>(a, k, i, first, width, widened, scale, sums + i);
-    }
-    if (m - i == 2) {
-      fp8_avx2_block<2, Group>(a, k, i, first, width, widened, scale, sums + i);
-    } else if (m - i == 1) {
-      fp8_avx2_block<1, Group>(a, k, i, first, width, widened, scale, sums + i);
+  // 16 columns per step (a 128-column block holds 8), then one step of 8, then the k % 8 tail in scalar.
+  const std::size_t whole16 = k / 16 * 16;
+  const std::size_t whole = k / 8 * 8;
+  const __m256 two_to_8 = _mm256_set1_ps(256.0f);
+  for (std::size_t first = 0; first < whole16; first += fp8_block_size) {
+    const std::size_t end = std::min(first + fp8_block_size, whole16);
+    // The 2^8 first (exact), so no scale near the float range overflows.
+    const __m256 scale = _mm256_set1_ps(scales[first / fp8_block_size]);
+    for (std::size_t l = first; l < end; l += 16) {
+      __m256 low[M];
+      __m256 high[M];
+      for (int i = 0; i < M; ++i) {
+        const float* const row = a + static_cast<std::size_t>(i) * k + l;
+        low[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row), two_to_8), scale);
+        high[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row + 8), two_to_8), scale);
+      }
+      for (int r = 0; r < R; ++r) {
+        __m256 weights_low;
+        __m256 weights_high;
+        fp8_load16_avx2(b + static_cast<std::size_t>(r) * k + l, weights_low, weights_high);
+        for (int i = 0; i < M; ++i) {
+          sums[i][r] = _mm256_fmadd_ps(low[i], weights_low, sums[i][r]);
+          sums[i][r] = _mm256_fmadd_ps(high[i], weights_high, sums[i][r]);
+        }
+      }
     }
   }
-  for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t g = 0; g < Group; ++g) {
-      c[i * n + row + g] = fp8_avx2_sum(sums[i][g]);
+  if (whole16 < whole) {
+    const __m256 scale = _mm256_set1_ps(scales[whole16 / fp8_block_size]);
+    __m256 activations[M];
+    for (int i = 0; i < M; ++i) {
+      activations[i] = _mm256_mul_ps(
+          _mm256_mul_ps(_mm256_loadu_ps(a + static_cast<std::size_t>(i) * k + whole16), two_to_8), scale);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256 weights = fp8_load8_avx2(b + static_cast<std::size_t>(r) * k + whole16);
+      for (int i = 0; i < M; ++i) {
+        sums[i][r] = _mm256_fmadd_ps(activations[i], weights, sums[i][r]);
+      }
+    }
+  }
+  const float* const table = fp8_e4m3_table();
+  for (int i = 0; i < M; ++i) {
+    for (int r = 0; r < R; ++r) {
+      float sum = fp8_avx2_sum(sums[i][r]);
+      for (std::size_t l = whole; l < k; ++l) {
+        sum += a[static_cast<std::size_t>(i) * k + l] *
+               (table[b[static_cast<std::size_t>(r) * k + l].bits] * scales[l / fp8_block_size]);
+      }
+      c[static_cast<std::size_t>(i) * ldc + static_cast<std::size_t>(r)] = sum;
     }
   }
 }
 
-[[gnu::target("avx2,fma,f16c")]] inline void fp8_direct_rows_avx2(std::size_t m, std::size_t n, std::size_t k,
-                                                                  const float* a, const fp8_e4m3* b,
-                                                                  const float* scale_inv, float* c,
-                                                                  std::size_t row_begin, std::size_t row_end) {
-  std::size_t row = row_begin;
-  for (; row + fp8_gemm_row_group <= row_end; row += fp8_gemm_row_group) {
-    fp8_row_group_avx2<fp8_gemm_row_group>(m, n, k, a, b, scale_inv, c, row);
+/// One or two rows of A against R rows of B from `row`.
+template <int R>
+NGEMB_TARGET_AVX2 void fp8_b_group_avx2(std::size_t m, std::size_t n, std::size_t k, const float* a, const fp8_e4m3* b,
+                                     const float* scale_inv, float* c, std::size_t row) {
+  const fp8_e4m3* const weights = b + row * k;
+  const float* const scales = scale_inv + row / fp8_block_size * fp8_scale_blocks(k);
+  if (m == 2) {
+    fp8_tile_avx2<2, R>(k, a, weights, scales, c + row, n);
+  } else {
+    fp8_tile_avx2<1, R>(k, a, weights, scales, c + row, n);
   }
-  // The last rows as one group (a loop here makes g++ warn about its pointer arithmetic at absurd iterations).
+}
+
+/// B's rows [row_begin, row_end), row_begin a multiple of 8, so no group of rows straddles two rows of scale
+/// blocks. Up to two rows of A, every weight is widened in the register that multiplies it (one row of A, a decode
+/// step of one sequence, takes 8 rows of B at a time: 8 independent accumulators hide the fused multiply-add
+/// latency); from three rows, where widening in registers would repeat per tile of A, each group of B's rows is
+/// dequantised once into `widened` [4 x k] and multiplied by the fp32 tile kernel of host_kernels.hpp.
+NGEMB_TARGET_AVX2 inline void fp8_direct_rows_avx2(std::size_t m, std::size_t n, std::size_t k, const float* a,
+                                                const fp8_e4m3* b, const float* scale_inv, float* c,
+                                                std::size_t row_begin, std::size_t row_end, float* widened) {
+  std::size_t row = row_begin;
+  if (m > 2) {
+    // Each group of rows dequantised once into `widened` (L2) and multiplied by host_kernels.hpp's fp32 tile kernel.
+    const std::size_t column_blocks = fp8_scale_blocks(k);
+    for (; row < row_end; row += small_gemm_tile_b) {
+      const std::size_t count = std::min(small_gemm_tile_b, row_end - row);
+      for (std::size_t g = 0; g < count; ++g) {
+        for (std::size_t block = 0; block < column_blocks; ++block) {
+          const std::size_t first = block * fp8_block_size;
+          fp8_widen_avx2(b + (row + g) * k + first, std::min(fp8_block_size, k - first),
+                         scale_inv[(row + g) / fp8_block_size * column_blocks + block], widened + g * k + first);
+        }
+      }
+      if (count == small_gemm_tile_b) {
+        small_gemm_b_group_avx2<float, static_cast<int>(small_gemm_tile_b)>(m, k, a, widened, k, c + row, n);
+      } else {
+        for (std::size_t g = 0; g < count; ++g) {
+          small_gemm_b_group_avx2<float, 1>(m, k, a, widened + g * k, k, c + row + g, n);
+        }
+      }
+    }
+    return;
+  }
+  if (m == 1) {
+    for (; row + 8 <= row_end; row += 8) {
+      fp8_b_group_avx2<8>(m, n, k, a, b, scale_inv, c, row);
+    }
+  }
+  for (; row + fp8_gemm_row_group <= row_end; row += fp8_gemm_row_group) {
+    fp8_b_group_avx2<fp8_gemm_row_group>(m, n, k, a, b, scale_inv, c, row);
+  }
   switch (row_end - row) {
-    case 3: fp8_row_group_avx2<3>(m, n, k, a, b, scale_inv, c, row); break;
-    case 2: fp8_row_group_avx2<2>(m, n, k, a, b, scale_inv, c, row); break;
-    case 1: fp8_row_group_avx2<1>(m, n, k, a, b, scale_inv, c, row); break;
+    case 3: fp8_b_group_avx2<3>(m, n, k, a, b, scale_inv, c, row); break;
+    case 2: fp8_b_group_avx2<2>(m, n, k, a, b, scale_inv, c, row); break;
+    case 1: fp8_b_group_avx2<1>(m, n, k, a, b, scale_inv, c, row); break;
     default: break;
   }
 }
 #endif
 
-/// C's columns for B's rows [row_begin, row_end), m <= fp8_gemm_direct_rows, on the fastest path the CPU runs.
+/// Floats of scratch one worker of the direct path needs (the AVX2 path's widened group of rows).
+inline std::size_t fp8_direct_scratch(std::size_t k) { return small_gemm_tile_b * k; }
+
+/// C's columns for B's rows [row_begin, row_end), m <= fp8_gemm_direct_rows, on the fastest path the CPU runs;
+/// `widened` holds fp8_direct_scratch(k) floats.
 inline void fp8_direct_rows(std::size_t m, std::size_t n, std::size_t k, const float* a, const fp8_e4m3* b,
-                            const float* scale_inv, float* c, std::size_t row_begin, std::size_t row_end) {
-#if NGEMB_FP8_X86
-  if (fp8_cpu_has_avx2()) {
-    fp8_direct_rows_avx2(m, n, k, a, b, scale_inv, c, row_begin, row_end);
+                            const float* scale_inv, float* c, std::size_t row_begin, std::size_t row_end,
+                            float* widened) {
+#ifdef NGEMB_HOST_X86_KERNELS
+  if (fp8_use_avx2()) {
+    fp8_direct_rows_avx2(m, n, k, a, b, scale_inv, c, row_begin, row_end, widened);
     return;
   }
 #endif
@@ -319,8 +316,8 @@ inline void fp8_dequantize_row(std::size_t k, const fp8_e4m3* b, const float* sc
     const std::size_t column = block * fp8_block_size;
     const std::size_t width = std::min(fp8_block_size, k - column);
     const float scale = scale_inv[row / fp8_block_size * column_blocks + block];
-#if NGEMB_FP8_X86
-    if (fp8_cpu_has_avx2()) {
+#ifdef NGEMB_HOST_X86_KERNELS
+    if (fp8_use_avx2()) {
       fp8_widen_avx2(b + row * k + column, width, scale, out + column);
       continue;
     }
@@ -355,9 +352,14 @@ inline void gemm_nt(const host_policy& policy, std::size_t m, std::size_t n, std
   if (m <= detail::fp8_gemm_direct_rows) {
     const std::size_t workers = std::clamp<std::size_t>(n * k / detail::fp8_min_weights_per_thread, 1,
                                                         std::min<std::size_t>(policy.resolved_threads(), n));
+    // Each worker's rows start at a multiple of 8: the kernel's groups of rows then never straddle a scale block.
+    const auto boundary = [&](std::size_t worker) { return worker == workers ? n : n * worker / workers / 8 * 8; };
+    // Scratch comes from the policy's resource, taken here on the caller's thread (a user resource need not be
+    // thread-safe).
+    host_buffer<float> scratch(policy, workers * detail::fp8_direct_scratch(k), for_overwrite);
     for_each_n(host_policy{static_cast<unsigned>(workers), 1}, workers, [&](std::size_t worker) {
-      detail::fp8_direct_rows(m, n, k, a.data(), b.data(), b_scale_inv.data(), c.data(), n * worker / workers,
-                              n * (worker + 1) / workers);
+      detail::fp8_direct_rows(m, n, k, a.data(), b.data(), b_scale_inv.data(), c.data(), boundary(worker),
+                              boundary(worker + 1), scratch.data() + worker * detail::fp8_direct_scratch(k));
     });
     return;
   }
