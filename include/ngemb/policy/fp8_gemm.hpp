@@ -26,7 +26,6 @@
 #include "ngemb/policy/host_buffer.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
-
 namespace ngemb {
 
 namespace detail {
