@@ -7,10 +7,11 @@
 // host, device_policy.cuh on the device). A quarter of fp32's bytes and half of bf16's for a decode step to read.
 //
 // In the released LongCat-Flash-Lite-FP8 checkpoint the attention projections, the dense FFNs and the routed experts
-// are fp8; lm_head, the embeddings, the norms and the routers are not (its quantization_config's ignored_layers),
-// nor are the n-gram embedding's post_projs (SGLang's and vLLM's loaders copy them into bf16 parameters with no
-// scale). This type quantises any float weight itself (amax / 448 per block, as those checkpoints were made), so a
-// W_cat or lm_head can be fp8 too.
+// are fp8; lm_head, the embeddings, the norms and the routers are not (its config.json's quantization_config lists
+// them in ignored_layers), nor are the n-gram embedding's post_projs: SGLang (python/sglang/srt/layers/
+// n_gram_embedding.py) and vLLM (vllm/model_executor/models/longcat_flash_ngram.py) copy every
+// ngram_embeddings.post_projs.{i}.weight into a bf16 parameter and know no scale for it. This type quantises any
+// float weight itself (amax / 448 per block, as those checkpoints were made), so a W_cat or lm_head can be fp8 too.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
