@@ -7,8 +7,8 @@
 // of A. Where the CPU has AVX2, FMA and F16C (asked once at run time, so a generic build of a user's program gets
 // them too), 16 weights widen in a few instructions (an E4M3 code shifted into an fp16 is its value times 2^-8,
 // subnormals included): one or two rows of A multiply the weights in the registers they were widened in, with
-// each 128-column block's scale applied to the activations; more rows dequantise each group of B's rows once and
-// run host_kernels.hpp's fp32 tile kernel. Elsewhere a portable loop widens through a 256-entry table. Larger
+// each 128-column block's scale applied to the activations; more rows dequantise each 256-column chunk of a group
+// of B's rows once into L1 for all tiles of A. Elsewhere a portable loop widens through a 256-entry table. Larger
 // batches dequantise panels of B into fp32 scratch and run the fp32 gemm_nt, whose multiply-adds then dominate.
 #include <algorithm>
 #include <array>
@@ -243,34 +243,114 @@ NGEMB_TARGET_AVX2 void fp8_b_group_avx2(std::size_t m, std::size_t n, std::size_
   }
 }
 
+/// Columns of B one chunk of the chunked path widens: R x 256 floats stay in L1 while every tile of A uses them.
+inline constexpr std::size_t fp8_chunk_columns = 2 * fp8_block_size;
+
+/// sums[i][r] += A's rows [0, M) (rows k apart, from the chunk's first column) . widened[r] over `width` columns:
+/// the tile's accumulators live in registers for the chunk; the widened rows are zero-padded to a multiple of 8 and
+/// A's last partial step is a masked load.
+template <int M, int R>
+NGEMB_TARGET_AVX2 void fp8_chunk_tile_avx2(const float* a, std::size_t k, const float (*widened)[fp8_chunk_columns],
+                                           std::size_t width, __m256 (*sums)[R]) {
+  __m256 sum[M][R];
+  for (int i = 0; i < M; ++i) {
+    for (int r = 0; r < R; ++r) {
+      sum[i][r] = sums[i][r];
+    }
+  }
+  const std::size_t whole = width / 8 * 8;
+  for (std::size_t l = 0; l < whole; l += 8) {
+    __m256 weights[R];
+    for (int r = 0; r < R; ++r) {
+      weights[r] = _mm256_load_ps(widened[r] + l);
+    }
+    for (int i = 0; i < M; ++i) {
+      const __m256 activations = _mm256_loadu_ps(a + static_cast<std::size_t>(i) * k + l);
+      for (int r = 0; r < R; ++r) {
+        sum[i][r] = _mm256_fmadd_ps(activations, weights[r], sum[i][r]);
+      }
+    }
+  }
+  if (whole < width) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width - whole)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int i = 0; i < M; ++i) {
+      const __m256 activations = _mm256_maskload_ps(a + static_cast<std::size_t>(i) * k + whole, mask);
+      for (int r = 0; r < R; ++r) {
+        sum[i][r] = _mm256_fmadd_ps(activations, _mm256_load_ps(widened[r] + whole), sum[i][r]);
+      }
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    for (int r = 0; r < R; ++r) {
+      sums[i][r] = sum[i][r];
+    }
+  }
+}
+
+/// Every row of A (3..16) against R rows of B from `row`: per chunk of 256 columns the R rows are dequantised
+/// once into L1 and every 3-row tile of A accumulates from them (the accumulators wait in `sums` between chunks).
+template <int R>
+NGEMB_TARGET_AVX2 void fp8_chunked_group_avx2(std::size_t m, std::size_t n, std::size_t k, const float* a,
+                                              const fp8_e4m3* b, const float* scale_inv, float* c, std::size_t row,
+                                              float* scratch) {
+  // R rows of fp8_chunk_columns floats, at the first 32-byte boundary of the scratch (8 floats of slack).
+  auto* const widened = reinterpret_cast<float (*)[fp8_chunk_columns]>(
+      (reinterpret_cast<std::uintptr_t>(scratch) + 31) / 32 * 32);
+  __m256 sums[fp8_gemm_direct_rows][R];
+  for (std::size_t i = 0; i < m; ++i) {
+    for (int r = 0; r < R; ++r) {
+      sums[i][r] = _mm256_setzero_ps();
+    }
+  }
+  const std::size_t column_blocks = fp8_scale_blocks(k);
+  const float* const scales = scale_inv + row / fp8_block_size * column_blocks;
+  for (std::size_t first = 0; first < k; first += fp8_chunk_columns) {
+    const std::size_t width = std::min(fp8_chunk_columns, k - first);
+    for (int r = 0; r < R; ++r) {
+      const fp8_e4m3* const weights = b + (row + static_cast<std::size_t>(r)) * k + first;
+      for (std::size_t column = 0; column < width; column += fp8_block_size) {
+        fp8_widen_avx2(weights + column, std::min(fp8_block_size, width - column),
+                       scales[(first + column) / fp8_block_size], widened[r] + column);
+      }
+      std::fill(widened[r] + width, widened[r] + (width + 7) / 8 * 8, 0.0f);
+    }
+    std::size_t i = 0;
+    for (; i + 3 <= m; i += 3) {
+      fp8_chunk_tile_avx2<3, R>(a + i * k + first, k, widened, width, sums + i);
+    }
+    if (m - i == 2) {
+      fp8_chunk_tile_avx2<2, R>(a + i * k + first, k, widened, width, sums + i);
+    } else if (m - i == 1) {
+      fp8_chunk_tile_avx2<1, R>(a + i * k + first, k, widened, width, sums + i);
+    }
+  }
+  for (std::size_t i = 0; i < m; ++i) {
+    for (int r = 0; r < R; ++r) {
+      c[i * n + row + static_cast<std::size_t>(r)] = fp8_avx2_sum(sums[i][r]);
+    }
+  }
+}
+
 /// B's rows [row_begin, row_end), row_begin a multiple of 8, so no group of rows straddles two rows of scale
 /// blocks. Up to two rows of A, every weight is widened in the register that multiplies it (one row of A, a decode
 /// step of one sequence, takes 8 rows of B at a time: 8 independent accumulators hide the fused multiply-add
-/// latency); from three rows, where widening in registers would repeat per tile of A, each group of B's rows is
-/// dequantised once into `widened` [4 x k] and multiplied by the fp32 tile kernel of host_kernels.hpp.
+/// latency); from three rows, where that would repeat the widening per tile of A, each chunk of a group of B's
+/// rows is dequantised once into `widened` (fp8_direct_scratch floats).
 NGEMB_TARGET_AVX2 inline void fp8_direct_rows_avx2(std::size_t m, std::size_t n, std::size_t k, const float* a,
                                                 const fp8_e4m3* b, const float* scale_inv, float* c,
                                                 std::size_t row_begin, std::size_t row_end, float* widened) {
   std::size_t row = row_begin;
   if (m > 2) {
-    // Each group of rows dequantised once into `widened` (L2) and multiplied by host_kernels.hpp's fp32 tile kernel.
-    const std::size_t column_blocks = fp8_scale_blocks(k);
-    for (; row < row_end; row += small_gemm_tile_b) {
-      const std::size_t count = std::min(small_gemm_tile_b, row_end - row);
-      for (std::size_t g = 0; g < count; ++g) {
-        for (std::size_t block = 0; block < column_blocks; ++block) {
-          const std::size_t first = block * fp8_block_size;
-          fp8_widen_avx2(b + (row + g) * k + first, std::min(fp8_block_size, k - first),
-                         scale_inv[(row + g) / fp8_block_size * column_blocks + block], widened + g * k + first);
-        }
-      }
-      if (count == small_gemm_tile_b) {
-        small_gemm_b_group_avx2<float, static_cast<int>(small_gemm_tile_b)>(m, k, a, widened, k, c + row, n);
-      } else {
-        for (std::size_t g = 0; g < count; ++g) {
-          small_gemm_b_group_avx2<float, 1>(m, k, a, widened + g * k, k, c + row + g, n);
-        }
-      }
+    for (; row + fp8_gemm_row_group <= row_end; row += fp8_gemm_row_group) {
+      fp8_chunked_group_avx2<static_cast<int>(fp8_gemm_row_group)>(m, n, k, a, b, scale_inv, c, row, widened);
+    }
+    // The last rows as one group (a loop here makes g++ warn about its pointer arithmetic at absurd iterations).
+    switch (row_end - row) {
+      case 3: fp8_chunked_group_avx2<3>(m, n, k, a, b, scale_inv, c, row, widened); break;
+      case 2: fp8_chunked_group_avx2<2>(m, n, k, a, b, scale_inv, c, row, widened); break;
+      case 1: fp8_chunked_group_avx2<1>(m, n, k, a, b, scale_inv, c, row, widened); break;
+      default: break;
     }
     return;
   }
@@ -291,8 +371,9 @@ NGEMB_TARGET_AVX2 inline void fp8_direct_rows_avx2(std::size_t m, std::size_t n,
 }
 #endif
 
-/// Floats of scratch one worker of the direct path needs (the AVX2 path's widened group of rows).
-inline std::size_t fp8_direct_scratch(std::size_t k) { return small_gemm_tile_b * k; }
+/// Floats of scratch one worker of the direct path needs (the AVX2 path's widened chunk of a group of rows), plus
+/// what aligns it to 32 bytes.
+inline std::size_t fp8_direct_scratch(std::size_t /*k*/) { return fp8_gemm_row_group * 2 * fp8_block_size + 8; }
 
 /// C's columns for B's rows [row_begin, row_end), m <= fp8_gemm_direct_rows, on the fastest path the CPU runs;
 /// `widened` holds fp8_direct_scratch(k) floats.
