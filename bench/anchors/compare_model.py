@@ -7,8 +7,9 @@
 Run with the Python that has torch and transformers (--python picks another for torch_model.py). Each round runs
 bench_model (--benchmark_format=json, the tiny_* benchmarks torch_model.py also measures: tiny_decode/1,
 tiny_decode/8, tiny_prefill/4, counter tokens_per_second) and then torch_model.py (transformers'
-LongcatFlashForCausalLM on the same models/tiny-longcat, eager attention, per --dtypes). A ratio compares the two
-programs of the same round; with several rounds the table gives the range of the per-round figures.
+LongcatFlashForCausalLM on the same models/tiny-longcat, eager attention, per --dtypes and --threads). A ratio
+compares the two programs of the same round, ngemb against the best transformers run; with several rounds the table
+gives the range of the per-round figures.
 --out DIR keeps every round's raw outputs.
 """
 import argparse
@@ -39,9 +40,10 @@ def run_bench(binary, shapes):
     return results, output
 
 
-def run_torch(python, shapes, dtypes):
+def run_torch(python, shapes, dtypes, threads):
     """{shape: {path: tokens/s}} from one torch_model.py run."""
-    command = [python, os.path.join(HERE, "torch_model.py"), "--shapes", ",".join(shapes), "--dtypes", dtypes]
+    command = [python, os.path.join(HERE, "torch_model.py"), "--shapes", ",".join(shapes), "--dtypes", dtypes,
+               "--threads", threads]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     results = {}
     for line in output.splitlines():
@@ -63,6 +65,7 @@ def main():
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, of " + ", ".join(SHAPES))
     parser.add_argument("--rounds", type=int, default=2, help="bench then torch, this many times (default 2)")
     parser.add_argument("--dtypes", default="bfloat16,float32", help="torch_model.py --dtypes")
+    parser.add_argument("--threads", default=f"{os.cpu_count()},1", help="torch_model.py --threads")
     parser.add_argument("--python", default=sys.executable, help="interpreter with torch for torch_model.py")
     parser.add_argument("--out", help="folder for every round's raw outputs")
     args = parser.parse_args()
@@ -75,7 +78,7 @@ def main():
         log(f"round {index + 1}/{args.rounds}: bench_model")
         bench, bench_raw = run_bench(args.bench_model, shapes)
         log(f"round {index + 1}/{args.rounds}: torch_model.py")
-        torch_results, torch_raw = run_torch(args.python, shapes, args.dtypes)
+        torch_results, torch_raw = run_torch(args.python, shapes, args.dtypes, args.threads)
         rounds.append((bench, torch_results))
         if args.out:
             os.makedirs(args.out, exist_ok=True)

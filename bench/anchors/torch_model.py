@@ -26,14 +26,19 @@ Per dtype (--dtypes): bfloat16 (the weights as shipped; activations bf16, as tra
 float32 (the bf16 weights widened once). On a CPU without AVX512-BF16 / AMX, PyTorch's bf16 matmul is a scalar
 fallback (pytorch/pytorch#146508), so there float32 is the PyTorch run a user would choose.
 
-Timing: torch.set_num_threads(os.cpu_count()), torch.inference_mode(). Decode: a warm-up of 4 steps, then the median
-over 7 repetitions of 16 consecutive steps' mean step time; tokens/s = B / step time. Prefill: warm-up >= 0.2 s, then
-the median of 7 (3 when a call takes over 0.5 s) repetitions. Checks first: in fp32, the logits of the golden prompts
+Threads (--threads): each shape is timed with torch.set_num_threads(os.cpu_count()) and with 1 thread, as paths
+`transformers_{dtype}_{threads}t`: a decode step of this small model is hundreds of small ops, and with two threads
+each op's parallel region waits for both; on a machine where other jobs take a core that wait costs more than the
+op (measured on the loaded 2-core development machine: 17 ms a step with 1 thread, 120-230 ms with 2).
+
+Timing: torch.inference_mode(). Decode: a warm-up of 4 steps, then the median over 7 repetitions of 16 consecutive
+steps' mean step time; tokens/s = B / step time. Prefill: warm-up >= 0.2 s, then the median of 7 (3 when a call takes
+over 0.5 s) repetitions. Checks first: in fp32, the logits of the golden prompts
 (tests/reference/tiny_longcat/, float64 logits of the same weights) within 1e-3; in every dtype, a decode step's
 logits equal a cache-free forward of the whole sequence within the dtype's rounding.
 
 Output: one JSON object per line on stdout,
-    {"path": "transformers_bfloat16", "shape": "tiny_decode/1", "tokens_per_second": ..., "seconds_per_call": ...,
+    {"path": "transformers_bfloat16_2t", "shape": "tiny_decode/1", "tokens_per_second": ..., "seconds_per_call": ...,
      "threads": 2, "torch": "2.15.0", "transformers": "5.23.0"}
 progress on stderr.
 """
@@ -170,37 +175,45 @@ def decode_seconds(model, sequences):
     return statistics.median(repetitions)
 
 
+def measure(model, kind, sequences):
+    """(seconds per call, tokens per call) of one shape."""
+    if kind == "decode":
+        return decode_seconds(model, sequences), sequences
+    prompt = prompts(sequences, CONTEXT, 9)
+    runner = Runner(model)
+    return median_seconds(lambda: runner.prefill(prompt)), sequences * CONTEXT
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default=",".join(s[0] for s in SHAPES), help="comma-separated shape names")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated, of " + ", ".join(DTYPES))
+    parser.add_argument("--threads", default=f"{os.cpu_count()},1",
+                        help="comma-separated torch thread counts, each timed (default: os.cpu_count() and 1)")
     args = parser.parse_args()
     wanted = args.shapes.split(",")
     dtypes = args.dtypes.split(",")
     unknown = [s for s in wanted if s not in [shape[0] for shape in SHAPES]] + [d for d in dtypes if d not in DTYPES]
     if unknown:
         parser.error(f"unknown shape or dtype: {', '.join(unknown)}")
+    thread_counts = list(dict.fromkeys(int(t) for t in args.threads.split(",")))
 
-    threads = os.cpu_count()
-    torch.set_num_threads(threads)
     versions = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}
     with torch.inference_mode():
         for name in dtypes:
+            torch.set_num_threads(thread_counts[0])
             model = load(DTYPES[name])
             check(model, DTYPES[name])
             for shape, kind, sequences in SHAPES:
                 if shape not in wanted:
                     continue
-                if kind == "decode":
-                    seconds, tokens = decode_seconds(model, sequences), sequences
-                else:
-                    prompt = prompts(sequences, CONTEXT, 9)
-                    runner = Runner(model)
-                    seconds, tokens = median_seconds(lambda: runner.prefill(prompt)), sequences * CONTEXT
-                path = f"transformers_{name}"
-                print(json.dumps({"path": path, "shape": shape, "tokens_per_second": tokens / seconds,
-                                  "seconds_per_call": seconds, "threads": threads, **versions}), flush=True)
-                log(f"{shape:16s} {path:22s} {tokens / seconds:10.1f} tokens/s")
+                for threads in thread_counts:
+                    torch.set_num_threads(threads)
+                    seconds, tokens = measure(model, kind, sequences)
+                    path = f"transformers_{name}_{threads}t"
+                    print(json.dumps({"path": path, "shape": shape, "tokens_per_second": tokens / seconds,
+                                      "seconds_per_call": seconds, "threads": threads, **versions}), flush=True)
+                    log(f"{shape:16s} {path:26s} {tokens / seconds:10.1f} tokens/s")
 
 
 if __name__ == "__main__":
