@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ngemb's embedding forward against PyTorch, measured back to back: bench_embedding, then torch_embedding.py, repeated.
+"""ngemb's embedding forward against PyTorch, back to back: bench_embedding, then torch_embedding.py, repeated.
 
     python bench/anchors/compare_embedding.py build/bench/bench_embedding
     python bench/anchors/compare_embedding.py build/bench/bench_embedding --shapes decode_B1,decode_B64 --rounds 3 \
@@ -63,10 +63,10 @@ def run_bench(binary, chosen):
     return results, output
 
 
-def run_torch(python, shapes, paths, max_call_seconds):
+def run_torch(python, shapes, paths, max_call_seconds, threads):
     """{shape: {path: tokens/s}} from one torch_embedding.py run."""
     command = [python, os.path.join(HERE, "torch_embedding.py"), "--shapes", ",".join(shapes),
-               "--max-call-seconds", max_call_seconds]
+               "--max-call-seconds", max_call_seconds, "--threads", threads]
     if paths:
         command += ["--paths", paths]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -98,6 +98,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="bench then torch, this many times (default 2)")
     parser.add_argument("--torch-paths", default="", help="torch_embedding.py --paths (default: all)")
     parser.add_argument("--max-call-seconds", default="20", help="torch_embedding.py --max-call-seconds")
+    parser.add_argument("--torch-threads", default=str(os.cpu_count()), help="torch_embedding.py --threads")
     parser.add_argument("--python", default=sys.executable, help="interpreter with torch for torch_embedding.py")
     parser.add_argument("--out", help="folder for every round's raw outputs")
     args = parser.parse_args()
@@ -112,7 +113,8 @@ def main():
         log(f"round {index + 1}/{args.rounds}: bench_embedding ({', '.join(sorted(chosen))})")
         bench, bench_raw = run_bench(args.bench_embedding, chosen)
         log(f"round {index + 1}/{args.rounds}: torch_embedding.py")
-        torch_results, torch_raw = run_torch(args.python, shapes, args.torch_paths, args.max_call_seconds)
+        torch_results, torch_raw = run_torch(args.python, shapes, args.torch_paths, args.max_call_seconds,
+                                             args.torch_threads)
         rounds.append((bench, torch_results))
         if args.out:
             os.makedirs(args.out, exist_ok=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ngemb's whole model against transformers, measured back to back: bench_model's tiny benchmarks, then torch_model.py.
+"""ngemb's whole model against transformers, back to back: bench_model's tiny benchmarks, then torch_model.py.
 
     python bench/anchors/compare_model.py build/bench/bench_model
     python bench/anchors/compare_model.py build/bench/bench_model --rounds 3 --dtypes float32 --out /tmp/anchor-model

@@ -31,10 +31,11 @@ look-back 0 before the stream start and at or before an EOS strictly before the 
 The official path's per-table nn.Embedding weights are views into the concatenated table, so the tables are held
 once (7.2 GB).
 
-Timing: torch.set_num_threads(os.cpu_count()), torch.inference_mode(); per path and shape a warm-up of >= 0.2 s, then
-the median over repetitions (7; 3 when a call takes over 0.5 s; 1 over 5 s) of back-to-back calls taking >= 0.1 s
-each. Before timing, each shape checks: the torch hash equals tests/reference/ngram_embedding_reference.py's exact
-ids on its first sequences, and every timed path's output is within bf16 rounding of an fp32 forward.
+Timing: torch.set_num_threads(os.cpu_count()) (or --threads), torch.inference_mode(); per path and shape a warm-up of
+>= 0.2 s, then the median over repetitions (7; 3 when a call takes over 0.5 s; 1 over 5 s) of back-to-back calls
+taking >= 0.1 s each. Before timing, each shape checks: the torch hash equals
+tests/reference/ngram_embedding_reference.py's exact ids on its first sequences, and every timed path's output is
+within bf16 rounding of an fp32 forward.
 
 A path whose call the check estimates at over --max-call-seconds (default 20) is not timed: bf16 on an AVX2 CPU, where
 SGLang's bf16 prefill takes minutes a call.
@@ -254,6 +255,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default=",".join(s[0] for s in SHAPES), help="comma-separated shape names")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated, of " + ", ".join(PATHS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: os.cpu_count())")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--max-call-seconds", type=float, default=20,
                         help="skip a path whose call is estimated (from the check) to take longer (default 20)")
@@ -264,7 +266,7 @@ def main():
     if unknown:
         parser.error(f"unknown shape or path: {', '.join(unknown)}")
 
-    threads = os.cpu_count()
+    threads = args.threads
     torch.set_num_threads(threads)
     with torch.inference_mode():
         start = time.perf_counter()
@@ -293,7 +295,8 @@ def main():
                 seconds, repetitions = median_seconds(run)
                 tokens = sequences * length
                 print(json.dumps({**record, "tokens_per_second": tokens / seconds, "seconds_per_call": seconds,
-                                  "repetitions": repetitions, "threads": threads, "torch": torch.__version__.split("+")[0]}), flush=True)
+                                  "repetitions": repetitions, "threads": threads,
+                                  "torch": torch.__version__.split("+")[0]}), flush=True)
                 log(f"{name:16s} {path:13s} {tokens / seconds:12.1f} tokens/s")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Whole-model anchor for bench/model: transformers' LongcatFlashForCausalLM on models/tiny-longcat, decode and prefill.
+"""Whole-model anchor for bench/model: transformers' LongcatFlashForCausalLM on models/tiny-longcat, decode, prefill.
 
 Run by hand (never by ctest), with PyPI torch and transformers (the versions tools/train/train_tiny.py pins), from
 the repository root:
