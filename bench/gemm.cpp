@@ -6,7 +6,7 @@
 // Per shape and m the benchmarks {variant}/{shape}/m:{m}, variants:
 //   ngemb_f32, ngemb_bf16, ngemb_fp16  the library's ngemb::gemm_nt(host_policy{0}, ...) with those weights,
 //   eigen_f32       the baseline: Eigen's fp32 GEMM on the widened weights, the output split over the threads as
-//                   the library's fp32 path did before its own kernels (split_rows below),
+//                   the library's fp32 path did before its own kernels (eigen_gemm_nt below),
 //   openblas_f32    cblas_sgemm (cblas_sgemv at m = 1) on OpenBLAS's own threads     } with -DNGEMB_BENCH_OPENBLAS=ON
 //   openblas_bf16   bf16 weights widened one 1 MiB panel at a time per thread, each    } (Debian's OpenBLAS 0.3.21
 //                   panel multiplied by a single-threaded cblas_sgemm/sgemv             } has no cblas_sbgemm)
@@ -20,12 +20,15 @@
 //   GFLOP_per_s  2 m n k / time;          GB_per_s  weight bytes read / time (B's storage type),
 //   vs_peak      GFLOP/s over the fp32 FMA peak of all threads (BM_fma_peak: independent register-resident FMA
 //                chains, AVX2+FMA or AVX-512F, the widest the CPU has), and for bf16 variants vs_bf16_peak, over the
-//                AVX512_BF16 dot-product (vdpbf16ps) peak where the CPU has it,
+//                AVX512_BF16 dot-product (vdpbf16ps) peak where the CPU has it (never run on the AMD EPYC this was
+//                written on, which lacks it),
 //   vs_floor     time / (weight bytes / read bandwidth), the bandwidth of summing a 1 GiB array over the same
-//                threads (BM_read_floor_1GiB): 1 means reading the weights once at that bandwidth,
+//                threads (BM_read_floor_1GiB): 1 means reading the weights once at that bandwidth.
+//                Both limits come from their fastest repetition at setup (best_seconds),
 //   vs_eigen     the Eigen baseline's median time (taken at setup) / this time: above 1 is faster than Eigen.
-// Iterations: Google Benchmark's minimum time (0.2 s), except products over 5 GFLOP (m = 4096; ~0.2-0.8 s each on
-// 2 cores), which run one timed call after one warm-up call. The program takes about 1.5 minutes on 2 cores.
+// Iterations: Google Benchmark's minimum time (0.2 s), except products over 5 GFLOP (m = 4096; ~0.3-1 s each on
+// 2 cores), which run one timed call after one warm-up call. The program takes 1.5-3 minutes on 2 cores (the
+// longer on a machine other jobs load) and ~5 GB of memory, most of it the lm_head's weights.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -323,16 +326,15 @@ struct weights {
 
   explicit weights(const shape_spec& shape) : f32(shape.n * shape.k), b16(f32.size()), h16(f32.size()) {
     // One generator per row, filled on all threads: the lm_head has 400M weights.
-    ngemb::for_each_n(all_threads.resolved_threads() > 1 ? ngemb::host_policy{0, 64} : all_threads, shape.n,
-                      [&](std::size_t row) {
-                        std::minstd_rand generator(static_cast<unsigned>(row) + 1);
-                        std::uniform_int_distribution<int> integer(-127, 127);
-                        for (std::size_t l = row * shape.k; l < (row + 1) * shape.k; ++l) {
-                          f32[l] = static_cast<float>(integer(generator)) / 1024.0f;
-                          b16[l] = ngemb::from_float<ngemb::bf16>(f32[l]);
-                          h16[l] = ngemb::from_float<ngemb::fp16>(f32[l]);
-                        }
-                      });
+    ngemb::for_each_n(ngemb::host_policy{0, 64}, shape.n, [&](std::size_t row) {
+      std::minstd_rand generator(static_cast<unsigned>(row) + 1);
+      std::uniform_int_distribution<int> integer(-127, 127);
+      for (std::size_t l = row * shape.k; l < (row + 1) * shape.k; ++l) {
+        f32[l] = static_cast<float>(integer(generator)) / 1024.0f;
+        b16[l] = ngemb::from_float<ngemb::bf16>(f32[l]);
+        h16[l] = ngemb::from_float<ngemb::fp16>(f32[l]);
+      }
+    });
   }
 
   /// Bytes the three copies take.
