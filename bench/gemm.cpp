@@ -26,6 +26,9 @@
 //                threads (BM_read_floor_1GiB): 1 means reading the weights once at that bandwidth.
 //                Both limits come from their fastest repetition at setup (best_seconds),
 //   vs_eigen     the Eigen baseline's median time (taken at setup) / this time: above 1 is faster than Eigen.
+//   GFLOP_per_cpu_s, vs_peak_cpu  the same rate per CPU second of all the process's threads, and its ratio to the
+//                peak's: they hold when other jobs take the cores, where wall-clock rates do not (threads that
+//                spin-wait, as OpenBLAS's and OpenMP's do, count against them).
 // Iterations: Google Benchmark's minimum time (0.2 s), except products over 5 GFLOP (m = 4096; ~0.3-1 s each on
 // 2 cores), which run one timed call after one warm-up call. The program takes 1.5-3 minutes on 2 cores (the
 // longer on a machine other jobs load) and ~5 GB of memory, most of it the lm_head's weights.
@@ -38,10 +41,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -86,15 +92,27 @@ void on_every_thread(const Part& part) {
 
 // ---- The machine's limits --------------------------------------------------------------------------------------
 
-/// Seconds per call of `run` in its fastest of 15 repetitions of >= 5 ms, after a warm-up call: a limit is the best
-/// the machine shows (other work only slows a repetition down), unlike the baselines' medians.
+/// CPU seconds all of the process's threads have used: unlike wall time, not stretched when other jobs take the
+/// cores (std::clock is the process's CPU time on POSIX).
+double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
+
+/// Wall and CPU seconds (all threads) per call of `run`, each its fastest of 15 repetitions of >= 5 ms after a
+/// warm-up call: a limit is the best the machine shows (other work only slows a repetition down), unlike the
+/// baselines' medians.
+struct call_cost {
+  double wall;
+  double cpu;
+};
+
 template <class Run>
-double best_seconds(Run& run) {
+call_cost best_seconds(Run& run) {
   const double once = time_calls(run, 1);
   const long calls = std::max(1L, static_cast<long>(std::ceil(5e-3 / std::max(once, 1e-9))));
-  double best = once;
+  call_cost best{once, std::numeric_limits<double>::max()};
   for (int repetition = 0; repetition < 15; ++repetition) {
-    best = std::min(best, time_calls(run, calls) / static_cast<double>(calls));
+    const double cpu_start = cpu_seconds();
+    best.wall = std::min(best.wall, time_calls(run, calls) / static_cast<double>(calls));
+    best.cpu = std::min(best.cpu, (cpu_seconds() - cpu_start) / static_cast<double>(calls));
   }
   return best;
 }
@@ -177,21 +195,25 @@ __attribute__((target("avx512f,avx512bf16"))) float bf16_dot_chains() {
   return lane_sum(total);
 }
 
-/// FLOP/s of `kernel` (doing `flops_per_call` per call) on every thread at once.
-double chains_rate(float (*kernel)(), double flops_per_call) {
+/// FLOP/s of `kernel` (doing `flops_per_call` per call) on every thread at once, and FLOPs per CPU second.
+std::pair<double, double> chains_rate(float (*kernel)(), double flops_per_call) {
   std::vector<float> results(all_threads.resolved_threads());
   auto run = [&] {
     on_every_thread([&](std::size_t part) { results[part] = kernel(); });
     benchmark::DoNotOptimize(results.data());
   };
-  return flops_per_call * static_cast<double>(results.size()) / best_seconds(run);
+  const call_cost cost = best_seconds(run);
+  const double flops = flops_per_call * static_cast<double>(results.size());
+  return {flops / cost.wall, flops / cost.cpu};
 }
 #endif
 
 /// The compute limits: the fp32 FMA peak (the widest FMA the CPU has) and, where the CPU has AVX512_BF16, the bf16
-/// dot-product peak, in FLOP/s over all threads; 0 where not measured (no x86 FMA).
+/// dot-product peak, in FLOP/s over all threads, and the fp32 peak per CPU second (one core's); 0 where not
+/// measured (no x86 FMA).
 struct compute_peaks {
   double fp32 = 0;
+  double fp32_per_cpu_second = 0;
   double bf16 = 0;
   const char* fp32_isa = "none";
 
@@ -199,14 +221,14 @@ struct compute_peaks {
 #if defined(__x86_64__) || defined(__i386__)
     constexpr double rounds = static_cast<double>(peak_rounds * chains);
     if (__builtin_cpu_supports("avx512f")) {
-      fp32 = chains_rate(fma_chains_avx512, rounds * 16 * 2);
+      std::tie(fp32, fp32_per_cpu_second) = chains_rate(fma_chains_avx512, rounds * 16 * 2);
       fp32_isa = "avx512f";
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-      fp32 = chains_rate(fma_chains_avx2, rounds * 8 * 2);
+      std::tie(fp32, fp32_per_cpu_second) = chains_rate(fma_chains_avx2, rounds * 8 * 2);
       fp32_isa = "avx2+fma";
     }
     if (__builtin_cpu_supports("avx512bf16")) {
-      bf16 = chains_rate(bf16_dot_chains, rounds * 16 * 2 * 2);
+      bf16 = chains_rate(bf16_dot_chains, rounds * 16 * 2 * 2).first;
     }
 #endif
   }
@@ -224,7 +246,7 @@ class read_floor {
 
   read_floor() : words_(bytes / sizeof(std::uint64_t), 1), sums_(all_threads.resolved_threads()) {
     auto run = [this] { sum(); };
-    bandwidth_ = static_cast<double>(bytes) / best_seconds(run);
+    bandwidth_ = static_cast<double>(bytes) / best_seconds(run).wall;
   }
 
   void sum() {
@@ -542,18 +564,22 @@ class onednn_gemm_nt {
 template <class Run>
 void time_product(benchmark::State& state, product& work, variant kind, Run&& run) {
   run();
+  const double cpu_start = cpu_seconds();
   const auto start = clock_type::now();
   for (auto _ : state) {
     run();
     benchmark::ClobberMemory();
   }
   const double seconds = seconds_since(start) / static_cast<double>(state.iterations());
+  const double cpu = (cpu_seconds() - cpu_start) / static_cast<double>(state.iterations());
   const double bytes = weight_bytes(kind) * static_cast<double>(work.shape.n * work.shape.k);
   const double rate = work.flops() / seconds;
   state.counters["GFLOP_per_s"] = benchmark::Counter(rate / 1e9);
   state.counters["GB_per_s"] = benchmark::Counter(bytes / seconds / 1e9);
+  state.counters["GFLOP_per_cpu_s"] = benchmark::Counter(work.flops() / cpu / 1e9);
   if (peaks().fp32 > 0) {
     state.counters["vs_peak"] = benchmark::Counter(rate / peaks().fp32);
+    state.counters["vs_peak_cpu"] = benchmark::Counter(work.flops() / cpu / peaks().fp32_per_cpu_second);
   }
   if (peaks().bf16 > 0 && bf16_weights(kind)) {
     state.counters["vs_bf16_peak"] = benchmark::Counter(rate / peaks().bf16);
@@ -643,6 +669,7 @@ void BM_fma_peak(benchmark::State& state) {
   }
   state.SetLabel(measured.fp32_isa);
   state.counters["fp32_GFLOP_per_s"] = benchmark::Counter(measured.fp32 / 1e9);
+  state.counters["fp32_GFLOP_per_cpu_s"] = benchmark::Counter(measured.fp32_per_cpu_second / 1e9);
   state.counters["bf16_GFLOP_per_s"] = benchmark::Counter(measured.bf16 / 1e9);  // 0: no AVX512_BF16
   state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
 }
