@@ -46,9 +46,7 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <thread>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -62,9 +60,13 @@
 
 #ifdef NGEMB_BENCH_OPENBLAS
 #include <cblas.h>
+
+#include <thread>
 #endif
 #ifdef NGEMB_BENCH_ONEDNN
 #include <dnnl.hpp>
+
+#include <unordered_map>
 #endif
 
 #include "ngemb/core/dtype.hpp"
