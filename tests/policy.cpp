@@ -186,6 +186,97 @@ TEST_CASE("mixed-precision gemm_nt (fp32 x bf16/fp16 -> fp32) matches an fp64 pr
                        doctest::Contains("gemm_nt: B must hold 2 x 3 = 6 values, got 8"), ngemb::shape_mismatch);
 }
 
+namespace {
+
+/// Runs the host kernels on one instruction set for its lifetime (tests only: the setting is process-wide).
+class scoped_host_isa {
+ public:
+  explicit scoped_host_isa(ngemb::detail::host_isa isa) : saved_(ngemb::detail::host_isa_limit().exchange(isa)) {}
+  ~scoped_host_isa() { ngemb::detail::host_isa_limit().store(saved_); }
+  scoped_host_isa(const scoped_host_isa&) = delete;
+  scoped_host_isa& operator=(const scoped_host_isa&) = delete;
+
+ private:
+  ngemb::detail::host_isa saved_;
+};
+
+/// C = A * B^T with B's rows `ldb` apart (ldb == k: the dense overload) against fp64, with the error bound of
+/// check_mixed_gemm.
+template <class W>
+void check_gemm_nt_kernel(const ngemb::host_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+                          std::size_t ldb) {
+  std::mt19937 random(static_cast<unsigned>(m * 7919 + n * 31 + k * 3 + ldb));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> a(m * k);
+  std::vector<W> b(n == 0 || k == 0 ? 0 : (n - 1) * ldb + k);
+  std::generate(a.begin(), a.end(), [&] { return normal(random); });
+  std::generate(b.begin(), b.end(), [&] { return W(normal(random)); });
+  std::vector<float> c(m * n, -7.0f);
+  if (ldb == k) {
+    ngemb::gemm_nt(policy, m, n, k, ngemb::view<const float>(a), ngemb::view<const W>(b), ngemb::view<float>(c));
+  } else {
+    ngemb::gemm_nt(policy, m, n, k, ngemb::view<const float>(a), ngemb::view<const W>(b), ldb, ngemb::view<float>(c));
+  }
+  double worst = 0.0;
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      double want = 0.0;
+      for (std::size_t l = 0; l < k; ++l) {
+        want += static_cast<double>(a[i * k + l]) * static_cast<double>(ngemb::to_float(b[j * ldb + l]));
+      }
+      worst = std::max(worst, std::abs(c[i * n + j] - want));
+    }
+  }
+  INFO("m = " << m << ", n = " << n << ", k = " << k << ", ldb = " << ldb << ", threads = " << policy.threads
+              << ": worst error " << worst);
+  CHECK(worst <= 1e-5 * std::sqrt(static_cast<double>(std::max<std::size_t>(k, 1))));
+}
+
+}  // namespace
+
+TEST_CASE("host gemm_nt kernels (streaming and blocked, AVX2 and portable) match an fp64 product") {
+  std::vector<ngemb::detail::host_isa> isas{ngemb::detail::host_isa::generic};
+  if (ngemb::detail::detect_host_isa() != ngemb::detail::host_isa::generic) {
+    isas.push_back(ngemb::detail::detect_host_isa());
+  }
+  MESSAGE("host kernels tested: " << std::string(isas.size() == 2 ? "AVX2/FMA and portable" : "portable only (no AVX2/FMA here)"));
+  for (const auto isa : isas) {
+    const scoped_host_isa chosen(isa);
+    for (const unsigned threads : {1u, 2u}) {
+      const ngemb::host_policy policy{threads};
+      // Every tile tail of the streaming kernel: rows of A 1..small_gemm_max_rows (tiles of 3, tails 1 and 2; one row
+      // takes 8 rows of B at a time), rows of B not a multiple of 8 or 4, k not a multiple of 8, strided B; then the
+      // blocked path just above the streaming kernel's rows.
+      for (std::size_t m = 1; m <= ngemb::detail::small_gemm_max_rows + 1; ++m) {
+        for (const auto& dims : {std::array<std::size_t, 3>{13, 37, 37}, {29, 64, 80}, {2, 9, 9}, {1, 1, 1},
+                                 {70, 300, 304}}) {
+          const std::size_t n = dims[0];  // named copies: clang 14 cannot capture structured bindings (INFO does)
+          const std::size_t k = dims[1];
+          const std::size_t ldb = dims[2];
+          INFO("isa = " << static_cast<int>(isa));
+          check_gemm_nt_kernel<float>(policy, m, n, k, ldb);
+          check_gemm_nt_kernel<ngemb::bf16>(policy, m, n, k, ldb);
+          check_gemm_nt_kernel<ngemb::fp16>(policy, m, n, k, ldb);
+        }
+      }
+      // Enough weights to split the streaming kernel over both threads (min_streamed_weights_per_thread).
+      check_gemm_nt_kernel<ngemb::bf16>(policy, 2, 1030, 2051, 2051);
+      check_gemm_nt_kernel<float>(policy, 1, 1030, 2051, 2051);
+      // The packed kernel past one block of every loop (kc = 256 columns of k, mc = 72 rows of A, nc = 768 rows of
+      // B), split by rows of B (n large) and by rows of A (n small).
+      check_gemm_nt_kernel<ngemb::bf16>(policy, 150, 800, 600, 603);
+      check_gemm_nt_kernel<ngemb::fp16>(policy, 150, 800, 600, 600);
+      check_gemm_nt_kernel<float>(policy, 300, 20, 513, 513);
+    }
+  }
+  const std::vector<float> a(6);
+  const std::vector<ngemb::bf16> b(8);
+  std::vector<float> c(4);
+  CHECK_THROWS_WITH_AS(ngemb::gemm_nt(ngemb::host_policy{}, 2, 2, 3, ngemb::view<const float>(a),
+                                      ngemb::view<const ngemb::bf16>(b), 2, ngemb::view<float>(c)),
+                       "gemm_nt: ldb must be >= k = 3, got 2", ngemb::invalid_argument);
+}
+
 TEST_CASE("gemm_nn (B's rows a stride apart) matches an fp64 product, threaded or not; bad operands are errors") {
   for (const unsigned threads : {1u, 2u}) {
     const ngemb::host_policy policy{threads};

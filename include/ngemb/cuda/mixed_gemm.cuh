@@ -17,16 +17,18 @@ inline constexpr int mixed_gemm_warps_per_block = 8;
 /// Weights per 16-byte load.
 inline constexpr int mixed_gemm_vector = 8;
 
-/// `Vectorised`: k is a multiple of 8 and B 16-byte aligned, so each lane loads 8 weights at once.
+/// B's rows are `ldb` weights apart. `Vectorised`: k and ldb are multiples of 8 and B 16-byte aligned, so each lane
+/// loads 8 weights at once.
 template <class W, bool Vectorised>
-__global__ void mixed_gemm_small_m_kernel(int m, std::size_t n, std::size_t k, const float* a, const W* b, float* c) {
+__global__ void mixed_gemm_small_m_kernel(int m, std::size_t n, std::size_t k, const float* a, const W* b,
+                                          std::size_t ldb, float* c) {
   constexpr int warp = 32;
   const std::size_t row = static_cast<std::size_t>(blockIdx.x) * mixed_gemm_warps_per_block + threadIdx.x / warp;
   const int lane = static_cast<int>(threadIdx.x % warp);
   if (row >= n) {
     return;  // whole warps leave together: row is uniform across a warp
   }
-  const W* weights = b + row * k;
+  const W* weights = b + row * ldb;
   float sums[mixed_gemm_max_rows] = {};
   const auto accumulate = [&](float weight, std::size_t column) {
 #pragma unroll

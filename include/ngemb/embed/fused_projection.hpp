@@ -1,11 +1,13 @@
 #pragma once
 // fused_projection: the T per-sub-table projections W_i [out x d] concatenated into W_cat = [W_0 | ... | W_{T-1}]
 // ([out x T*d]), so projecting a batch is one GEMM over the gathered rows instead of T small ones (SPEC §3).
-// Weights are widened to the accumulator type once at load; the GEMM accumulates in it.
+// W_cat is stored as Weight (default: the accumulator type; bf16 or fp16 under an fp32 accumulator halve the bytes a
+// decode step reads) and the GEMM accumulates in Acc.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ngemb/core/dtype.hpp"
@@ -20,14 +22,20 @@
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/upload.hpp"
+#include "ngemb/policy/weight_matrix.hpp"
 
 namespace ngemb {
 
-template <gemm_scalar Acc = float, class Policy = host_policy>
+template <gemm_scalar Acc = float, class Policy = host_policy, class Weight = Acc>
 class fused_projection {
+  static_assert(std::is_same_v<Weight, Acc> || (std::is_same_v<Acc, float> && !std::is_same_v<Weight, double>),
+                "fused_projection<Acc, Policy, Weight>: Weight must be Acc, or a reduced type (bf16, fp16) under an "
+                "fp32 accumulator");
+
  public:
   using accumulator = Acc;
   using policy_type = Policy;
+  using weight_type = Weight;
   using shape = projection_shape;
 
   /// From host arrays: one Linear weight [output_width x row_width] per sub-table (dims.num_tables of them), in any
@@ -40,7 +48,7 @@ class fused_projection {
       throw shape_mismatch("fused_projection: " + std::to_string(projections.size()) +
                            " projections given, the shape has " + std::to_string(tables_) + " sub-tables");
     }
-    std::vector<Acc> concatenated(static_cast<std::size_t>(output_width_ * input_width()));
+    std::vector<W> concatenated(static_cast<std::size_t>(output_width_ * input_width()));
     for (int table = 0; table < tables_; ++table) {
       const view<const W> weight = projections[static_cast<std::size_t>(table)];
       if (weight.size() != static_cast<std::size_t>(output_width_ * row_width_)) {
@@ -51,11 +59,11 @@ class fused_projection {
       for (std::int64_t out = 0; out < output_width_; ++out) {
         for (std::int64_t column = 0; column < row_width_; ++column) {
           concatenated[static_cast<std::size_t>(out * input_width() + table * row_width_ + column)] =
-              detail::convert<Acc>(weight[static_cast<std::size_t>(out * row_width_ + column)]);
+              weight[static_cast<std::size_t>(out * row_width_ + column)];
         }
       }
     }
-    weights_ = upload(policy, view<const Acc>(concatenated));
+    weights_ = weight_matrix<Weight, Policy>(policy, output_width_, input_width(), view<const W>(concatenated));
   }
 
   /// Reads `{prefix}.post_projs.{i}.weight` [output_width, row_width] for i < num_tables (any float dtype); prefix is
@@ -72,20 +80,22 @@ class fused_projection {
     return fused_projection(policy, dims, std::span<const view<const double>>(views));
   }
 
-  /// Writes `{prefix}.post_projs.{i}.weight` [output_width, row_width] in fp32, split back out of W_cat.
+  /// Writes `{prefix}.post_projs.{i}.weight` [output_width, row_width], split back out of W_cat, in Weight's dtype
+  /// (fp32 for fp64 weights).
   void save(const Policy& policy, const std::string& prefix, tensor_collection& out) const {
-    std::vector<Acc> concatenated(weights_.size());
-    copy_to_host(policy, weights(), view<Acc>(concatenated));
-    std::vector<float> projection(static_cast<std::size_t>(output_width_ * row_width_));
+    using stored = std::conditional_t<std::is_same_v<Weight, double>, float, Weight>;
+    std::vector<Weight> concatenated(weights_.values().size());
+    copy_to_host(policy, weights_.values(), view<Weight>(concatenated));
+    std::vector<stored> projection(static_cast<std::size_t>(output_width_ * row_width_));
     for (int table = 0; table < tables_; ++table) {
       for (std::int64_t row = 0; row < output_width_; ++row) {
         for (std::int64_t column = 0; column < row_width_; ++column) {
-          projection[static_cast<std::size_t>(row * row_width_ + column)] = detail::convert<float>(
+          projection[static_cast<std::size_t>(row * row_width_ + column)] = detail::convert<stored>(
               concatenated[static_cast<std::size_t>(row * input_width() + table * row_width_ + column)]);
         }
       }
-      out.add<float>(host_policy{}, ngram_names::post_proj(prefix, table), {output_width_, row_width_},
-                     view<const float>(projection));
+      out.add<stored>(host_policy{}, ngram_names::post_proj(prefix, table), {output_width_, row_width_},
+                      view<const stored>(projection));
     }
   }
 
@@ -94,13 +104,12 @@ class fused_projection {
   /// T*d: the width of one token's gathered rows.
   [[nodiscard]] std::int64_t input_width() const { return tables_ * row_width_; }
   [[nodiscard]] std::int64_t output_width() const { return output_width_; }
-  /// W_cat, [output_width x T*d] row-major in policy memory.
-  [[nodiscard]] view<const Acc> weights() const { return weights_.as_view(); }
+  /// W_cat, [output_width x T*d] in policy memory.
+  [[nodiscard]] const weight_matrix<Weight, Policy>& weights() const { return weights_; }
 
   /// out [tokens x output_width] = gathered [tokens x T*d] * W_cat^T.
   void project(const Policy& policy, std::size_t tokens, view<const Acc> gathered, view<Acc> out) const {
-    gemm_nt(policy, tokens, static_cast<std::size_t>(output_width_), static_cast<std::size_t>(input_width()), gathered,
-            weights(), out);
+    weights_.multiply(policy, tokens, gathered, out);
   }
 
   /// out [tokens x output_width] = gathered [tokens x columns] * W_cat[:, first_column, first_column + columns)^T:
@@ -112,11 +121,7 @@ class fused_projection {
                              std::to_string(first_column + columns) + ") are not inside W_cat's [0, " +
                              std::to_string(input_width()) + ")");
     }
-    const auto stride = static_cast<std::size_t>(input_width());
-    const std::size_t span = columns == 0 ? 0 : static_cast<std::size_t>(output_width_ - 1) * stride +
-                                                    static_cast<std::size_t>(columns);
-    gemm_nt(policy, tokens, static_cast<std::size_t>(output_width_), static_cast<std::size_t>(columns), gathered,
-            weights().subview(static_cast<std::size_t>(columns == 0 ? 0 : first_column), span), stride, out);
+    weights_.multiply_columns(policy, tokens, first_column, columns, gathered, out);
   }
 
  private:
@@ -131,7 +136,7 @@ class fused_projection {
   int tables_;
   std::int64_t row_width_;
   std::int64_t output_width_;
-  typename Policy::template buffer<Acc> weights_;
+  weight_matrix<Weight, Policy> weights_;
 };
 
 static_assert(detail::check_projection<fused_projection<>>());

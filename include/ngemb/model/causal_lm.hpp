@@ -1,6 +1,6 @@
 #pragma once
-// The whole model as a type: causal_lm<Embedding, Block, Mtp = no_mtp> = n-gram embedding, num_layers blocks, final
-// norm and lm_head, with the per-sequence state (n-gram cache windows and the attention's cache) for ragged prefill and
+// The whole model as a type: causal_lm<Embedding, Block, Mtp = no_mtp, HeadWeight = float> = n-gram embedding, num_layers
+// blocks, final norm and lm_head (W_lm stored as HeadWeight), with the per-sequence state (n-gram cache windows and the attention's cache) for ragged prefill and
 // decode; optionally the MTP module (model/mtp.hpp), the draft of speculative decoding.
 //
 //   using lm = ngemb::presets::longcat_shortcut<>::model;             // or causal_lm<embedding, your block>
@@ -151,12 +151,14 @@ constexpr bool check_model_parts() {
 
 }  // namespace detail
 
-template <class Embedding, class Block, class Mtp = no_mtp>
+template <class Embedding, class Block, class Mtp = no_mtp, class HeadWeight = float>
 class causal_lm {
   static_assert(detail::check_model_parts<Embedding, Block, Mtp>());
 
  public:
   using policy_type = typename Block::policy_type;
+  /// The output head; HeadWeight is W_lm's element type (fp32, bf16 or fp16).
+  using head_type = lm_head<policy_type, HeadWeight>;
   using token_type = std::int32_t;
   using sequence_id = std::int32_t;
   /// The per-sequence state of every attention sublayer, as the blocks' attention type lays it out.
@@ -170,7 +172,7 @@ class causal_lm {
   static constexpr bool plain_embedding_type = requires { requires !Embedding::reads_ngram_tables; };
 
   causal_lm(const policy_type& policy, const model_config& config, Embedding embedding, std::vector<Block> blocks,
-            lm_head<policy_type> head, sequence_capacity capacity = {}, std::optional<Mtp> mtp = std::nullopt)
+            head_type head, sequence_capacity capacity = {}, std::optional<Mtp> mtp = std::nullopt)
       : config_(config),
         embedding_(std::move(embedding)),
         blocks_(std::move(blocks)),
@@ -236,7 +238,7 @@ class causal_lm {
     for (int layer = 0; layer < config.num_layers; ++layer) {
       blocks.push_back(Block::load(policy, *checkpoint, layer_prefix(layer), config));
     }
-    auto head = lm_head<policy_type>::load(policy, *checkpoint, "",
+    auto head = head_type::load(policy, *checkpoint, "",
                                            {.hidden = config.hidden_size(),
                                             .vocab_size = config.vocab_size(),
                                             .eps = static_cast<float>(config.rms_norm_eps)});
@@ -474,8 +476,8 @@ class causal_lm {
   }
 
   /// The final norm and lm_head (the n-gram-embedding drafter's and the MTP drafter's output).
-  [[nodiscard]] const lm_head<policy_type>& head() const { return head_; }
-  [[nodiscard]] lm_head<policy_type>& head() { return head_; }
+  [[nodiscard]] const head_type& head() const { return head_; }
+  [[nodiscard]] head_type& head() { return head_; }
   /// Draft tokens a speculative step may verify per sequence (sequence_capacity::max_draft).
   [[nodiscard]] int max_draft() const { return max_draft_; }
 
@@ -796,7 +798,7 @@ class causal_lm {
   model_config config_;
   Embedding embedding_;
   std::vector<Block> blocks_;
-  lm_head<policy_type> head_;
+  head_type head_;
   std::optional<Mtp> mtp_;
   std::int64_t max_positions_;
   int max_draft_;

@@ -1,8 +1,10 @@
 #pragma once
-// The model's output: the final RMSNorm, then logits = W_lm norm(x) over the vocabulary (one GEMM per step).
+// The model's output: the final RMSNorm, then logits = W_lm norm(x) over the vocabulary (one GEMM per step). W_lm
+// is stored as Weight (fp32 by default; bf16 or fp16 halve the largest read of a decode step), accumulated in fp32.
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "ngemb/core/error.hpp"
@@ -13,9 +15,8 @@
 #include "ngemb/model/detail/row_checks.hpp"
 #include "ngemb/model/detail/workspace.hpp"
 #include "ngemb/model/rms_norm.hpp"
-#include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
-#include "ngemb/policy/upload.hpp"
+#include "ngemb/policy/weight_matrix.hpp"
 
 namespace ngemb {
 
@@ -28,10 +29,11 @@ inline std::string join_name(const std::string& prefix, const char* name) {
 
 }  // namespace detail
 
-template <class Policy = host_policy>
+template <class Policy = host_policy, class Weight = float>
 class lm_head {
  public:
   using policy_type = Policy;
+  using weight_type = Weight;
 
   struct shape {
     std::int64_t hidden;      ///< H
@@ -39,29 +41,28 @@ class lm_head {
     float eps;                ///< of the final norm
   };
 
-  /// `weight` [V x H] is a host array; H is the norm's width.
+  /// `weight` [V x H] is a host array (converted to Weight); H is the norm's width.
   lm_head(const Policy& policy, rms_norm<Policy> norm, std::int64_t vocab_size, view<const float> weight)
-      : norm_(std::move(norm)), vocab_size_(vocab_size) {
-    if (vocab_size < 1) {
-      throw invalid_argument("lm_head: vocab_size must be >= 1, got " + std::to_string(vocab_size));
-    }
-    detail::require_rows("lm_head: the weight [V x H]", static_cast<std::size_t>(vocab_size), norm_.hidden(),
-                         weight.size());
-    weight_ = upload(policy, weight);
-  }
+      : lm_head(policy, std::move(norm), vocab_size, weight, 0) {}
+
+  /// As above from weights in another element type (a checkpoint's bf16 read as stored).
+  template <readable_element S>
+    requires(!std::is_same_v<S, float>)
+  lm_head(const Policy& policy, rms_norm<Policy> norm, std::int64_t vocab_size, view<const S> weight)
+      : lm_head(policy, std::move(norm), vocab_size, weight, 0) {}
 
   /// `model.norm.weight` [H] and `lm_head.weight` [V, H] under `prefix` (empty: the checkpoint's root, as in HF
   /// checkpoints).
   static lm_head load(const Policy& policy, const checkpoint& source, const std::string& prefix, const shape& dims) {
     auto norm = rms_norm<Policy>::load(policy, source, detail::join_name(prefix, "model.norm"), {dims.hidden, dims.eps});
     const std::int64_t weight_shape[] = {dims.vocab_size, dims.hidden};
-    const auto weight = read_tensor_as<float>(source, detail::join_name(prefix, "lm_head.weight"), weight_shape);
-    return lm_head(policy, std::move(norm), dims.vocab_size, view<const float>(weight));
+    const auto weight = read_tensor_as<Weight>(source, detail::join_name(prefix, "lm_head.weight"), weight_shape);
+    return lm_head(policy, std::move(norm), dims.vocab_size, view<const Weight>(weight));
   }
 
   void save(const Policy& policy, const std::string& prefix, tensor_collection& tensors) const {
     norm_.save(policy, detail::join_name(prefix, "model.norm"), tensors);
-    tensors.add<float>(policy, detail::join_name(prefix, "lm_head.weight"), {vocab_size_, norm_.hidden()}, weight_.as_view());
+    weight_.save(policy, detail::join_name(prefix, "lm_head.weight"), tensors);
   }
 
   /// x [tokens x H] and logits [tokens x V] in policy memory; x is left unchanged.
@@ -84,17 +85,27 @@ class lm_head {
   void forward_normed(const Policy& policy, std::size_t tokens, view<const float> normed, view<float> logits) const {
     detail::require_rows("lm_head: normed rows", tokens, norm_.hidden(), normed.size());
     detail::require_rows("lm_head: logits", tokens, vocab_size_, logits.size());
-    gemm_nt(policy, tokens, static_cast<std::size_t>(vocab_size_), static_cast<std::size_t>(norm_.hidden()), normed,
-            weight_.as_view(), logits);
+    weight_.multiply(policy, tokens, normed, logits);
   }
 
   [[nodiscard]] std::int64_t vocab_size() const { return vocab_size_; }
   [[nodiscard]] std::int64_t hidden() const { return norm_.hidden(); }
 
  private:
+  template <readable_element S>
+  lm_head(const Policy& policy, rms_norm<Policy> norm, std::int64_t vocab_size, view<const S> weight, int /*tag*/)
+      : norm_(std::move(norm)), vocab_size_(vocab_size) {
+    if (vocab_size < 1) {
+      throw invalid_argument("lm_head: vocab_size must be >= 1, got " + std::to_string(vocab_size));
+    }
+    detail::require_rows("lm_head: the weight [V x H]", static_cast<std::size_t>(vocab_size), norm_.hidden(),
+                         weight.size());
+    weight_ = weight_matrix<Weight, Policy>(policy, vocab_size, norm_.hidden(), weight);
+  }
+
   rms_norm<Policy> norm_;
   std::int64_t vocab_size_;
-  typename Policy::template buffer<float> weight_;
+  weight_matrix<Weight, Policy> weight_;
   typename Policy::template buffer<float> normed_;
 };
 

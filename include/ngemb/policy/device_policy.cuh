@@ -202,37 +202,61 @@ void gemm_nn(const device_policy& policy, std::size_t m, std::size_t n, std::siz
   }
 }
 
-/// C = A * B^T with fp32 A [m x k], bf16/fp16 B [n x k] and fp32 C [m x n] in device memory, fp32 accumulation.
-/// Up to 8 rows of A (decode): a warp per row of B reads it once (cuda/mixed_gemm.cuh). More rows: B is widened to
-/// fp32 in stream-ordered scratch and cuBLAS runs the fp32 GEMM, whose time then dominates the extra pass.
+namespace detail {
+
+/// C = A * B^T with fp32 A [m x k], bf16/fp16 B [n x k] (rows `ldb` apart) and fp32 C [m x n] in device memory,
+/// fp32 accumulation; shapes checked by the callers. Up to 8 rows of A (decode): a warp per row of B reads it once
+/// (cuda/mixed_gemm.cuh). More rows: B is widened to fp32 in stream-ordered scratch and cuBLAS runs the fp32 GEMM,
+/// whose time then dominates the extra pass.
+template <reduced_weight W>
+void mixed_gemm_rows(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k, const float* a,
+                     const W* b, std::size_t ldb, float* c) {
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (m > static_cast<std::size_t>(mixed_gemm_max_rows) || k == 0) {
+    device_buffer<float> widened(policy, n * k);
+    if (k != 0) {
+      for_each_n(policy, n * k, widen_rows_op<W>{b, widened.data(), k, ldb});
+    }
+    gemm_nt_rows<float>(policy, m, n, k, a, widened.data(), k, c);
+    return;
+  }
+  const std::size_t blocks = (n + mixed_gemm_warps_per_block - 1) / mixed_gemm_warps_per_block;
+  if (blocks > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    throw invalid_argument("gemm_nt: B has " + std::to_string(n) + " rows, more than the kernel's grid covers");
+  }
+  constexpr int threads = mixed_gemm_warps_per_block * 32;
+  const bool vectorised = k % mixed_gemm_vector == 0 && ldb % mixed_gemm_vector == 0 &&
+                          reinterpret_cast<std::uintptr_t>(b) % 16 == 0;
+  const auto rows = static_cast<int>(m);
+  if (vectorised) {
+    mixed_gemm_small_m_kernel<W, true><<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a, b,
+                                                                                                   ldb, c);
+  } else {
+    mixed_gemm_small_m_kernel<W, false><<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a,
+                                                                                                    b, ldb, c);
+  }
+  NGEMB_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace detail
+
+/// C = A * B^T with fp32 A [m x k], bf16/fp16 B [n x k] and fp32 C [m x n] in device memory, fp32 accumulation
+/// (detail::mixed_gemm_rows).
 template <reduced_weight W>
 void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
              std::type_identity_t<view<const float>> a, view<const W> b, view<float> c) {
   detail::check_gemm_shapes(m, n, k, a.size(), b.size(), c.size());
-  if (m == 0 || n == 0) {
-    return;
-  }
-  if (m > static_cast<std::size_t>(detail::mixed_gemm_max_rows) || k == 0) {
-    device_buffer<float> widened(policy, n * k);
-    for_each_n(policy, n * k, detail::widen_op<W>{b.data(), widened.data()});
-    gemm_nt<float>(policy, m, n, k, a, view<const float>(widened.as_view()), c);
-    return;
-  }
-  const std::size_t blocks = (n + detail::mixed_gemm_warps_per_block - 1) / detail::mixed_gemm_warps_per_block;
-  if (blocks > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-    throw invalid_argument("gemm_nt: B has " + std::to_string(n) + " rows, more than the kernel's grid covers");
-  }
-  constexpr int threads = detail::mixed_gemm_warps_per_block * 32;
-  const bool vectorised = k % detail::mixed_gemm_vector == 0 && reinterpret_cast<std::uintptr_t>(b.data()) % 16 == 0;
-  const auto rows = static_cast<int>(m);
-  if (vectorised) {
-    detail::mixed_gemm_small_m_kernel<W, true>
-        <<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a.data(), b.data(), c.data());
-  } else {
-    detail::mixed_gemm_small_m_kernel<W, false>
-        <<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(rows, n, k, a.data(), b.data(), c.data());
-  }
-  NGEMB_CUDA_CHECK(cudaGetLastError());
+  detail::mixed_gemm_rows(policy, m, n, k, a.data(), b.data(), k, c.data());
+}
+
+/// As above with B's rows `ldb` >= k elements apart (a block of columns of a wider weight matrix).
+template <reduced_weight W>
+void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+             std::type_identity_t<view<const float>> a, view<const W> b, std::size_t ldb, view<float> c) {
+  detail::check_gemm_nt_strided_shapes(m, n, k, a.size(), b.size(), ldb, c.size());
+  detail::mixed_gemm_rows(policy, m, n, k, a.data(), b.data(), ldb, c.data());
 }
 
 /// The device overload of sort_pairs (policy/detail/sort_pairs.hpp): CUB's stable radix sort over bits

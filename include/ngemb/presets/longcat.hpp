@@ -9,8 +9,10 @@
 //   longcat_flash_lite<Policy>  "longcat_flash_ngram": n-gram embedding, MLA shortcut blocks, MoE with zero experts
 //   longcat_flash<Policy>       "longcat_flash": the same blocks under a plain [V x H] embedding
 // and ngemb's own LongCat-shaped demo layouts with GQA attention (no model_type): longcat_shortcut, longcat_prenorm.
-// Weight is the dtype of the embedding tables and the routed experts (bf16, as LongCat-Flash-Lite ships them); the
-// projections, attention, dense FFNs, router and norms run in fp32, and the MLA latent cache is fp32.
+// Weight is the dtype of the embedding tables and the routed experts (bf16, as LongCat-Flash-Lite ships them).
+// DenseWeight is the dtype of W_cat (the n-gram projections), the dense FFNs and the lm_head: fp32 by default (exact
+// for any checkpoint), bf16 to read half the bytes per decode step (lossless for LongCat's bf16 checkpoints);
+// activations and accumulation stay fp32. Attention, router and norms run in fp32; the MLA latent cache is fp32.
 #include "ngemb/core/dtype.hpp"
 #include "ngemb/embed/fused_projection.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
@@ -32,12 +34,13 @@ namespace ngemb::presets {
 namespace detail {
 
 /// The parts both LongCat block layouts share.
-template <class Policy, class Weight>
+template <class Policy, class Weight, class DenseWeight>
 struct longcat_parts {
   using policy_type = Policy;
   using hasher = longcat_hash;
   using store = table_store<Weight, Policy>;
-  using embedding = ngram_embedding<hasher, store, fused_projection<float, Policy>>;
+  using embedding = ngram_embedding<hasher, store, fused_projection<float, Policy, DenseWeight>>;
+  using dense_ffn = swiglu<DenseWeight, Policy>;
   using router = softmax_router<Policy>;
   using experts = moe<router, Weight>;
   using attention = ngemb::attention<Policy>;
@@ -47,40 +50,40 @@ struct longcat_parts {
 
 /// LongCat-Flash's shortcut-connected layers (shortcut_block): two attention and dense SwiGLU sublayers per layer,
 /// with a MoE over the first one's normed input.
-template <class Policy = host_policy, class Weight = bf16>
-struct longcat_shortcut : detail::longcat_parts<Policy, Weight> {
-  using parts = detail::longcat_parts<Policy, Weight>;
-  using dense_ffn = swiglu<float, Policy>;
+template <class Policy = host_policy, class Weight = bf16, class DenseWeight = float>
+struct longcat_shortcut : detail::longcat_parts<Policy, Weight, DenseWeight> {
+  using parts = detail::longcat_parts<Policy, Weight, DenseWeight>;
+  using dense_ffn = typename parts::dense_ffn;
   using block = shortcut_block<typename parts::attention, dense_ffn, typename parts::experts>;
-  using model = causal_lm<typename parts::embedding, block>;
+  using model = causal_lm<typename parts::embedding, block, no_mtp, DenseWeight>;
 };
 
 /// The same parts in standard pre-norm layers (prenorm_block): attention, then the MoE.
-template <class Policy = host_policy, class Weight = bf16>
-struct longcat_prenorm : detail::longcat_parts<Policy, Weight> {
-  using parts = detail::longcat_parts<Policy, Weight>;
+template <class Policy = host_policy, class Weight = bf16, class DenseWeight = float>
+struct longcat_prenorm : detail::longcat_parts<Policy, Weight, DenseWeight> {
+  using parts = detail::longcat_parts<Policy, Weight, DenseWeight>;
   using block = prenorm_block<typename parts::attention, typename parts::experts>;
-  using model = causal_lm<typename parts::embedding, block>;
+  using model = causal_lm<typename parts::embedding, block, no_mtp, DenseWeight>;
 };
 
 /// LongCat-Flash-Lite (model_type "longcat_flash_ngram"): the n-gram embedding, shortcut-connected layers with MLA
 /// attention, and the one-layer MTP module (model.mtp.*, loaded when asked: load_options{.mtp = true}).
-template <class Policy = host_policy, class Weight = bf16>
-struct longcat_flash_lite : detail::longcat_parts<Policy, Weight> {
-  using parts = detail::longcat_parts<Policy, Weight>;
+template <class Policy = host_policy, class Weight = bf16, class DenseWeight = float>
+struct longcat_flash_lite : detail::longcat_parts<Policy, Weight, DenseWeight> {
+  using parts = detail::longcat_parts<Policy, Weight, DenseWeight>;
   using attention = mla_attention<Policy>;
-  using dense_ffn = swiglu<float, Policy>;
+  using dense_ffn = typename parts::dense_ffn;
   using block = shortcut_block<attention, dense_ffn, typename parts::experts>;
   using mtp = mtp_module<attention, dense_ffn, Weight>;
-  using model = causal_lm<typename parts::embedding, block, mtp>;
+  using model = causal_lm<typename parts::embedding, block, mtp, DenseWeight>;
 };
 
 /// LongCat-Flash (model_type "longcat_flash"): longcat_flash_lite's layers under a plain embedding.
-template <class Policy = host_policy, class Weight = bf16>
-struct longcat_flash : longcat_flash_lite<Policy, Weight> {
-  using lite = longcat_flash_lite<Policy, Weight>;
+template <class Policy = host_policy, class Weight = bf16, class DenseWeight = float>
+struct longcat_flash : longcat_flash_lite<Policy, Weight, DenseWeight> {
+  using lite = longcat_flash_lite<Policy, Weight, DenseWeight>;
   using embedding = plain_embedding<Weight, Policy>;
-  using model = causal_lm<embedding, typename lite::block, typename lite::mtp>;
+  using model = causal_lm<embedding, typename lite::block, typename lite::mtp, DenseWeight>;
 };
 
 }  // namespace ngemb::presets

@@ -24,6 +24,18 @@ struct widen_op {
   NGEMB_HD void operator()(std::size_t i) const { widened[i] = to_float(weights[i]); }
 };
 
+/// widened[i] = float(weights[row * stride + column]) for i = row * columns + column: rows `stride` apart packed
+/// densely (a block of columns of a wider weight matrix).
+template <class W>
+struct widen_rows_op {
+  const W* weights;
+  float* widened;
+  std::size_t columns;
+  std::size_t stride;
+
+  NGEMB_HD void operator()(std::size_t i) const { widened[i] = to_float(weights[i / columns * stride + i % columns]); }
+};
+
 }  // namespace detail
 
 }  // namespace ngemb
