@@ -1,8 +1,9 @@
 // Host GEMM throughput at LongCat-Flash-Lite's weight shapes: C[m x n] = A[m x k] * B[n x k]^T with fp32 activations
 // A, weights B [out x in] and fp32 C, the product every Linear layer runs. Shapes (n x k): W_cat 3072 x 3072, an
 // expert's gate (or up) 1024 x 3072 and down 3072 x 1024 (expert_ffn_hidden_size 1024), at m = 1, 4, 16, 64, 256,
-// 4096 rows; the lm_head 131072 x 3072 at m = 1 only (3.2 GB for its three weight copies; skipped when the machine has
-// not that much free memory). Every path runs on the threads of ngemb::host_policy{0} (all hardware threads).
+// 4096 rows; the lm_head 131072 x 3072 at m = 1 only (3.2 GB for its weights in the three types; skipped when the
+// machine has not that much free memory). Every path runs on the threads of ngemb::host_policy{0} (all hardware
+// threads).
 // Per shape and m the benchmarks {variant}/{shape}/m:{m}, variants:
 //   ngemb_f32, ngemb_bf16, ngemb_fp16  the library's ngemb::gemm_nt(host_policy{0}, ...) with those weights,
 //   eigen_f32       the baseline: Eigen's fp32 GEMM on the widened weights, the output split over the threads as
@@ -16,6 +17,8 @@
 //                   implement on this CPU is skipped with its message.          -DNGEMB_BENCH_ONEDNN=ON
 // The weights are integers in [-127, 127] / 1024, exact in fp32, bf16 and fp16, so every variant computes the same
 // product and `rel_err` (max |C - C_eigen| / max |C_eigen|) shows summation order only; a layout mistake shows as ~1.
+// Successive calls read successive copies of the weights, at least 128 MiB of bf16 in all (cycled_bytes), so the
+// weights come from memory on every call, as in a model's forward, not from a cache a repeated call keeps warm.
 // Counters, all against limits measured in the same run:
 //   GFLOP_per_s  2 m n k / time;          GB_per_s  weight bytes read / time (B's storage type),
 //   vs_peak      GFLOP/s over the fp32 FMA peak of all threads (BM_fma_peak: independent register-resident FMA
@@ -31,7 +34,8 @@
 //                spin-wait, as OpenBLAS's and OpenMP's do, count against them).
 // Iterations: Google Benchmark's minimum time (0.2 s), except products over 5 GFLOP (m = 4096; ~0.3-1 s each on
 // 2 cores), which run one timed call after one warm-up call. The program takes 1.5-3 minutes on 2 cores (the
-// longer on a machine other jobs load) and ~5 GB of memory, most of it the lm_head's weights.
+// longer on a machine other jobs load) and up to 4.5 GB of memory (the lm_head's weights and the 1 GiB floor array;
+// one shape's weights are kept at a time).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -342,13 +346,22 @@ constexpr double weight_bytes(variant kind) {
 
 constexpr bool bf16_weights(variant kind) { return weight_bytes(kind) == 2 && kind != variant::ngemb_fp16; }
 
-/// One shape's weights, the same values in the three types.
+/// Bytes of bf16 weights the products cycle through at least: more than the last-level cache (32 MiB on the machine
+/// this was written on), so every call reads its weights from memory as a model's forward does, where the other
+/// layers' weights evict them, rather than from a cache that a repeated call of one small matrix keeps warm.
+constexpr std::size_t cycled_bytes = std::size_t{128} << 20;
+
+/// One shape's weights, the same values in the three types, in `copies` identical copies that successive calls
+/// take in turn (cycled_bytes).
 struct weights {
+  std::size_t size;
+  std::size_t copies;
   std::vector<float> f32;
   std::vector<ngemb::bf16> b16;
   std::vector<ngemb::fp16> h16;
 
-  explicit weights(const shape_spec& shape) : f32(shape.n * shape.k), b16(f32.size()), h16(f32.size()) {
+  explicit weights(const shape_spec& shape)
+      : size(shape.n * shape.k), copies(copies_of(shape)), f32(copies * size), b16(f32.size()), h16(f32.size()) {
     // One generator per row, filled on all threads: the lm_head has 400M weights.
     ngemb::for_each_n(ngemb::host_policy{0, 64}, shape.n, [&](std::size_t row) {
       std::minstd_rand generator(static_cast<unsigned>(row) + 1);
@@ -359,10 +372,22 @@ struct weights {
         h16[l] = ngemb::from_float<ngemb::fp16>(f32[l]);
       }
     });
+    for (std::size_t copy = 1; copy < copies; ++copy) {
+      std::copy_n(f32.begin(), size, f32.begin() + static_cast<std::ptrdiff_t>(copy * size));
+      std::copy_n(b16.begin(), size, b16.begin() + static_cast<std::ptrdiff_t>(copy * size));
+      std::copy_n(h16.begin(), size, h16.begin() + static_cast<std::ptrdiff_t>(copy * size));
+    }
   }
 
-  /// Bytes the three copies take.
-  static double footprint(const shape_spec& shape) { return 8.0 * static_cast<double>(shape.n * shape.k); }
+  static std::size_t copies_of(const shape_spec& shape) {
+    const std::size_t bytes = 2 * shape.n * shape.k;
+    return (cycled_bytes + bytes - 1) / bytes;
+  }
+
+  /// Bytes all the copies of the three types take.
+  static double footprint(const shape_spec& shape) {
+    return 8.0 * static_cast<double>(copies_of(shape) * shape.n * shape.k);
+  }
 };
 
 using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -394,36 +419,23 @@ bool memory_allows(double bytes) {
   return free_bytes > bytes + static_cast<double>(std::size_t{1} << 30);
 }
 
-std::unique_ptr<weights>& weights_slot(std::size_t shape) {
-  static std::array<std::unique_ptr<weights>, shapes.size()> built;
-  return built[shape];
-}
-
-weights& weights_of(std::size_t shape) {
-  auto& slot = weights_slot(shape);
-  if (!slot) {
-    slot = std::make_unique<weights>(shapes[shape]);
-  }
-  return *slot;
-}
-
 /// One shape at one m: activations, the Eigen baseline's output and its median time.
 struct product {
   std::size_t m;
   const shape_spec& shape;
-  weights& w;
+  const weights& w;
   std::vector<float> a;
   std::vector<float> c;
   std::vector<float> reference;
   double eigen_seconds = 0;
+  std::size_t calls = 0;
 
-  product(std::size_t rows, std::size_t shape_index)
-      : m(rows), shape(shapes[shape_index]), w(weights_of(shape_index)), a(m * shape.k), c(m * shape.n),
-        reference(c.size()) {
+  product(std::size_t rows, std::size_t shape_index, const weights& shape_weights)
+      : m(rows), shape(shapes[shape_index]), w(shape_weights), a(m * shape.k), c(m * shape.n), reference(c.size()) {
     std::minstd_rand generator(static_cast<unsigned>(m * 131 + shape_index));
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     std::generate(a.begin(), a.end(), [&] { return uniform(generator); });
-    auto run = [this] { eigen_gemm_nt(m, shape.n, shape.k, a.data(), w.f32.data(), reference.data()); };
+    auto run = [this] { eigen_gemm_nt(m, shape.n, shape.k, a.data(), w.f32.data() + next_copy(), reference.data()); };
     if (flops() > big_product_flops) {  // one warm-up and one timed call, as the variants
       run();
       eigen_seconds = time_calls(run, 1);
@@ -431,6 +443,9 @@ struct product {
       eigen_seconds = ngemb_bench::median_seconds([&run](long calls) { return time_calls(run, calls); });
     }
   }
+
+  /// The offset of the weight copy the next call reads.
+  std::size_t next_copy() { return calls++ % w.copies * w.size; }
 
   [[nodiscard]] double flops() const { return 2.0 * static_cast<double>(m * shape.n * shape.k); }
 
@@ -446,16 +461,40 @@ struct product {
   }
 };
 
-product& product_at(std::size_t m, std::size_t shape_index) {
-  static std::vector<std::unique_ptr<product>> built(shapes.size() * batches.size());
-  const auto batch = static_cast<std::size_t>(std::find(batches.begin(), batches.end(), m) - batches.begin());
-  auto& slot = built[shape_index * batches.size() + batch];
-  if (!slot) {
+/// The shape being measured: its weights and products. One shape at a time (benchmarks run shape by shape), so the
+/// memory holds one shape's copies, not all four.
+struct shape_state {
+  std::size_t index;
+  weights w;
+  std::array<std::unique_ptr<product>, batches.size()> products;
+
+  explicit shape_state(std::size_t shape_index) : index(shape_index), w(shapes[shape_index]) {}
+};
+
+std::unique_ptr<shape_state>& current_shape() {
+  static std::unique_ptr<shape_state> current;
+  return current;
+}
+
+/// The product of `shape_index` at `m`, building the shape (and dropping the previous one) first when needed;
+/// nullptr when the machine has not the memory for the shape's weights.
+product* product_at(std::size_t m, std::size_t shape_index) {
+  auto& current = current_shape();
+  if (!current || current->index != shape_index) {
     peaks();
     read_baseline();  // the limits first, on a quiet process
-    slot = std::make_unique<product>(m, shape_index);
+    current.reset();
+    if (!memory_allows(weights::footprint(shapes[shape_index]))) {
+      return nullptr;
+    }
+    current = std::make_unique<shape_state>(shape_index);
   }
-  return *slot;
+  const auto batch = static_cast<std::size_t>(std::find(batches.begin(), batches.end(), m) - batches.begin());
+  auto& slot = current->products[batch];
+  if (!slot) {
+    slot = std::make_unique<product>(m, shape_index, current->w);
+  }
+  return slot.get();
 }
 
 // ---- Backends ------------------------------------------------------------------------------------------------------
@@ -510,15 +549,15 @@ dnnl::engine& onednn_engine() {
   return engine;
 }
 
-/// A oneDNN matmul C = A * B^T over the caller's arrays (B [n x k] row-major is oneDNN's k x n weights in `ba`),
-/// with the activations first reordered to bf16 when `activations` is bf16.
+/// A oneDNN matmul C = A * B^T over the caller's arrays (B [n x k] row-major is oneDNN's k x n weights in `ba`, given
+/// per call), with the activations first reordered to bf16 when `activations` is bf16.
 class onednn_gemm_nt {
  public:
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;
 
   onednn_gemm_nt(std::size_t m, std::size_t n, std::size_t k, dt activations, dt weight_type, const float* a,
-                 const void* b, float* c)
+                 float* c)
       : stream_(onednn_engine()) {
     const auto rows = static_cast<dnnl::memory::dim>(m);
     const auto columns = static_cast<dnnl::memory::dim>(n);
@@ -536,7 +575,7 @@ class onednn_gemm_nt {
     matmul_ = dnnl::matmul(description);
     const dnnl::memory user_source({{rows, depth}, dt::f32, tag::ab}, engine, const_cast<float*>(a));
     arguments_ = {{DNNL_ARG_SRC, user_source},
-                  {DNNL_ARG_WEIGHTS, dnnl::memory(weight, engine, const_cast<void*>(b))},
+                  {DNNL_ARG_WEIGHTS, dnnl::memory(weight, engine, DNNL_MEMORY_NONE)},
                   {DNNL_ARG_DST, dnnl::memory(destination, engine, c)}};
     if (activations != dt::f32) {
       arguments_[DNNL_ARG_SRC] = dnnl::memory(source, engine);
@@ -545,7 +584,8 @@ class onednn_gemm_nt {
     }
   }
 
-  void operator()() {
+  void operator()(const void* b) {
+    arguments_[DNNL_ARG_WEIGHTS].set_data_handle(const_cast<void*>(b));
     if (!reorder_arguments_.empty()) {
       to_source_.execute(stream_, reorder_arguments_);
     }
@@ -598,48 +638,54 @@ void time_product(benchmark::State& state, product& work, variant kind, Run&& ru
 }
 
 void run_product(benchmark::State& state, std::size_t shape_index, std::size_t m, variant kind) {
-  if (!weights_slot(shape_index) && !memory_allows(weights::footprint(shapes[shape_index]))) {
+  product* const built = product_at(m, shape_index);
+  if (built == nullptr) {
     state.SkipWithError("not enough free memory for this shape's weights");
     return;
   }
-  product& work = product_at(m, shape_index);
+  product& work = *built;
   const std::size_t n = work.shape.n;
   const std::size_t k = work.shape.k;
   const float* const a = work.a.data();
   float* const c = work.c.data();
   std::fill(work.c.begin(), work.c.end(), 0.0f);
+  // Each call reads the next copy of the weights (cycled_bytes).
+  const auto f32 = [&] { return work.w.f32.data() + work.next_copy(); };
+  const auto b16 = [&] { return work.w.b16.data() + work.next_copy(); };
+  const auto h16 = [&] { return work.w.h16.data() + work.next_copy(); };
+  const std::size_t size = work.w.size;
   switch (kind) {
     case variant::ngemb_f32:
       time_product(state, work, kind, [&] {
-        ngemb::gemm_nt(all_threads, m, n, k, work.a, ngemb::view<const float>(work.w.f32), ngemb::view<float>(work.c));
+        ngemb::gemm_nt(all_threads, m, n, k, work.a, ngemb::view<const float>(f32(), size), ngemb::view<float>(work.c));
       });
       break;
     case variant::ngemb_bf16:
       time_product(state, work, kind, [&] {
-        ngemb::gemm_nt(all_threads, m, n, k, work.a, ngemb::view<const ngemb::bf16>(work.w.b16),
+        ngemb::gemm_nt(all_threads, m, n, k, work.a, ngemb::view<const ngemb::bf16>(b16(), size),
                        ngemb::view<float>(work.c));
       });
       break;
     case variant::ngemb_fp16:
       time_product(state, work, kind, [&] {
-        ngemb::gemm_nt(all_threads, m, n, k, work.a, ngemb::view<const ngemb::fp16>(work.w.h16),
+        ngemb::gemm_nt(all_threads, m, n, k, work.a, ngemb::view<const ngemb::fp16>(h16(), size),
                        ngemb::view<float>(work.c));
       });
       break;
     case variant::eigen_f32:
-      time_product(state, work, kind, [&] { eigen_gemm_nt(m, n, k, a, work.w.f32.data(), c); });
+      time_product(state, work, kind, [&] { eigen_gemm_nt(m, n, k, a, f32(), c); });
       break;
 #ifdef NGEMB_BENCH_OPENBLAS
     case variant::openblas_f32:
       openblas_set_num_threads(static_cast<int>(all_threads.resolved_threads()));
       state.SetLabel(openblas_get_corename());
-      time_product(state, work, kind, [&] { openblas_gemm_nt(m, n, k, a, work.w.f32.data(), n, c); });
+      time_product(state, work, kind, [&] { openblas_gemm_nt(m, n, k, a, f32(), n, c); });
       break;
     case variant::openblas_bf16: {
       openblas_set_num_threads(1);  // the panels are split over ngemb's threads instead
       state.SetLabel(openblas_get_corename());
       openblas_bf16_gemm gemm(work.shape);
-      time_product(state, work, kind, [&] { gemm(m, n, k, a, work.w.b16.data(), c); });
+      time_product(state, work, kind, [&] { gemm(m, n, k, a, b16(), c); });
       break;
     }
 #endif
@@ -651,10 +697,11 @@ void run_product(benchmark::State& state, std::size_t shape_index, std::size_t m
       const bool f32_weights = kind == variant::onednn_f32;
       try {
         const dt activations = kind == variant::onednn_bf16 ? dt::bf16 : dt::f32;
-        onednn_gemm_nt gemm(m, n, k, activations, f32_weights ? dt::f32 : dt::bf16, a,
-                            f32_weights ? static_cast<const void*>(work.w.f32.data()) : work.w.b16.data(), c);
+        onednn_gemm_nt gemm(m, n, k, activations, f32_weights ? dt::f32 : dt::bf16, a, c);
         state.SetLabel(gemm.implementation());
-        time_product(state, work, kind, gemm);
+        time_product(state, work, kind, [&] {
+          gemm(f32_weights ? static_cast<const void*>(f32()) : static_cast<const void*>(b16()));
+        });
       } catch (const dnnl::error& failure) {
         state.SkipWithError((std::string("oneDNN: ") + failure.what()).c_str());
       }
