@@ -35,7 +35,7 @@
 // Iterations: Google Benchmark's minimum time (0.2 s), except products over 5 GFLOP (m = 4096; ~0.3-1 s each on
 // 2 cores), which run one timed call after one warm-up call. The program takes 1.5-3 minutes on 2 cores (the
 // longer on a machine other jobs load) and up to 4.5 GB of memory (the lm_head's weights and the 1 GiB floor array;
-// one shape's weights are kept at a time).
+// one shape's weights are kept at a time, so --benchmark_enable_random_interleaving would rebuild them often).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
