@@ -2,7 +2,8 @@
 // with 1M-row bf16 tables, at decode batches 1, 16, 64, 256 and a 4 x 1024 prefill; see embedding_setup.hpp for the
 // shape, the naive path, the batches and the byte accounting. Every path runs under ngemb::host_policy{0} (all
 // hardware threads: the `threads` counter). Per shape three benchmarks:
-//   {shape}         the library's forward,
+//   {shape}         the library's forward (fp32 W_cat),
+//   {shape}_bf16    the same with bf16 W_cat (fused_projection<float, host_policy, bf16>; same weight values),
 //   {shape}_naive   the naive path (the official module op by op),
 //   {shape}_gather  the library's gather step alone (detail::gather_rows_op through for_each_n, as embed_hashed
 //                   runs it); its vs_naive compares with the naive path's T separate gathers.
@@ -88,7 +89,9 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
   const double per_iteration = seconds_since(start) / static_cast<double>(state.iterations());
   const bool gather = kind == variant::gather;
   ngemb_bench::set_counters(state, static_cast<double>(work.tokens()),
-                            gather ? work.gather_bytes_per_token() : work.forward_bytes_per_token(), per_iteration,
+                            gather ? work.gather_bytes_per_token()
+                                   : work.forward_bytes_per_token(kind == variant::library_bf16 ? sizeof(ngemb::bf16)
+                                                                                               : sizeof(float)), per_iteration,
                             gather ? shape.naive_gather_seconds : shape.naive_seconds, bandwidth);
   state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
 }

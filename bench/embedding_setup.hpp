@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -59,6 +60,9 @@ namespace ngemb_bench {
 
 template <class Policy>
 using embedding_type = typename ngemb::presets::longcat_shortcut<Policy>::embedding;
+/// The same embedding with W_cat stored in bf16 (presets' DenseWeight = bf16).
+template <class Policy>
+using bf16_weights_embedding_type = typename ngemb::presets::longcat_shortcut<Policy, ngemb::bf16, ngemb::bf16>::embedding;
 
 /// Lite with m_base = 2^20: moduli 1048577 + 2i.
 inline ngemb::ngram_config bench_config() {
@@ -95,12 +99,12 @@ inline constexpr std::size_t pool_tokens = 32768;
 // Floor: a large copy timed in the same run. A copy of S bytes reads S and writes S, so it moves 2*S bytes and
 // its bandwidth is 2*S / time; a benchmark that moves X bytes per iteration has floor time X / bandwidth, and
 // vs_floor = (its time) / (floor time).
-inline double forward_bytes_per_token(const ngemb::ngram_config& config, std::size_t batch) {
+inline double forward_bytes_per_token(const ngemb::ngram_config& config, std::size_t batch, double weight_bytes) {
   const auto tables = static_cast<double>(config.num_tables());
   const auto width = static_cast<double>(config.row_width());
   const auto hidden = static_cast<double>(config.hidden_size);
   return tables * width * sizeof(ngemb::bf16) + hidden * sizeof(ngemb::bf16) +
-         hidden * tables * width * sizeof(float) / static_cast<double>(batch) + hidden * sizeof(float);
+         hidden * tables * width * weight_bytes / static_cast<double>(batch) + hidden * sizeof(float);
 }
 
 inline double gather_bytes_per_token(const ngemb::ngram_config& config) {
@@ -210,39 +214,65 @@ struct naive_finish_op {
 template <class Policy, class T>
 using buffer_of = typename Policy::template buffer<T>;
 
-/// The library's embedding over random tables, plus the naive path's separate W_i. Build once per process.
+/// The library's embedding over random tables, twice: with fp32 and with bf16 W_cat. The 7.2 GB of tables exist once
+/// and are moved (a pointer swap) into whichever embedding is asked for. W_i are drawn, then rounded to bf16, so both
+/// W_cat hold the same values and every path (and the naive one, with its separate fp32 W_i) computes the same
+/// products. Build once per process.
 template <class Policy>
 class model {
  public:
-  explicit model(const Policy& policy) : config_(bench_config()), embedding_(build(policy, config_, projections_)) {}
+  explicit model(const Policy& policy)
+      : config_(bench_config()), embedding_(build(policy, config_, projections_, bf16_projection_)) {}
 
   [[nodiscard]] const ngemb::ngram_config& config() const { return config_; }
-  [[nodiscard]] embedding_type<Policy>& embedding() { return embedding_; }
+  [[nodiscard]] embedding_type<Policy>& embedding() {
+    if (bf16_embedding_ && tables_in_bf16_) {
+      embedding_.store() = std::move(bf16_embedding_->store());
+      tables_in_bf16_ = false;
+    }
+    return embedding_;
+  }
+  [[nodiscard]] bf16_weights_embedding_type<Policy>& bf16_weights_embedding() {
+    if (!bf16_embedding_) {
+      bf16_embedding_.emplace(config_, std::move(embedding_.store()), std::move(*bf16_projection_));
+    } else if (!tables_in_bf16_) {
+      bf16_embedding_->store() = std::move(embedding_.store());
+    }
+    tables_in_bf16_ = true;
+    return *bf16_embedding_;
+  }
   /// W_i [H x d] in policy memory, as the naive path multiplies it.
   [[nodiscard]] ngemb::view<const float> projection(int table) const {
     return projections_[static_cast<std::size_t>(table)].as_view();
   }
 
  private:
+  using bf16_projection_type = typename bf16_weights_embedding_type<Policy>::projection_type;
+
   static embedding_type<Policy> build(const Policy& policy, const ngemb::ngram_config& config,
-                                      std::vector<buffer_of<Policy, float>>& projections) {
+                                      std::vector<buffer_of<Policy, float>>& projections,
+                                      std::optional<bf16_projection_type>& bf16_projection) {
     ngemb::table_store<ngemb::bf16, Policy> store(policy, config, /*with_base=*/true);
     fill_random(policy, store.base(), 1, 1.0f);
     for (int table = 0; table < config.num_tables(); ++table) {
       fill_random(policy, store.table(table), 100 + static_cast<std::uint64_t>(table), 1.0f);
     }
-    // W_i on the host, uniform in +-1/sqrt(T*d) so the projected branch is O(1).
+    // W_i on the host, uniform in +-1/sqrt(T*d) so the projected branch is O(1), rounded to bf16.
     const auto size = static_cast<std::size_t>(config.hidden_size * config.row_width());
     const float scale = 1.0f / std::sqrt(static_cast<float>(config.num_tables() * config.row_width()));
     std::vector<std::vector<float>> host(static_cast<std::size_t>(config.num_tables()), std::vector<float>(size));
     std::vector<ngemb::view<const float>> views;
     for (std::size_t table = 0; table < host.size(); ++table) {
       fill_random(ngemb::host_policy{0}, ngemb::view<float>(host[table]), 1000 + table, scale);
+      for (float& weight : host[table]) {
+        weight = static_cast<float>(ngemb::bf16(weight));
+      }
       views.emplace_back(host[table]);
     }
     const ngemb::projection_shape dims{
         .num_tables = config.num_tables(), .row_width = config.row_width(), .output_width = config.hidden_size};
     ngemb::fused_projection<float, Policy> projection(policy, dims, std::span<const ngemb::view<const float>>(views));
+    bf16_projection.emplace(policy, dims, std::span<const ngemb::view<const float>>(views));
     for (const auto& weights : views) {
       projections.emplace_back(policy, weights.size());
       copy_to(policy, weights, projections.back().as_view());
@@ -252,8 +282,11 @@ class model {
   }
 
   ngemb::ngram_config config_;
-  std::vector<buffer_of<Policy, float>> projections_;  // built by build(), before embedding_
+  std::vector<buffer_of<Policy, float>> projections_;        // built by build(), before embedding_
+  std::optional<bf16_projection_type> bf16_projection_;      // likewise; moved into bf16_embedding_ on first use
   embedding_type<Policy> embedding_;
+  std::optional<bf16_weights_embedding_type<Policy>> bf16_embedding_;
+  bool tables_in_bf16_ = false;
 };
 
 /// One shape: its batch pool in policy memory, the ids of the whole pool (for the gather-only benchmark) and the
@@ -300,21 +333,15 @@ class workload {
 
   [[nodiscard]] std::size_t tokens() const { return shape_.tokens(); }
   [[nodiscard]] const shape_spec& shape() const { return shape_; }
-  [[nodiscard]] double forward_bytes_per_token() const {
-    return ngemb_bench::forward_bytes_per_token(model_->config(), tokens());
+  [[nodiscard]] double forward_bytes_per_token(double weight_bytes = sizeof(float)) const {
+    return ngemb_bench::forward_bytes_per_token(model_->config(), tokens(), weight_bytes);
   }
   [[nodiscard]] double gather_bytes_per_token() const { return ngemb_bench::gather_bytes_per_token(model_->config()); }
 
-  /// The library's forward (hash + fused embed) of the next batch.
-  void run_library() {
-    const std::size_t batch = next();
-    const ngemb::view<float> out = out_.as_view();
-    if (shape_.context > 0) {
-      model_->embedding().forward(policy_, batch_tokens(batch), batch_context(batch), out);
-    } else {
-      model_->embedding().forward(policy_, batch_tokens(batch), out);
-    }
-  }
+  /// The library's forward (hash + fused embed) of the next batch, with fp32 W_cat.
+  void run_library() { forward(model_->embedding()); }
+  /// The same with bf16 W_cat.
+  void run_library_bf16() { forward(model_->bf16_weights_embedding()); }
 
   /// The naive path (see the top of the file) on the next batch.
   void run_naive() {
@@ -385,6 +412,17 @@ class workload {
     return {buffer.data(), buffer.size()};
   }
 
+  template <class Embedding>
+  void forward(Embedding& embedding) {
+    const std::size_t batch = next();
+    const ngemb::view<float> out = out_.as_view();
+    if (shape_.context > 0) {
+      embedding.forward(policy_, batch_tokens(batch), batch_context(batch), out);
+    } else {
+      embedding.forward(policy_, batch_tokens(batch), out);
+    }
+  }
+
   std::size_t next() {
     const std::size_t batch = cursor_;
     cursor_ = (cursor_ + 1) % batches_;
@@ -399,14 +437,22 @@ class workload {
     return {ngemb::view<const token_type>(context_.data() + batch * size, size), view_of(context_offsets_)};
   }
 
-  /// Library and naive outputs of the first batch must agree: max |library - naive| <= 1e-4 * max |naive| (both
-  /// accumulate in fp32 in a different order, so they differ by rounding only), all finite and not all zero.
+  /// Library (fp32 and bf16 W_cat) and naive outputs of the first batch must agree: max |library - naive| <= 1e-4 *
+  /// max |naive| (all hold the same weights and accumulate in fp32 in a different order, so they differ by rounding
+  /// only), all finite and not all zero.
   void verify() {
-    cursor_ = 0;
-    run_library();
     cursor_ = 0;
     run_naive();
     cursor_ = 0;
+    run_library();
+    verify_against_naive("fp32 W_cat");
+    cursor_ = 0;
+    run_library_bf16();
+    verify_against_naive("bf16 W_cat");
+    cursor_ = 0;
+  }
+
+  void verify_against_naive(const std::string& which) {
     const std::size_t size = out_.size();
     std::vector<float> library(size);
     std::vector<float> naive(size);
@@ -417,7 +463,7 @@ class workload {
     std::size_t worst = 0;
     for (std::size_t i = 0; i < size; ++i) {
       if (!std::isfinite(library[i]) || !std::isfinite(naive[i])) {
-        fail_setup(std::string(shape_.name) + ": non-finite output at " + std::to_string(i));
+        fail_setup(std::string(shape_.name) + " (" + which + "): non-finite output at " + std::to_string(i));
       }
       largest = std::max(largest, static_cast<double>(std::abs(naive[i])));
       const double here = std::abs(static_cast<double>(library[i]) - static_cast<double>(naive[i]));
@@ -427,7 +473,7 @@ class workload {
       }
     }
     if (largest == 0 || difference > 1e-4 * largest) {
-      fail_setup(std::string(shape_.name) + ": library and naive outputs differ: max |difference| " +
+      fail_setup(std::string(shape_.name) + ": library (" + which + ") and naive outputs differ: max |difference| " +
                  std::to_string(difference) + " at element " + std::to_string(worst) + " (library " +
                  std::to_string(library[worst]) + ", naive " + std::to_string(naive[worst]) +
                  "), max |naive| " + std::to_string(largest) + ", tolerance 1e-4 relative");
@@ -456,7 +502,7 @@ class workload {
 // ---------------------------------------------------------------------------------------------------------------
 // Timing and reporting.
 
-enum class variant { library, naive, gather };
+enum class variant { library, library_bf16, naive, gather };
 
 /// One call of the chosen variant on the next batch.
 template <class Work>
@@ -464,6 +510,9 @@ void run_once(Work& work, variant kind) {
   switch (kind) {
     case variant::library:
       work.run_library();
+      break;
+    case variant::library_bf16:
+      work.run_library_bf16();
       break;
     case variant::naive:
       work.run_naive();
@@ -485,13 +534,14 @@ inline void set_counters(benchmark::State& state, double tokens, double bytes_pe
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes_per_token * tokens));
 }
 
-/// Registers library, naive and gather benchmarks for every shape as `{prefix}{shape}{, _naive, _gather}`;
+/// Registers library (fp32 and bf16 W_cat), naive and gather benchmarks for every shape as
+/// `{prefix}{shape}{, _bf16, _naive, _gather}`;
 /// `run(state, shape_index, variant)` measures one and `configure(benchmark, shape, variant)` sets it up.
 template <class Run, class Configure>
 void register_shapes(const std::string& prefix, Run run, Configure configure) {
   for (std::size_t index = 0; index < shapes.size(); ++index) {
-    for (const auto& [kind, suffix] : {std::pair{variant::library, ""}, std::pair{variant::naive, "_naive"},
-                                       std::pair{variant::gather, "_gather"}}) {
+    for (const auto& [kind, suffix] : {std::pair{variant::library, ""}, std::pair{variant::library_bf16, "_bf16"},
+                                       std::pair{variant::naive, "_naive"}, std::pair{variant::gather, "_gather"}}) {
       const std::string name = prefix + shapes[index].name + suffix;
       configure(benchmark::RegisterBenchmark(
                     name.c_str(), [run, index, kind = kind](benchmark::State& state) { run(state, index, kind); }),

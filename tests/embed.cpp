@@ -23,6 +23,7 @@
 #include "embedding_golden.hpp"
 #include "temp_folder.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
 #include "ngemb/embed/plain_embedding.hpp"
 #include "ngemb/ffn/ngram_gated_ffn.hpp"
@@ -380,6 +381,57 @@ TEST_CASE("plain embedding: the table's rows through the cached_embedding interf
                          doctest::Contains("model.mtp.embed_tokens.weight"), ngemb::format_error);
     CHECK_THROWS_AS((ngemb::plain_embedding<float>(policy, vocab, hidden, ngemb::view<const float>(expected))),
                     ngemb::shape_mismatch);
+  }
+}
+
+TEST_CASE("fused_projection with bf16 and fp16 W_cat: an fp64 projection of the rounded weights, saved in its dtype") {
+  const ngemb::projection_shape shape{.num_tables = 3, .row_width = 40, .output_width = 70};
+  std::mt19937 random(22);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> weights(3);
+  std::vector<ngemb::view<const float>> views;
+  for (auto& weight : weights) {
+    weight.resize(70 * 40);
+    std::generate(weight.begin(), weight.end(), [&] { return normal(random); });
+    views.emplace_back(weight);
+  }
+  const auto check = [&]<class W>(W /*tag*/, const ngemb::host_policy& policy) {
+    const ngemb::fused_projection<float, ngemb::host_policy, W> projection(
+        policy, shape, std::span<const ngemb::view<const float>>(views));
+    // The reference: the same sub-tables rounded to W, projected in fp64.
+    std::vector<std::vector<double>> rounded(3);
+    std::vector<ngemb::view<const double>> rounded_views;
+    for (std::size_t table = 0; table < 3; ++table) {
+      for (const float value : weights[table]) {
+        rounded[table].push_back(static_cast<double>(static_cast<float>(W(value))));
+      }
+      rounded_views.emplace_back(rounded[table]);
+    }
+    const ngemb::fused_projection<double> reference(policy, shape,
+                                                    std::span<const ngemb::view<const double>>(rounded_views));
+    for (const std::size_t tokens : {std::size_t{1}, std::size_t{7}, std::size_t{40}}) {
+      std::vector<float> gathered(tokens * 120);
+      std::generate(gathered.begin(), gathered.end(), [&] { return normal(random); });
+      std::vector<double> gathered_fp64(gathered.begin(), gathered.end());
+      std::vector<float> out(tokens * 70, -1.0f);
+      std::vector<double> want(tokens * 70);
+      projection.project(policy, tokens, ngemb::view<const float>(gathered), ngemb::view<float>(out));
+      reference.project(policy, tokens, ngemb::view<const double>(gathered_fp64), ngemb::view<double>(want));
+      double worst = 0.0;
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        worst = std::max(worst, std::abs(out[i] - want[i]));
+      }
+      INFO("tokens = " << tokens << ", threads = " << policy.threads);
+      CHECK(worst <= 1e-5 * std::sqrt(120.0));  // exact products, fp32 sums of 120 of them
+    }
+    ngemb::tensor_collection tensors;
+    projection.save(policy, "model.ngram_embeddings", tensors);
+    REQUIRE(tensors.tensors().size() == 3);
+    CHECK(tensors.tensors()[0].dtype == std::string(ngemb::name_of(ngemb::dtype_of<W>)));
+  };
+  for (const unsigned threads : {1u, 2u}) {
+    check(ngemb::bf16{}, ngemb::host_policy{threads});
+    check(ngemb::fp16{}, ngemb::host_policy{threads});
   }
 }
 

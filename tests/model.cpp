@@ -4,6 +4,7 @@
 // its latent cache against transformers' LongcatFlashMLA (tests/reference/mla_reference.py, mla_golden.hpp).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -141,6 +142,40 @@ TEST_CASE("a rejected speculative step, truncated away, leaves the outputs of a 
 }
 
 TEST_CASE("lm_head matches the reference") { ngemb_test::check_lm_head(policy); }
+
+TEST_CASE("lm_head with bf16 weights: the fp32 head over the same rounded weights, saved as bf16") {
+  constexpr std::int64_t hidden = 24;
+  constexpr std::int64_t vocab = 301;
+  std::mt19937 random(5);
+  std::normal_distribution<float> normal;
+  std::vector<float> norm_weight(hidden);
+  std::vector<float> weight(vocab * hidden);
+  std::generate(norm_weight.begin(), norm_weight.end(), [&] { return 1.0f + 0.1f * normal(random); });
+  std::generate(weight.begin(), weight.end(), [&] { return normal(random); });
+  std::vector<float> rounded(weight.size());
+  std::transform(weight.begin(), weight.end(), rounded.begin(), [](float value) { return float(ngemb::bf16(value)); });
+  ngemb::lm_head<ngemb::host_policy, ngemb::bf16> head(
+      policy, ngemb::rms_norm<>(policy, view<const float>(norm_weight), 1e-6f), vocab, view<const float>(weight));
+  ngemb::lm_head<> exact(policy, ngemb::rms_norm<>(policy, view<const float>(norm_weight), 1e-6f), vocab,
+                         view<const float>(rounded));
+  for (const std::size_t tokens : {std::size_t{1}, std::size_t{5}, std::size_t{33}}) {
+    std::vector<float> x(tokens * hidden);
+    std::generate(x.begin(), x.end(), [&] { return normal(random); });
+    std::vector<float> logits(tokens * vocab);
+    std::vector<float> want(tokens * vocab);
+    head.forward(policy, tokens, view<const float>(x), view<float>(logits));
+    exact.forward(policy, tokens, view<const float>(x), view<float>(want));
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+      REQUIRE(logits[i] == doctest::Approx(want[i]).epsilon(1e-5).scale(1.0));
+    }
+  }
+  ngemb::tensor_collection tensors;
+  head.save(policy, "", tensors);
+  const auto saved = std::find_if(tensors.tensors().begin(), tensors.tensors().end(),
+                                  [](const ngemb::tensor_to_write& tensor) { return tensor.name == "lm_head.weight"; });
+  REQUIRE(saved != tensors.tensors().end());
+  CHECK(saved->dtype == "BF16");
+}
 
 TEST_CASE("save then load gives the same tensors and outputs") {
   temporary_folder folder("round_trip");

@@ -26,6 +26,10 @@
 #include "ngemb/policy/host_policy.hpp"
 #include "ngemb/policy/memory_resource.hpp"
 #include "ngemb/policy/policy.hpp"
+#include "ngemb/policy/weight_matrix.hpp"
+#include "ngemb/io/safetensors_reader.hpp"
+#include "ngemb/io/safetensors_writer.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "serial_policy.hpp"
 #include "temp_folder.hpp"
 #include "token_batch.hpp"
@@ -275,6 +279,85 @@ TEST_CASE("host gemm_nt kernels (streaming and blocked, AVX2 and portable) match
   CHECK_THROWS_WITH_AS(ngemb::gemm_nt(ngemb::host_policy{}, 2, 2, 3, ngemb::view<const float>(a),
                                       ngemb::view<const ngemb::bf16>(b), 2, ngemb::view<float>(c)),
                        "gemm_nt: ldb must be >= k = 3, got 2", ngemb::invalid_argument);
+}
+
+namespace {
+
+/// weight_matrix<W> from random fp32 values: the product, a block of columns and a save/load round trip against
+/// fp64 over the values W holds (bf16/fp16 round at construction, then the products are exact).
+template <class W>
+void check_weight_matrix(const ngemb::host_policy& policy) {
+  constexpr std::int64_t rows = 37;
+  constexpr std::int64_t cols = 45;
+  constexpr std::size_t m = 5;
+  std::mt19937 random(99);
+  std::normal_distribution<float> normal;
+  std::vector<float> values(rows * cols);
+  std::vector<float> a(m * cols);
+  std::generate(values.begin(), values.end(), [&] { return normal(random); });
+  std::generate(a.begin(), a.end(), [&] { return normal(random); });
+  const ngemb::weight_matrix<W> weight(policy, rows, cols, ngemb::view<const float>(values));
+  REQUIRE(weight.rows() == rows);
+  REQUIRE(weight.cols() == cols);
+  CHECK(weight.bytes() == static_cast<std::size_t>(rows * cols) * sizeof(W));
+  const auto stored = [&](std::size_t i) { return static_cast<double>(static_cast<float>(W(values[i]))); };
+  const auto check_product = [&](const ngemb::weight_matrix<W>& matrix, std::int64_t first, std::int64_t count) {
+    std::vector<float> block(m * static_cast<std::size_t>(count));
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::int64_t l = 0; l < count; ++l) {
+        block[i * static_cast<std::size_t>(count) + static_cast<std::size_t>(l)] = a[i * cols + static_cast<std::size_t>(first + l)];
+      }
+    }
+    std::vector<float> c(m * rows, -3.0f);
+    if (count == cols) {
+      matrix.multiply(policy, m, ngemb::view<const float>(block), ngemb::view<float>(c));
+    } else {
+      matrix.multiply_columns(policy, m, first, count, ngemb::view<const float>(block), ngemb::view<float>(c));
+    }
+    double worst = 0.0;
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::size_t j = 0; j < static_cast<std::size_t>(rows); ++j) {
+        double want = 0.0;
+        for (std::int64_t l = 0; l < count; ++l) {
+          want += static_cast<double>(block[i * static_cast<std::size_t>(count) + static_cast<std::size_t>(l)]) *
+                  stored(j * cols + static_cast<std::size_t>(first + l));
+        }
+        worst = std::max(worst, std::abs(c[i * rows + j] - want));
+      }
+    }
+    INFO("columns [" << first << ", " << first + count << ")");
+    CHECK(worst <= 1e-5 * std::sqrt(static_cast<double>(cols)));
+  };
+  check_product(weight, 0, cols);
+  check_product(weight, 7, 20);
+
+  const ngemb_test::temp_folder folder;
+  ngemb::tensor_collection tensors;
+  weight.save(policy, "w", tensors);
+  ngemb::write_safetensors(folder / "w.safetensors", tensors.tensors());
+  const ngemb::safetensors_checkpoint checkpoint(folder / "w.safetensors");
+  CHECK(checkpoint.info("w").dtype == std::string(ngemb::name_of(ngemb::dtype_of<W>)));
+  const auto loaded = ngemb::weight_matrix<W>::load(policy, checkpoint, "w", rows, cols);
+  CHECK(std::equal(loaded.values().begin(), loaded.values().end(), weight.values().begin()));
+  check_product(loaded, 0, cols);
+  CHECK_THROWS_WITH_AS(ngemb::weight_matrix<W>::load(policy, checkpoint, "w", cols, rows),
+                       doctest::Contains("tensor \"w\" has shape [37, 45], expected [45, 37]"), ngemb::format_error);
+  CHECK_THROWS_WITH_AS(weight.multiply_columns(policy, m, 40, 6, ngemb::view<const float>(a), ngemb::view<float>()),
+                       "weight_matrix::multiply_columns: columns [40, 46) are not inside [0, 45)",
+                       ngemb::invalid_argument);
+  CHECK_THROWS_WITH_AS((ngemb::weight_matrix<W>(policy, 2, 3, ngemb::view<const float>(values).subview(0, 5))),
+                       "weight_matrix: 2 x 3 = 6 values expected, got 5", ngemb::shape_mismatch);
+}
+
+}  // namespace
+
+TEST_CASE("weight_matrix (fp32, bf16, fp16) multiplies, takes a block of columns and saves and loads its dtype") {
+  for (const unsigned threads : {1u, 2u}) {
+    const ngemb::host_policy policy{threads};
+    check_weight_matrix<float>(policy);
+    check_weight_matrix<ngemb::bf16>(policy);
+    check_weight_matrix<ngemb::fp16>(policy);
+  }
 }
 
 TEST_CASE("gemm_nn (B's rows a stride apart) matches an fp64 product, threaded or not; bad operands are errors") {

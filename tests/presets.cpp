@@ -105,6 +105,11 @@ TEST_CASE("presets::longcat_flash_lite runs the shipped tiny-longcat as PyTorch 
   ngemb_test::check_tiny_longcat<shipped_lm>(host);
 }
 
+TEST_CASE("presets::longcat_flash_lite with bf16 W_cat, dense FFNs and lm_head runs tiny-longcat as PyTorch does") {
+  // Its file holds bf16 throughout, so bf16 dense weights lose nothing: the same goldens, the same tolerance.
+  ngemb_test::check_tiny_longcat<ngemb::presets::longcat_flash_lite<ngemb::host_policy, ngemb::bf16, ngemb::bf16>::model>(host);
+}
+
 TEST_CASE("presets::longcat_flash_lite loads tiny-longcat's MTP module when asked") {
   CHECK_FALSE(shipped_lm::load(host, ngemb_test::tiny_longcat_model).has_mtp());
   CHECK(shipped_lm::load(host, ngemb_test::tiny_longcat_model, {}, {.mtp = true}).has_mtp());

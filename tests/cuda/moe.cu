@@ -1,6 +1,7 @@
 // moe/ on the device: the routers, SwiGLU and the MoE layer against the same fp64 references and tolerances as
 // tests/moe.cpp (router_golden.hpp, moe_golden.hpp), host-vs-device agreement of the layer on the same weights,
-// and the device primitives it adds: the mixed-precision gemm_nt (both its kernels) and the CUB sort_pairs.
+// and the device primitives it adds: the mixed-precision gemm_nt (both its kernels, dense and strided B) and the CUB
+// sort_pairs.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -55,31 +56,41 @@ TEST_CASE("device routers match the fp64 reference") {
 
 TEST_CASE("device mixed-precision gemm_nt matches an fp64 product: warp kernel and widen + cuBLAS paths") {
   const ngemb::device_policy policy{};
-  // m <= 8: the warp kernel, vectorised (k % 8 == 0) or not; m > 8: widened weights and cuBLAS.
-  for (const auto& [m, n, k] : {std::array<std::size_t, 3>{1, 300, 704}, {8, 257, 129}, {3, 33, 8}, {9, 64, 500},
-                                {70, 513, 33}, {4, 5, 0}}) {
+  // {m, n, k, ldb}: m <= 8: the warp kernel, vectorised (k and ldb % 8 == 0) or not; m > 8: widened weights and
+  // cuBLAS; ldb > k: B's rows a stride apart (a block of W_cat's columns).
+  for (const auto& dims : {std::array<std::size_t, 4>{1, 300, 704, 704}, {8, 257, 129, 129}, {3, 33, 8, 8},
+                           {9, 64, 500, 500}, {70, 513, 33, 33}, {4, 5, 0, 0}, {1, 300, 96, 104},
+                           {3, 40, 64, 67}, {20, 70, 129, 140}}) {
+    const std::size_t m = dims[0];  // named copies: clang 14 cannot capture structured bindings (INFO does)
+    const std::size_t n = dims[1];
+    const std::size_t k = dims[2];
+    const std::size_t ldb = dims[3];
     std::mt19937 random(static_cast<unsigned>(m * 7919 + n * 31 + k));
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> a(m * k);
-    std::vector<ngemb::bf16> b(n * k);
+    std::vector<ngemb::bf16> b(k == 0 ? 0 : (n - 1) * ldb + k);
     std::generate(a.begin(), a.end(), [&] { return normal(random); });
     std::generate(b.begin(), b.end(), [&] { return ngemb::bf16(normal(random)); });
     const auto device_a = ngemb_test::to_policy(policy, a);
     const auto device_b = ngemb_test::to_policy(policy, b);
     auto device_c = ngemb_test::to_policy(policy, std::vector<float>(m * n, -7.0f));
-    ngemb::gemm_nt(policy, m, n, k, device_a.as_view(), device_b.as_view(), device_c.as_view());
+    if (ldb == k) {
+      ngemb::gemm_nt(policy, m, n, k, device_a.as_view(), device_b.as_view(), device_c.as_view());
+    } else {
+      ngemb::gemm_nt(policy, m, n, k, device_a.as_view(), device_b.as_view(), ldb, device_c.as_view());
+    }
     const auto c = ngemb_test::to_host(policy, ngemb::view<const float>(device_c.as_view()));
     double worst = 0.0;
     for (std::size_t i = 0; i < m; ++i) {
       for (std::size_t j = 0; j < n; ++j) {
         double want = 0.0;
         for (std::size_t l = 0; l < k; ++l) {
-          want += static_cast<double>(a[i * k + l]) * static_cast<double>(ngemb::to_float(b[j * k + l]));
+          want += static_cast<double>(a[i * k + l]) * static_cast<double>(ngemb::to_float(b[j * ldb + l]));
         }
         worst = std::max(worst, std::abs(c[i * n + j] - want));
       }
     }
-    INFO("m = " << m << ", n = " << n << ", k = " << k << ": worst error " << worst);
+    INFO("m = " << m << ", n = " << n << ", k = " << k << ", ldb = " << ldb << ": worst error " << worst);
     CHECK(worst <= 1e-5 * std::sqrt(static_cast<double>(std::max<std::size_t>(k, 1))));  // as tests/policy.cpp
   }
 }

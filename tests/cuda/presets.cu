@@ -74,3 +74,8 @@ TEST_CASE("device: a LongCat-Flash-Lite model saved from device memory loads on 
 TEST_CASE("device: the shipped tiny-longcat gives PyTorch's logits and greedy bytes") {
   ngemb_test::check_tiny_longcat<typename ngemb::presets::longcat_flash_lite<ngemb::device_policy>::model>(device);
 }
+
+TEST_CASE("device: tiny-longcat with bf16 W_cat, dense FFNs and lm_head gives the same goldens") {
+  ngemb_test::check_tiny_longcat<
+      typename ngemb::presets::longcat_flash_lite<ngemb::device_policy, ngemb::bf16, ngemb::bf16>::model>(device);
+}

@@ -22,6 +22,17 @@
 #define NGEMB_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
+// Complete unrolling keeps the kernels' tiles of accumulators in registers. nvcc's front end does not know the
+// pragma (diagnostic 1675) but passes it on to the host compiler.
+#define NGEMB_UNROLL_TEXT(text) #text
+#if defined(__CUDACC__)
+#define NGEMB_UNROLL(count)                                                                                   \
+  _Pragma("nv_diagnostic push") _Pragma("nv_diag_suppress 1675") _Pragma(NGEMB_UNROLL_TEXT(GCC unroll count)) \
+      _Pragma("nv_diagnostic pop")
+#else
+#define NGEMB_UNROLL(count) _Pragma(NGEMB_UNROLL_TEXT(GCC unroll count))
+#endif
+
 namespace ngemb::detail {
 
 /// The instruction sets the host kernels choose between.
@@ -135,9 +146,9 @@ template <class W, int M, int R>
 NGEMB_TARGET_AVX2 void small_gemm_tile_avx2(std::size_t k, const float* a, std::size_t lda, const W* b,
                                             std::size_t ldb, float* c, std::size_t ldc) {
   __m256 sums[M][R];
-#pragma GCC unroll 4
+NGEMB_UNROLL(4)
   for (int i = 0; i < M; ++i) {
-#pragma GCC unroll 8
+NGEMB_UNROLL(8)
     for (int r = 0; r < R; ++r) {
       sums[i][r] = _mm256_setzero_ps();
     }
@@ -145,22 +156,22 @@ NGEMB_TARGET_AVX2 void small_gemm_tile_avx2(std::size_t k, const float* a, std::
   std::size_t l = 0;
   for (; l + 8 <= k; l += 8) {
     __m256 activations[M];
-#pragma GCC unroll 4
+NGEMB_UNROLL(4)
     for (int i = 0; i < M; ++i) {
       activations[i] = _mm256_loadu_ps(a + static_cast<std::size_t>(i) * lda + l);
     }
-#pragma GCC unroll 8
+NGEMB_UNROLL(8)
     for (int r = 0; r < R; ++r) {
       const __m256 weights = load8(b + static_cast<std::size_t>(r) * ldb + l);
-#pragma GCC unroll 4
+NGEMB_UNROLL(4)
       for (int i = 0; i < M; ++i) {
         sums[i][r] = _mm256_fmadd_ps(activations[i], weights, sums[i][r]);
       }
     }
   }
-#pragma GCC unroll 4
+NGEMB_UNROLL(4)
   for (int i = 0; i < M; ++i) {
-#pragma GCC unroll 8
+NGEMB_UNROLL(8)
     for (int r = 0; r < R; ++r) {
       float sum = horizontal_sum(sums[i][r]);
       for (std::size_t tail = l; tail < k; ++tail) {
@@ -225,7 +236,7 @@ NGEMB_TARGET_AVX2 inline void packed_gemm_micro_avx2(std::size_t kc, const float
                                                      std::size_t ldc, std::size_t rows, std::size_t columns,
                                                      bool accumulate) {
   __m256 sums[packed_gemm_mr][2];
-#pragma GCC unroll 6
+NGEMB_UNROLL(6)
   for (std::size_t i = 0; i < packed_gemm_mr; ++i) {
     sums[i][0] = _mm256_setzero_ps();
     sums[i][1] = _mm256_setzero_ps();
@@ -233,7 +244,7 @@ NGEMB_TARGET_AVX2 inline void packed_gemm_micro_avx2(std::size_t kc, const float
   for (std::size_t l = 0; l < kc; ++l) {
     const __m256 low = _mm256_loadu_ps(b + l * packed_gemm_nr);
     const __m256 high = _mm256_loadu_ps(b + l * packed_gemm_nr + 8);
-#pragma GCC unroll 6
+NGEMB_UNROLL(6)
     for (std::size_t i = 0; i < packed_gemm_mr; ++i) {
       const __m256 value = _mm256_broadcast_ss(a + l * packed_gemm_mr + i);
       sums[i][0] = _mm256_fmadd_ps(value, low, sums[i][0]);
@@ -241,7 +252,7 @@ NGEMB_TARGET_AVX2 inline void packed_gemm_micro_avx2(std::size_t kc, const float
     }
   }
   if (rows == packed_gemm_mr && columns == packed_gemm_nr) {
-#pragma GCC unroll 6
+NGEMB_UNROLL(6)
     for (std::size_t i = 0; i < packed_gemm_mr; ++i) {
       float* out = c + i * ldc;
       if (accumulate) {
@@ -254,7 +265,7 @@ NGEMB_TARGET_AVX2 inline void packed_gemm_micro_avx2(std::size_t kc, const float
     return;
   }
   float tile[packed_gemm_mr][packed_gemm_nr];
-#pragma GCC unroll 6
+NGEMB_UNROLL(6)
   for (std::size_t i = 0; i < packed_gemm_mr; ++i) {
     _mm256_storeu_ps(tile[i], sums[i][0]);
     _mm256_storeu_ps(tile[i] + 8, sums[i][1]);
@@ -277,7 +288,7 @@ NGEMB_TARGET_AVX2 void pack_b_avx2(std::size_t rows, std::size_t kc, const W* b,
       for (; l + 8 <= kc; l += 8) {
         for (std::size_t half = 0; half < 2; ++half) {
           __m256 r[8];
-#pragma GCC unroll 8
+NGEMB_UNROLL(8)
           for (std::size_t j = 0; j < 8; ++j) {
             r[j] = load8(b + (first + half * 8 + j) * ldb + l);
           }
@@ -301,7 +312,7 @@ NGEMB_TARGET_AVX2 void pack_b_avx2(std::size_t rows, std::size_t kc, const W* b,
                                      _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
                                      _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
                                      _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
-#pragma GCC unroll 8
+NGEMB_UNROLL(8)
           for (std::size_t j = 0; j < 8; ++j) {
             _mm256_storeu_ps(panel + (l + j) * packed_gemm_nr + half * 8, columns[j]);
           }
