@@ -4,6 +4,7 @@
 // hardware threads: the `threads` counter). Per shape three benchmarks:
 //   {shape}         the library's forward (fp32 W_cat),
 //   {shape}_bf16    the same with bf16 W_cat (fused_projection<float, host_policy, bf16>; same weight values),
+//   {shape}_fp8     the same with block-scaled fp8 W_cat (the W_i quantised per 128 x 128 block),
 //   {shape}_naive   the naive path (the official module op by op),
 //   {shape}_gather  the library's gather step alone (detail::gather_rows_op through for_each_n, as embed_hashed
 //                   runs it); its vs_naive compares with the naive path's T separate gathers.
@@ -90,8 +91,7 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
   const bool gather = kind == variant::gather;
   ngemb_bench::set_counters(state, static_cast<double>(work.tokens()),
                             gather ? work.gather_bytes_per_token()
-                                   : work.forward_bytes_per_token(kind == variant::library_bf16 ? sizeof(ngemb::bf16)
-                                                                                               : sizeof(float)), per_iteration,
+                                   : work.forward_bytes_per_token(ngemb_bench::weight_bytes(kind)), per_iteration,
                             gather ? shape.naive_gather_seconds : shape.naive_seconds, bandwidth);
   state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
 }

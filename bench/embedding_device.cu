@@ -3,6 +3,7 @@
 //   {shape}         the library's forward (hash + fused embed), timed end to end: its host-side input checks (a
 //                   read-back that synchronises) count,
 //   {shape}_bf16    the same with bf16 W_cat (the warp-per-row kernel of cuda/mixed_gemm.cuh up to 8 rows),
+//   {shape}_fp8     the same with block-scaled fp8 W_cat (cuda/fp8_gemm.cuh),
 //   {shape}_naive   the naive path (the official module op by op: T gathers, T cuBLAS GEMMs, T adds, then the base),
 //   {shape}_gather  the library's gather step alone (detail::gather_rows_op through for_each_n, as embed_hashed
 //                   runs it); its vs_naive compares with the naive path's T separate gathers.
@@ -119,8 +120,7 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
     const bool gather = kind == variant::gather;
     ngemb_bench::set_counters(state, static_cast<double>(work.tokens()),
                               gather ? work.gather_bytes_per_token()
-                                   : work.forward_bytes_per_token(kind == variant::library_bf16 ? sizeof(ngemb::bf16)
-                                                                                               : sizeof(float)), per_iteration,
+                                   : work.forward_bytes_per_token(ngemb_bench::weight_bytes(kind)), per_iteration,
                               gather ? shape.naive_gather_seconds : shape.naive_seconds, gpu.bandwidth());
   } catch (const ngemb::error& failure) {  // CUDA failures and library errors end this benchmark, not the run
     state.SkipWithError(failure.what());

@@ -23,13 +23,13 @@
 #include "embedding_golden.hpp"
 #include "temp_folder.hpp"
 #include "ngemb/embed/ngram_embedding.hpp"
-#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/embed/per_layer_ngram_embedding.hpp"
 #include "ngemb/embed/plain_embedding.hpp"
 #include "ngemb/ffn/ngram_gated_ffn.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
 #include "ngemb/io/safetensors_reader.hpp"
 #include "ngemb/io/safetensors_writer.hpp"
+#include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/store/mmap_store.hpp"
 #include "ngemb/store/table_store.hpp"
 
@@ -433,6 +433,89 @@ TEST_CASE("fused_projection with bf16 and fp16 W_cat: an fp64 projection of the 
     check(ngemb::bf16{}, ngemb::host_policy{threads});
     check(ngemb::fp16{}, ngemb::host_policy{threads});
   }
+}
+
+TEST_CASE("fused_projection with fp8 W_cat: fp64 over the dequantised weights; post_projs load and save as F8 + scale") {
+  // row_width 256 (LongCat's): W_cat's 128 x 128 blocks are the sub-tables' own, so quantising the whole W_cat,
+  // loading each bf16 post_proj quantised, and reloading the saved F8 tensors give the same codes and scales.
+  const ngemb::projection_shape shape{.num_tables = 3, .row_width = 256, .output_width = 200};
+  const ngemb::host_policy policy{2};
+  std::mt19937 random(23);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> weights(3);
+  std::vector<ngemb::view<const float>> views;
+  ngemb::tensor_collection bf16_tensors;
+  for (std::size_t table = 0; table < 3; ++table) {
+    weights[table].resize(200 * 256);
+    // Blocks of different magnitudes, so their scales differ.
+    for (std::size_t i = 0; i < weights[table].size(); ++i) {
+      weights[table][i] = float(ngemb::bf16(normal(random) * (1.0f + static_cast<float>((i / 256) / 128 + table))));
+    }
+    views.emplace_back(weights[table]);
+    std::vector<ngemb::bf16> rounded(weights[table].begin(), weights[table].end());
+    bf16_tensors.add<ngemb::bf16>(ngemb::host_policy{}, "ngram.post_projs." + std::to_string(table) + ".weight",
+                                  {200, 256}, ngemb::view<const ngemb::bf16>(rounded));
+  }
+  using fp8_projection = ngemb::fused_projection<float, ngemb::host_policy, ngemb::fp8_e4m3>;
+  const fp8_projection projection(policy, shape, std::span<const ngemb::view<const float>>(views));
+  const auto& matrix = projection.weights();
+  CHECK(matrix.bytes() == 200 * 768 + 2 * 6 * sizeof(float));
+  // The reference: W_cat dequantised, projected in fp64.
+  std::vector<double> dequantised(200 * 768);
+  for (std::size_t row = 0; row < 200; ++row) {
+    for (std::size_t column = 0; column < 768; ++column) {
+      dequantised[row * 768 + column] = static_cast<double>(static_cast<float>(matrix.values()[row * 768 + column])) *
+                                        matrix.scale_inv()[(row / 128) * 6 + column / 128];
+    }
+  }
+  for (const std::size_t tokens : {std::size_t{1}, std::size_t{6}, std::size_t{30}}) {
+    std::vector<float> gathered(tokens * 768);
+    std::generate(gathered.begin(), gathered.end(), [&] { return normal(random); });
+    std::vector<float> out(tokens * 200);
+    projection.project(policy, tokens, ngemb::view<const float>(gathered), ngemb::view<float>(out));
+    double worst = 0.0;
+    double scale = 0.0;
+    for (std::size_t t = 0; t < tokens; ++t) {
+      for (std::size_t row = 0; row < 200; ++row) {
+        double want = 0.0;
+        double magnitude = 0.0;
+        for (std::size_t column = 0; column < 768; ++column) {
+          want += gathered[t * 768 + column] * dequantised[row * 768 + column];
+          magnitude += std::abs(gathered[t * 768 + column] * dequantised[row * 768 + column]);
+        }
+        worst = std::max(worst, std::abs(out[t * 200 + row] - want));
+        scale = std::max(scale, magnitude);
+      }
+    }
+    INFO("tokens = " << tokens << ": worst error " << worst);
+    CHECK(worst <= 770 * 0x1p-23 * scale);  // fp32 sums of 768 products (fp8_check.hpp's bound)
+  }
+  const auto same_codes = [&](const fp8_projection& other) {
+    const auto& w = other.weights();
+    CHECK(std::equal(w.values().begin(), w.values().end(), matrix.values().begin(),
+                     [](ngemb::fp8_e4m3 x, ngemb::fp8_e4m3 y) { return x.bits == y.bits; }));
+    CHECK(std::equal(w.scale_inv().begin(), w.scale_inv().end(), matrix.scale_inv().begin()));
+  };
+  const ngemb_test::temp_folder folder;
+  ngemb::write_safetensors(folder / "bf16.safetensors", bf16_tensors.tensors());
+  same_codes(fp8_projection::load(policy, ngemb::safetensors_checkpoint(folder / "bf16.safetensors"), "ngram", shape));
+  ngemb::tensor_collection saved;
+  projection.save(policy, "ngram", saved);
+  REQUIRE(saved.tensors().size() == 6);
+  CHECK(saved.tensors()[0].dtype == "F8_E4M3");
+  CHECK(saved.tensors()[1].name == "ngram.post_projs.0.weight_scale_inv");
+  ngemb::write_safetensors(folder / "fp8.safetensors", saved.tensors());
+  same_codes(fp8_projection::load(policy, ngemb::safetensors_checkpoint(folder / "fp8.safetensors"), "ngram", shape));
+
+  const ngemb::projection_shape narrow{.num_tables = 2, .row_width = 100, .output_width = 8};
+  const std::vector<float> small(800, 0.5f);
+  const std::vector<ngemb::view<const float>> small_views(2, ngemb::view<const float>(small));
+  const fp8_projection odd(policy, narrow, std::span<const ngemb::view<const float>>(small_views));
+  ngemb::tensor_collection refused;
+  CHECK_THROWS_WITH_AS(odd.save(policy, "ngram", refused),
+                       "fused_projection<fp8_e4m3>: save needs row_width a multiple of 128 (each post_proj's scale "
+                       "blocks), got 100",
+                       ngemb::invalid_argument);
 }
 
 TEST_CASE("fused_projection::project_columns: the sub-tables' shares add up to the whole projection") {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fuzz_common.hpp"
@@ -71,15 +72,18 @@ void check_typed_view(const ngemb::safetensors_checkpoint& checkpoint, const std
          "tensor<T>(name, wrong shape) accepted");
 }
 
-/// read_tensor_as<T>: accepted exactly for the float dtypes; the values equal the stored ones converted.
+/// read_tensor_as<T>: accepted exactly for the float dtypes (for fp8_e4m3, exactly for F8_E4M3, read as stored:
+/// its values mean nothing without their scale); the values equal the stored ones converted.
 template <ngemb::readable_element T>
 std::vector<T> check_conversion(const ngemb::safetensors_checkpoint& checkpoint, const std::string& name,
                                 const ngemb::tensor_info& info) {
-  const bool float_dtype = info.dtype == "F32" || info.dtype == "BF16" || info.dtype == "F16";
+  const bool readable = std::is_same_v<T, ngemb::fp8_e4m3>
+                            ? info.dtype == "F8_E4M3"
+                            : info.dtype == "F32" || info.dtype == "BF16" || info.dtype == "F16";
   std::vector<T> values;
   const bool accepted = library_accepts([&] { values = ngemb::read_tensor_as<T>(checkpoint, name, info.shape); });
-  expect(accepted == float_dtype, "read_tensor_as(\"" + name + "\") of dtype " + info.dtype +
-                                      (accepted ? " was accepted" : " was refused"));
+  expect(accepted == readable, "read_tensor_as(\"" + name + "\") of dtype " + info.dtype +
+                                   (accepted ? " was accepted" : " was refused"));
   if (accepted) {
     expect(values.size() == static_cast<std::size_t>(info.num_elements()),
            "read_tensor_as(\"" + name + "\") returned the wrong number of values");
@@ -118,6 +122,11 @@ void check_tensor(const ngemb::safetensors_checkpoint& checkpoint, const std::st
   check_typed_view<float>(checkpoint, name, info, expected, file_offset);
   check_typed_view<ngemb::bf16>(checkpoint, name, info, expected, file_offset);
   check_typed_view<ngemb::fp16>(checkpoint, name, info, expected, file_offset);
+  check_typed_view<ngemb::fp8_e4m3>(checkpoint, name, info, expected, file_offset);
+
+  const std::vector<ngemb::fp8_e4m3> as_fp8 = check_conversion<ngemb::fp8_e4m3>(checkpoint, name, info);
+  expect(as_fp8.empty() || std::memcmp(as_fp8.data(), expected.data(), as_fp8.size()) == 0,
+         "F8_E4M3 tensor \"" + name + "\" did not read back as stored");
 
   const std::vector<float> as_float = check_conversion<float>(checkpoint, name, info);
   const std::vector<double> as_double = check_conversion<double>(checkpoint, name, info);

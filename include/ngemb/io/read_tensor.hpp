@@ -1,7 +1,8 @@
 #pragma once
 // Reads a checkpoint tensor, or some rows of one, into a chosen element type, whatever float type the file stores:
 // widening is exact, narrowing rounds to nearest even. Works on unaligned data (it copies), unlike the zero-copy
-// typed views.
+// typed views. F8_E4M3 tensors are block-scaled weights whose values mean nothing without their scale tensor: they
+// are read only into fp8_e4m3, as stored, and fp8_e4m3 only from them (policy/fp8_gemm.hpp pairs them with scales).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -33,13 +34,17 @@ void convert_bytes(std::span<const std::byte> bytes, std::span<T> values) {
   }
 }
 
-/// Bytes per element of a float dtype check_float_tensor accepted.
-inline std::size_t float_dtype_bytes(std::string_view stored) { return stored == name_of(dtype::f32) ? 4 : 2; }
+/// Bytes per element of a dtype check_tensor_for accepted.
+inline std::size_t float_dtype_bytes(std::string_view stored) {
+  return stored == name_of(dtype::f32) ? 4 : stored == name_of(dtype::f8_e4m3) ? 1 : 2;
+}
 
-/// Converts the elements `bytes` holds in the float dtype `stored` (F32, BF16 or F16, already checked).
+/// Converts the elements `bytes` holds in the dtype `stored`, already checked against T by check_tensor_for<T>.
 template <readable_element T>
 void convert_float_tensor(std::string_view stored, std::span<const std::byte> bytes, std::span<T> values) {
-  if (stored == name_of(dtype::f32)) {
+  if constexpr (std::is_same_v<T, fp8_e4m3>) {
+    std::memcpy(values.data(), bytes.data(), values.size());  // F8_E4M3 into fp8_e4m3: the bytes themselves
+  } else if (stored == name_of(dtype::f32)) {
     convert_bytes<float>(bytes, values);
   } else if (stored == name_of(dtype::bf16)) {
     convert_bytes<bf16>(bytes, values);
@@ -58,16 +63,41 @@ inline void check_float_tensor(const checkpoint& source, std::string_view name,
   source.require_shape(name, expected_shape);
   const tensor_info& info = source.info(name);
   if (info.dtype != name_of(dtype::f32) && info.dtype != name_of(dtype::bf16) && info.dtype != name_of(dtype::f16)) {
-    throw format_error(source.describe(name) + " has dtype " + info.dtype + ", expected F32, BF16 or F16");
+    const char* hint = info.dtype == name_of(dtype::f8_e4m3)
+                           ? " (fp8 weights are scaled by their weight_scale_inv: load them as weight_matrix<fp8_e4m3>)"
+                           : "";
+    throw format_error(source.describe(name) + " has dtype " + info.dtype + ", expected F32, BF16 or F16" + hint);
   }
 }
 
+namespace detail {
+
+/// check_float_tensor for the float element types; fp8_e4m3 reads only F8_E4M3, as stored (narrowing a float
+/// tensor to fp8 needs a scale, which a plain read cannot choose).
+template <readable_element T>
+void check_tensor_for(const checkpoint& source, std::string_view name, std::span<const std::int64_t> expected_shape) {
+  if constexpr (std::is_same_v<T, fp8_e4m3>) {
+    source.require_shape(name, expected_shape);
+    const tensor_info& info = source.info(name);
+    if (info.dtype != name_of(dtype::f8_e4m3)) {
+      throw format_error(source.describe(name) + " has dtype " + info.dtype +
+                         ", expected F8_E4M3 (fp8 values are read as stored; a float tensor is quantised with a "
+                         "block scale by weight_matrix<fp8_e4m3>)");
+    }
+  } else {
+    check_float_tensor(source, name, expected_shape);
+  }
+}
+
+}  // namespace detail
+
 /// Converts tensor `name` into `destination`, which must hold its elements. The tensor must have shape
-/// `expected_shape` and a float dtype (F32, BF16 or F16); otherwise format_error names the file and tensor.
+/// `expected_shape` and a float dtype (F32, BF16 or F16; F8_E4M3 exactly when T is fp8_e4m3); otherwise
+/// format_error names the file and tensor.
 template <readable_element T>
 void read_tensor_into(const checkpoint& source, std::string_view name,
                       std::span<const std::int64_t> expected_shape, std::span<T> destination) {
-  check_float_tensor(source, name, expected_shape);
+  detail::check_tensor_for<T>(source, name, expected_shape);
   const tensor_info& info = source.info(name);
   if (destination.size() != static_cast<std::size_t>(info.num_elements())) {
     throw shape_mismatch(source.describe(name) + " has " +
@@ -84,7 +114,7 @@ template <readable_element T>
 void read_tensor_rows_into(const checkpoint& source, std::string_view name,
                            std::span<const std::int64_t> expected_shape, std::int64_t first_row,
                            std::int64_t row_count, std::span<T> destination) {
-  check_float_tensor(source, name, expected_shape);
+  detail::check_tensor_for<T>(source, name, expected_shape);
   const tensor_info& info = source.info(name);
   const auto [begin, end] = source.row_byte_range(name, first_row, row_count, detail::float_dtype_bytes(info.dtype));
   if (destination.size() != static_cast<std::size_t>(row_count * info.shape[1])) {
@@ -99,7 +129,7 @@ void read_tensor_rows_into(const checkpoint& source, std::string_view name,
 template <readable_element T>
 std::vector<T> read_tensor_as(const checkpoint& source, std::string_view name,
                               std::span<const std::int64_t> expected_shape) {
-  check_float_tensor(source, name, expected_shape);  // before allocating what the shape asks for
+  detail::check_tensor_for<T>(source, name, expected_shape);  // before allocating what the shape asks for
   std::vector<T> values(static_cast<std::size_t>(source.info(name).num_elements()));
   read_tensor_into<T>(source, name, expected_shape, std::span<T>(values));
   return values;

@@ -90,7 +90,8 @@ inline tensor_info parse_tensor_entry(const std::string& name, const nlohmann::j
   }
   info.begin = offsets[0].get<std::size_t>();
   info.end = offsets[1].get<std::size_t>();
-  const std::string range = "[" + std::to_string(info.begin) + ", " + std::to_string(info.end) + "]";
+  std::string range = "[";  // appended to a named string: g++ 12 misreads "[" + std::string&& (-Wrestrict)
+  range += std::to_string(info.begin) + ", " + std::to_string(info.end) + "]";
   if (info.end > data_size) {
     throw format_error(where + ": data_offsets " + range + " reach beyond the end of the data buffer (" +
                        std::to_string(data_size) + " bytes): the file is truncated or corrupt");

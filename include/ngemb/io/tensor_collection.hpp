@@ -90,8 +90,10 @@ class tensor_collection {
       return f32_;
     } else if constexpr (std::is_same_v<T, bf16>) {
       return bf16_;
-    } else {
+    } else if constexpr (std::is_same_v<T, fp16>) {
       return f16_;
+    } else {
+      return f8_e4m3_;
     }
   }
 
@@ -99,6 +101,7 @@ class tensor_collection {
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<bf16>> bf16_;
   std::deque<std::vector<fp16>> f16_;
+  std::deque<std::vector<fp8_e4m3>> f8_e4m3_;
   mode mode_;
   std::vector<tensor_to_write> tensors_;
   std::vector<std::string> tolerated_;

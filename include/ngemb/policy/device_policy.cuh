@@ -15,11 +15,13 @@
 
 #include "ngemb/core/error.hpp"
 #include "ngemb/core/views.hpp"
+#include "ngemb/policy/detail/fp8_gemm_ops.hpp"
 #include "ngemb/policy/detail/gemm_checks.hpp"
 #include "ngemb/policy/detail/mixed_gemm_ops.hpp"
 #include "ngemb/policy/detail/sort_pairs.hpp"
 #include "ngemb/cuda/cublas.cuh"
 #include "ngemb/cuda/error.cuh"
+#include "ngemb/cuda/fp8_gemm.cuh"
 #include "ngemb/cuda/for_each.cuh"
 #include "ngemb/cuda/mixed_gemm.cuh"
 #include "ngemb/policy/device_buffer.cuh"
@@ -257,6 +259,41 @@ void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::siz
              std::type_identity_t<view<const float>> a, view<const W> b, std::size_t ldb, view<float> c) {
   detail::check_gemm_nt_strided_shapes(m, n, k, a.size(), b.size(), ldb, c.size());
   detail::mixed_gemm_rows(policy, m, n, k, a.data(), b.data(), ldb, c.data());
+}
+
+/// C = A * dequant(B)^T with fp32 A [m x k], fp8 B [n x k], fp32 B_scale_inv [ceil(n/128) x ceil(k/128)] and fp32
+/// C [m x n] in device memory (the layout and precondition of the host overload, policy/fp8_gemm.hpp), fp32
+/// accumulation. Up to 8 rows of A: a warp per row of B reads it once (cuda/fp8_gemm.cuh). More rows: B is
+/// dequantised to fp32 in stream-ordered scratch by the op the host shares, and cuBLAS runs the fp32 GEMM.
+inline void gemm_nt(const device_policy& policy, std::size_t m, std::size_t n, std::size_t k,
+                    std::type_identity_t<view<const float>> a, view<const fp8_e4m3> b,
+                    std::type_identity_t<view<const float>> b_scale_inv, view<float> c) {
+  detail::check_fp8_gemm_shapes(m, n, k, a.size(), b.size(), b_scale_inv.size(), c.size());
+  if (m == 0 || n == 0) {
+    return;
+  }
+  if (m > static_cast<std::size_t>(detail::fp8_gemm_max_rows) || k == 0) {
+    device_buffer<float> dequantised(policy, n * k);
+    for_each_n(policy, n * k,
+               detail::fp8_dequantize_op{b.data(), b_scale_inv.data(), k, 0, 0, k, dequantised.data()});
+    gemm_nt<float>(policy, m, n, k, a, view<const float>(dequantised.as_view()), c);
+    return;
+  }
+  const std::size_t blocks = (n + detail::fp8_gemm_warps_per_block - 1) / detail::fp8_gemm_warps_per_block;
+  if (blocks > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    throw invalid_argument("gemm_nt: B has " + std::to_string(n) + " rows, more than the kernel's grid covers");
+  }
+  constexpr int threads = detail::fp8_gemm_warps_per_block * 32;
+  const bool vectorised = k % detail::fp8_gemm_vector == 0 && reinterpret_cast<std::uintptr_t>(b.data()) % 16 == 0;
+  const auto rows = static_cast<int>(m);
+  if (vectorised) {
+    detail::fp8_gemm_small_m_kernel<true><<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(
+        rows, n, k, a.data(), b.data(), b_scale_inv.data(), c.data());
+  } else {
+    detail::fp8_gemm_small_m_kernel<false><<<static_cast<unsigned>(blocks), threads, 0, policy.stream>>>(
+        rows, n, k, a.data(), b.data(), b_scale_inv.data(), c.data());
+  }
+  NGEMB_CUDA_CHECK(cudaGetLastError());
 }
 
 /// The device overload of sort_pairs (policy/detail/sort_pairs.hpp): CUB's stable radix sort over bits

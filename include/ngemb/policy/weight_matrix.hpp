@@ -24,7 +24,9 @@ namespace ngemb {
 
 template <class W, class Policy = host_policy>
 class weight_matrix {
-  static_assert(readable_element<W>,
+  // fp8_e4m3 is a readable element, but its values mean nothing without their block scales: only the
+  // specialisation in fp8_weight.hpp holds it.
+  static_assert(readable_element<W> && !std::is_same_v<W, fp8_e4m3>,
                 "weight_matrix<W, Policy>: W must be float, double, ngemb::bf16 or ngemb::fp16 (or fp8_e4m3 with "
                 "ngemb/policy/fp8_weight.hpp)");
 
