@@ -375,8 +375,8 @@ TEST_CASE_TEMPLATE("moe on many threads (experts side by side, one alone) gives 
   const uneven_layer shape;
   const ngemb::host_policy one{1};
   auto reference = shape.make<Weight>(one);
-  // min_elements_per_thread 1: every expert is worth a thread; 4 threads leave the 6 side-by-side experts 2
-  // smallest that run alone; 0: the machine's threads.
+  // min_elements_per_thread 1 and 64: every expert is worth a thread; 4 threads leave 2 of the 6 side-by-side
+  // experts to run alone; {0} (the machine's threads and the default threshold) runs this small layer in turn.
   for (const ngemb::host_policy many : {ngemb::host_policy{8, 1}, ngemb::host_policy{4, 1}, ngemb::host_policy{3, 64},
                                         ngemb::host_policy{0}}) {
     CAPTURE(many.threads);

@@ -6,13 +6,16 @@
 // Experts with more than a worker's share of the whole run alone first, their GEMMs split across the threads (one
 // expert with most of the rows, or the only one); so do the smallest few left over after the others fill whole
 // rounds of the workers (decode: a handful of one-row experts would otherwise leave a thread idle in the last
-// round). Each expert runs the same GEMM calls either way, so the outputs do not depend on the plan.
+// round). A thread is worth as many multiply-adds as in the GEMMs' own split. Each expert runs the same GEMM calls
+// either way, and the host GEMMs' thread splits (by whole rows or columns of the output) leave every sum as it is, so
+// the outputs are the same bits whatever the plan.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "ngemb/policy/detail/host_tasks.hpp"
+#include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
 
 namespace ngemb::detail {
@@ -33,10 +36,12 @@ class host_experts {
         total += units(e);
       }
     }
-    // Rows worth a thread, as for_each_n counts elements worth one.
-    const std::size_t min_units = for_operations_of(policy, row_work).min_elements_per_thread;
-    const auto workers_for = [&](std::size_t tasks, std::size_t work) {
-      return std::min({static_cast<std::size_t>(policy.resolved_threads()), tasks, work / min_units});
+    // A thread is worth min_gemm_work_per_thread multiply-adds, as in the GEMMs' own split, under the default
+    // policy; a policy that gives threads fewer elements (tests, to run this on small layers) scales it down alike.
+    const std::size_t work_per_element = min_gemm_work_per_thread / host_policy{}.min_elements_per_thread;
+    const auto workers_for = [&](std::size_t tasks, std::size_t cost) {
+      return std::min({static_cast<std::size_t>(policy.resolved_threads()), tasks,
+                       cost * row_work / work_per_element / std::max<std::size_t>(1, policy.min_elements_per_thread)});
     };
     std::size_t workers = workers_for(active_.size(), total);
     std::stable_sort(active_.begin(), active_.end(),
