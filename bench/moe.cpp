@@ -6,7 +6,9 @@
 //   {batch}_naive  the naive per-token loop over the chosen experts.
 // Counters: tokens_per_second; vs_naive = naive time / library time (the naive median taken at setup);
 // vs_floor = library time / (distinct chosen experts' weight bytes / memory bandwidth), the bandwidth from a
-// 1 GiB std::memcpy split over the same threads, counting read + write bytes, measured in the same run.
+// 1 GiB std::memcpy split over the same threads, counting read + write bytes, measured in the same run;
+// GFLOP_per_s = the expert FFNs' flops, 2 x 3 x H x I per routed (token, pick) pair (gate, up and down products;
+// zero-expert picks cost none), over the time.
 // The prefill is 256 tokens here, not the 2048 of the device benchmark: at 2048 the naive loop reads ~16k expert
 // FFNs (300 GB) per call, minutes on a 2-core host; 256 tokens already activate every expert (~2000 routed picks
 // over 256 experts) and keep the whole program near a minute. Large batches run a fixed number of iterations.
@@ -56,6 +58,7 @@ struct batch_state {
   std::vector<float> x;
   std::vector<float> y;
   double floor_bytes = 0;
+  double expert_flops = 0;
   double naive_seconds = 0;
 
   explicit batch_state(std::size_t batch_tokens)
@@ -63,7 +66,9 @@ struct batch_state {
     // Uniform in [-sqrt(3), sqrt(3)): unit variance, like the normed hidden states the layer reads.
     ngemb::for_each_n(all_threads, x.size(), ngemb_bench::fill_noise_op<float>{x.data(), 1000 + tokens, std::sqrt(3.0f)});
     run_library();
-    floor_bytes = ngemb_bench::distinct_expert_bytes(state().layer.last_routing(all_threads));
+    const ngemb::routing_statistics routing = state().layer.last_routing(all_threads);
+    floor_bytes = ngemb_bench::distinct_expert_bytes(routing);
+    expert_flops = ngemb_bench::expert_flops(routing);
     auto naive = [this] { run_naive(); };
     naive_seconds = ngemb_bench::median_seconds([&naive](long calls) { return time_calls(naive, calls); });
   }
@@ -94,6 +99,7 @@ void run_batch(benchmark::State& bench, std::size_t index, bool naive) {
       benchmark::Counter(static_cast<double>(batch.tokens), benchmark::Counter::kIsIterationInvariantRate);
   bench.counters["vs_naive"] = benchmark::Counter(batch.naive_seconds / per_iteration);
   bench.counters["vs_floor"] = benchmark::Counter(per_iteration / (batch.floor_bytes / state().bandwidth));
+  bench.counters["GFLOP_per_s"] = benchmark::Counter(batch.expert_flops / per_iteration / 1e9);
   bench.counters["expert_GB"] = benchmark::Counter(batch.floor_bytes / 1e9);
   bench.counters["GB_per_s_floor"] = benchmark::Counter(state().bandwidth / 1e9);
   bench.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));

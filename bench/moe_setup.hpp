@@ -191,4 +191,13 @@ inline double distinct_expert_bytes(const ngemb::routing_statistics& statistics)
   return static_cast<double>(distinct) * 3.0 * static_cast<double>(moe_hidden * moe_width) * sizeof(ngemb::bf16);
 }
 
+/// The expert FFNs' flops of the last routing: 2 x 3 x I x H per routed (token, pick) pair.
+inline double expert_flops(const ngemb::routing_statistics& statistics) {
+  std::int64_t routed_pairs = 0;
+  for (int e = 0; e < statistics.routed_experts; ++e) {
+    routed_pairs += statistics.load[static_cast<std::size_t>(e)];
+  }
+  return static_cast<double>(routed_pairs) * 6.0 * static_cast<double>(moe_hidden * moe_width);
+}
+
 }  // namespace ngemb_bench

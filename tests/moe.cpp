@@ -1,13 +1,19 @@
 // moe/: the top-k routers and the MoE layer against independent fp64 references
 // (tests/reference/router_reference.py and moe_reference.py; tolerances in router_golden.hpp and moe_golden.hpp),
-// checkpoint round trips, and the errors of bad options, shapes, names and non-finite logits.
+// checkpoint round trips, and the errors of bad options, shapes, names and non-finite logits; the host's experts
+// side by side on many threads give one thread's outputs bit for bit, and its plan and failures.
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <new>
+#include <random>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "moe_golden.hpp"
@@ -15,6 +21,7 @@
 #include "ngemb/io/safetensors_writer.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/ffn/swiglu.hpp"
+#include "ngemb/moe/detail/host_experts.hpp"
 #include "ngemb/moe/moe.hpp"
 #include "ngemb/moe/router.hpp"
 #include "router_golden.hpp"
@@ -40,6 +47,77 @@ std::vector<float> forward(Layer& layer, std::size_t tokens, const std::vector<f
   layer.forward(policy, tokens, ngemb::view<const float>(x), ngemb::view<float>(y));
   return y;
 }
+
+/// A random layer whose routing loads its experts unevenly: expert 0 is in every token's picks (most of the routed
+/// rows), experts 7..11 in none (a selection bias of -10 against softmax scores in [0, 1]), and the other picks
+/// fall on experts 1..6 and the zero experts by the random logits. H and I are no multiples of a vector width.
+struct uneven_layer {
+  static constexpr std::int64_t hidden = 24;
+  static constexpr std::int64_t width = 20;
+  ngemb::router_options options{12, 3, 3, false, 2.0f};
+  std::vector<float> classifier;
+  std::vector<float> selection_bias;
+  std::vector<float> gate;
+  std::vector<float> up;
+  std::vector<float> down;
+
+  uneven_layer() {
+    std::mt19937 random(21);
+    std::uniform_real_distribution<float> value(-0.5f, 0.5f);
+    const auto fill = [&](std::vector<float>& values, std::size_t size) {
+      values.resize(size);
+      std::generate(values.begin(), values.end(), [&] { return value(random); });
+    };
+    const auto matrices = static_cast<std::size_t>(options.routed_experts * hidden * width);
+    fill(classifier, static_cast<std::size_t>(options.num_experts() * hidden));
+    fill(gate, matrices);
+    fill(up, matrices);
+    fill(down, matrices);
+    selection_bias.assign(static_cast<std::size_t>(options.num_experts()), 0.0f);
+    selection_bias[0] = 10.0f;
+    std::fill(selection_bias.begin() + 7, selection_bias.begin() + 12, -10.0f);
+  }
+
+  template <class Weight>
+  [[nodiscard]] ngemb::moe<ngemb::softmax_router<>, Weight> make(const ngemb::host_policy& policy) const {
+    const auto weights = [](const std::vector<float>& values) { return ngemb_test::as_weights<Weight>(values); };
+    const std::vector<Weight> gate_weights = weights(gate);
+    const std::vector<Weight> up_weights = weights(up);
+    const std::vector<Weight> down_weights = weights(down);
+    return ngemb::moe<ngemb::softmax_router<>, Weight>(
+        policy,
+        ngemb::softmax_router<>(policy, options, hidden,
+                                {.classifier = ngemb::view<const float>(classifier),
+                                 .selection_bias = ngemb::view<const float>(selection_bias)}),
+        {.hidden = hidden, .expert_width = width, .router = options},
+        {.gate = ngemb::view<const Weight>(gate_weights), .up = ngemb::view<const Weight>(up_weights),
+         .down = ngemb::view<const Weight>(down_weights)});
+  }
+
+  [[nodiscard]] static std::vector<float> input(std::size_t tokens, unsigned seed) {
+    std::mt19937 random(seed);
+    std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+    std::vector<float> x(tokens * static_cast<std::size_t>(hidden));
+    std::generate(x.begin(), x.end(), [&] { return value(random); });
+    return x;
+  }
+};
+
+/// Serves allocations from aligned operator new and counts those asked for on another thread than `owner`.
+class thread_watching_resource {
+ public:
+  void* allocate(std::size_t bytes, std::size_t alignment) {
+    off_thread += std::this_thread::get_id() != owner ? 1 : 0;
+    return ::operator new(bytes, std::align_val_t{alignment});
+  }
+  void deallocate(void* pointer, std::size_t /*bytes*/, std::size_t alignment) noexcept {
+    off_thread += std::this_thread::get_id() != owner ? 1 : 0;
+    ::operator delete(pointer, std::align_val_t{alignment});
+  }
+
+  std::thread::id owner = std::this_thread::get_id();
+  std::atomic<int> off_thread{0};
+};
 
 static_assert(ngemb::router<ngemb::softmax_router<>> && ngemb::router<ngemb::sigmoid_router<>>);
 static_assert(!ngemb::router<int> && !ngemb::router<ngemb::swiglu<>>);  // an FFN is not a router
@@ -289,5 +367,98 @@ TEST_CASE("moe loads a checkpoint with transformers' zero-expert gate/up tensors
     for (const auto& entry : expected.entries()) {
       CHECK(std::find(zero_names.begin(), zero_names.end(), entry.name) == zero_names.end());
     }
+  }
+}
+
+TEST_CASE_TEMPLATE("moe on many threads (experts side by side, one alone) gives one thread's outputs bit for bit", Weight,
+                   float, ngemb::bf16) {
+  const uneven_layer shape;
+  const ngemb::host_policy one{1};
+  auto reference = shape.make<Weight>(one);
+  // min_elements_per_thread 1 and 64: every expert is worth a thread; 4 threads leave 2 of the 6 side-by-side
+  // experts to run alone; {0} (the machine's threads and the default threshold) runs this small layer in turn.
+  for (const ngemb::host_policy many : {ngemb::host_policy{8, 1}, ngemb::host_policy{4, 1}, ngemb::host_policy{3, 64},
+                                        ngemb::host_policy{0}}) {
+    CAPTURE(many.threads);
+    auto layer = shape.make<Weight>(many);
+    // Large, single-token and middling batches: the workspaces and the workers' arenas grow and are reused; expert
+    // 0 gets hundreds of rows, then one, then dozens, and the others from none to dozens.
+    for (const std::size_t tokens : {std::size_t{300}, std::size_t{1}, std::size_t{37}, std::size_t{300}}) {
+      CAPTURE(tokens);
+      const std::vector<float> x = uneven_layer::input(tokens, static_cast<unsigned>(tokens));
+      std::vector<float> expected(x.size());
+      std::vector<float> got(x.size(), -7.0f);
+      reference.forward(one, tokens, ngemb::view<const float>(x), ngemb::view<float>(expected));
+      layer.forward(many, tokens, ngemb::view<const float>(x), ngemb::view<float>(got));
+      CHECK(got == expected);
+      const ngemb::routing_statistics routing = layer.last_routing(many);
+      CHECK(routing.load[0] == static_cast<std::int64_t>(tokens));
+      CHECK(std::all_of(routing.load.begin() + 7, routing.load.begin() + 12, [](std::int64_t load) { return load == 0; }));
+    }
+  }
+}
+
+TEST_CASE("moe on many threads, once warm, calls the policy's resource only on the caller's thread") {
+  const uneven_layer shape;
+  thread_watching_resource resource;
+  const ngemb::host_policy policy = ngemb::host_policy{4, 1}.with(resource);
+  auto layer = shape.make<ngemb::bf16>(policy);
+  const std::vector<float> x = uneven_layer::input(300, 5);
+  std::vector<float> y(x.size());
+  layer.forward(policy, 300, ngemb::view<const float>(x), ngemb::view<float>(y));  // warm: every arena sized
+  resource.off_thread = 0;
+  for (const std::size_t tokens : {std::size_t{300}, std::size_t{40}}) {
+    layer.forward(policy, tokens, ngemb::view<const float>(x).subview(0, tokens * uneven_layer::hidden),
+                  ngemb::view<float>(y).subview(0, tokens * uneven_layer::hidden));
+  }
+  CHECK(resource.off_thread == 0);
+}
+
+TEST_CASE("host experts: the plan by work, each active expert once, and a failing expert's exception on the caller") {
+  ngemb::detail::host_experts experts;
+  // Rows per expert: expert 0 most of them, 2, 3, 5, 6, 7 and 9 a few, 1, 4 and 8 none.
+  const std::vector<std::int32_t> rows = {100, 0, 5, 6, 0, 7, 5, 4, 0, 6};
+  std::vector<std::int32_t> offsets(rows.size() + 1, 0);
+  for (std::size_t e = 0; e < rows.size(); ++e) {
+    offsets[e + 1] = offsets[e] + rows[e];
+  }
+  std::vector<std::atomic<int>> runs(rows.size());
+  std::vector<unsigned> threads(rows.size(), 0);
+  const auto record = [&](const ngemb::host_policy& expert_policy, std::size_t e) {
+    runs[e].fetch_add(1);
+    threads[e] = expert_policy.threads;
+  };
+  const auto run_counts = [&] {
+    std::vector<int> counts;
+    for (auto& count : runs) {
+      counts.push_back(count.exchange(0));
+    }
+    return counts;
+  };
+  SUBCASE("worth the threads") {
+    experts.run(ngemb::host_policy{4, 1}, offsets.data(), rows.size(), 1000, record);
+    CHECK(run_counts() == std::vector<int>{1, 0, 1, 1, 0, 1, 1, 1, 0, 1});
+    // Costs (rows + 1): 101 of 140 in all is more than a share of 4 workers: alone, across the 4 threads. The other
+    // six side by side on 4 workers, but the 2 smallest (experts 6 and 7) fill no whole round: alone too.
+    CHECK(threads == std::vector<unsigned>{4, 0, 1, 1, 0, 1, 4, 4, 0, 1});
+  }
+  SUBCASE("too little work for a second thread: one after another, each across the policy's threads") {
+    experts.run(ngemb::host_policy{4, 16384}, offsets.data(), rows.size(), 10, record);
+    CHECK(run_counts() == std::vector<int>{1, 0, 1, 1, 0, 1, 1, 1, 0, 1});
+    CHECK(threads == std::vector<unsigned>{4, 0, 4, 4, 0, 4, 4, 4, 0, 4});
+  }
+  SUBCASE("an exception inside a side-by-side expert is rethrown on the caller, and the next run completes") {
+    const auto failing = [&](const ngemb::host_policy& expert_policy, std::size_t e) {
+      record(expert_policy, e);
+      if (e == 3) {
+        throw std::runtime_error("expert 3 failed");
+      }
+    };
+    CHECK_THROWS_WITH_AS(experts.run(ngemb::host_policy{4, 1}, offsets.data(), rows.size(), 1000, failing),
+                         "expert 3 failed", std::runtime_error);
+    CHECK(runs[3].load() == 1);
+    run_counts();
+    experts.run(ngemb::host_policy{4, 1}, offsets.data(), rows.size(), 1000, record);
+    CHECK(run_counts() == std::vector<int>{1, 0, 1, 1, 0, 1, 1, 1, 0, 1});
   }
 }

@@ -1,7 +1,8 @@
 // policy/: for_each_n covers every index exactly once on any thread count; input_checks raise typed errors; the
 // mixed-precision gemm_nt matches an fp64 product; sort_pairs is a stable sort; the execution_policy concept is
 // complete (library code runs under a third policy written from it alone); buffers come from the policy's memory
-// resource and none go around it.
+// resource and none go around it; the task runner runs uneven tasks once each, from its workers' arenas once warm,
+// and rethrows a worker's exception on the caller.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <latch>
 #include <new>
 #include <random>
 #include <stdexcept>
@@ -21,6 +23,7 @@
 #include "ngemb/core/input_checks.hpp"
 #include "ngemb/hash/hash_tokens.hpp"
 #include "ngemb/hash/longcat_hash.hpp"
+#include "ngemb/policy/detail/host_tasks.hpp"
 #include "ngemb/policy/detail/sort_pairs.hpp"
 #include "ngemb/policy/gemm.hpp"
 #include "ngemb/policy/host_policy.hpp"
@@ -614,4 +617,48 @@ TEST_CASE("a resource out of memory (std::bad_alloc) is ngemb::out_of_memory nam
   CHECK_THROWS_WITH_AS(ngemb::host_buffer<float>(policy, 4), "host_buffer: cannot allocate 16 bytes",
                        ngemb::out_of_memory);
   CHECK(ngemb::host_buffer<float>(policy, 0).size() == 0);  // nothing to allocate: the resource is not asked
+}
+
+TEST_CASE("host task runner: every task once on one-thread policies, scratch from the workers' arenas once warm") {
+  counting_host_resource counting;
+  {
+    ngemb::detail::host_task_runner runner;
+    for (std::size_t workers : {std::size_t{1}, std::size_t{3}, std::size_t{8}}) {
+      for (std::size_t count : {std::size_t{0}, std::size_t{2}, std::size_t{50}}) {
+        std::vector<std::atomic<int>> runs(count);
+        std::atomic<int> wrong_policies{0};
+        const ngemb::host_policy policy = ngemb::host_policy{4, 1}.with(counting);
+        // Uneven scratch: task i takes 64 (i + 1) floats and writes them all.
+        const auto task = [&](std::size_t i, const ngemb::host_policy& worker_policy) {
+          wrong_policies += worker_policy.threads != 1 || worker_policy.resource == policy.resource ? 1 : 0;
+          ngemb::host_buffer<float> scratch(worker_policy, 64 * (i + 1), ngemb::for_overwrite);
+          std::fill_n(scratch.data(), scratch.size(), static_cast<float>(i));
+          runs[i].fetch_add(1);
+        };
+        runner.run(policy, workers, count, task);
+        runner.run(policy, workers, count, task);  // the arenas grow to the largest need, on this thread
+        const std::size_t allocations = counting.allocations;
+        runner.run(policy, workers, count, task);
+        CHECK(counting.allocations == allocations);  // warm: nothing asked of the resource
+        CHECK(wrong_policies == 0);
+        CHECK(std::all_of(runs.begin(), runs.end(), [](const std::atomic<int>& run) { return run.load() == 3; }));
+      }
+    }
+  }
+  CHECK(counting.live_bytes == 0);
+}
+
+TEST_CASE("host task runner rethrows a pool thread's exception on the caller") {
+  ngemb::detail::host_task_runner runner;
+  // Both tasks wait until both run, so they run on two threads at once, one of them the pool's; both throw.
+  std::latch both_running(2);
+  CHECK_THROWS_WITH_AS(runner.run(ngemb::host_policy{2, 1}, 2, 2,
+                                  [&](std::size_t /*i*/, const ngemb::host_policy& /*worker_policy*/) {
+                                    both_running.arrive_and_wait();
+                                    throw std::runtime_error("task failed");
+                                  }),
+                       "task failed", std::runtime_error);
+  std::atomic<int> runs{0};
+  runner.run(ngemb::host_policy{2, 1}, 2, 5, [&](std::size_t, const ngemb::host_policy&) { runs.fetch_add(1); });
+  CHECK(runs == 5);
 }

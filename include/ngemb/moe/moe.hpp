@@ -2,8 +2,9 @@
 // A LongCat-Flash MoE layer (SPEC §6): y = sum over the top-k picks of w * FFN_e(x) for routed experts and
 // zero(w, x) for zero-computation experts. The forward routes, dispatches the (token, pick) pairs by expert
 // (sort_pairs: std::stable_sort on the host, CUB radix sort on a device), gathers each expert's rows contiguously,
-// runs its SwiGLU FFN as batched GEMMs (mixed precision for bf16/fp16 weights) and combines the outputs per token in
-// pick order. Experts without tokens and zero experts cost no GEMM.
+// runs its SwiGLU FFN as batched GEMMs (mixed precision for bf16/fp16 weights; on the host the active experts side by
+// side across the threads, detail/host_experts.hpp) and combines the outputs per token in pick order. Experts without
+// tokens and zero experts cost no GEMM.
 #include <algorithm>
 #include <bit>
 #include <cstddef>
@@ -11,6 +12,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -24,6 +26,7 @@
 #include "ngemb/io/read_tensor.hpp"
 #include "ngemb/io/tensor_collection.hpp"
 #include "ngemb/moe/detail/dispatch.hpp"
+#include "ngemb/moe/detail/host_experts.hpp"
 #include "ngemb/moe/router.hpp"
 #include "ngemb/moe/zero_experts.hpp"
 #include "ngemb/policy/detail/sort_pairs.hpp"
@@ -44,6 +47,9 @@ template <class Router>
 struct router_policy<Router> {
   using type = typename Router::policy_type;
 };
+
+/// What a MoE layer keeps for running its experts under a policy other than host_policy: nothing.
+struct no_host_experts {};
 
 }  // namespace detail
 
@@ -208,18 +214,27 @@ class moe {
     for_each_n(policy, routed_pairs * hidden,
                detail::gather_pair_rows_op{x.data(), order_.data(), top_k, hidden, gathered_.data()});
     const std::size_t matrix = matrix_size();
-    for (std::size_t e = 0; e < static_cast<std::size_t>(routed_experts()); ++e) {
+    // Expert e's rows of the workspaces are its own: experts may run in any order, or side by side.
+    const auto run_expert = [&](const auto& expert_policy, std::size_t e) {
       const auto first = static_cast<std::size_t>(offsets_host_[e]);
       const std::size_t rows = static_cast<std::size_t>(offsets_host_[e + 1]) - first;
-      if (rows == 0) {
-        continue;
-      }
-      detail::swiglu_rows(policy, rows, hidden, width, view<const float>(gathered_.data() + first * hidden, rows * hidden),
+      detail::swiglu_rows(expert_policy, rows, hidden, width,
+                          view<const float>(gathered_.data() + first * hidden, rows * hidden),
                           view<const Weight>(gate_up_.data() + 2 * e * matrix, 2 * matrix),
                           view<const Weight>(down_.data() + e * matrix, matrix),
                           gate_up_out_.as_view().subview(first * 2 * width, rows * 2 * width),
                           activated_.as_view().subview(first * width, rows * width),
                           expert_out_.as_view().subview(first * hidden, rows * hidden));
+    };
+    if constexpr (std::is_same_v<policy_type, host_policy>) {
+      host_experts_.run(policy, offsets_host_.data(), static_cast<std::size_t>(routed_experts()), 3 * hidden * width,
+                        run_expert);
+    } else {
+      for (std::size_t e = 0; e < static_cast<std::size_t>(routed_experts()); ++e) {
+        if (offsets_host_[e + 1] > offsets_host_[e]) {
+          run_expert(policy, e);
+        }
+      }
     }
     for_each_n(policy, tokens * hidden,
                detail::combine_picks_op<ZeroExperts>{x.data(), chosen_.data(), weights_.data(), position_.data(),
@@ -250,6 +265,10 @@ class moe {
   typename policy_type::template buffer<float> expert_out_;   ///< [routed pairs x H]
   std::vector<std::int32_t> offsets_host_;
   std::size_t last_tokens_ = 0;
+  /// The host runs the active experts side by side (detail/host_experts.hpp); other policies one after another, each
+  /// GEMM across the whole device.
+  [[no_unique_address]] std::conditional_t<std::is_same_v<policy_type, host_policy>, detail::host_experts,
+                                           detail::no_host_experts> host_experts_;
 };
 
 /// A MoE FFN: a feed_forward that routes (router() returns its router).
