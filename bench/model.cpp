@@ -17,6 +17,8 @@
 //                the cache (fp32 K/V or latent rows) of every cached position, and each token's gathered embedding
 //                rows; the bandwidth is a 1 GiB std::memcpy over the same threads (read + write bytes), measured in
 //                the same run.
+//   share_{embedding,attention,dense_ffn,moe,head} (decode) = each stage's share of 32 further steps timed per stage
+//                (forward_options::profile, untimed by the benchmark), where the time left above the floor goes.
 // A decode benchmark restarts its sequences (untimed) when they have grown by 64 tokens, so the context stays
 // within 256..320 positions.
 #include <benchmark/benchmark.h>
@@ -30,6 +32,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "demo_model.hpp"
@@ -147,7 +150,7 @@ struct batch_runner {
     }
     ids.clear();
   }
-  void run(const std::vector<std::vector<std::int32_t>>& sequences) {
+  void run(const std::vector<std::vector<std::int32_t>>& sequences, ngemb::stage_times* profile = nullptr) {
     std::vector<std::int32_t> tokens;
     std::vector<std::int64_t> offsets{0};
     for (const auto& sequence : sequences) {
@@ -157,7 +160,7 @@ struct batch_runner {
     model.forward(all_threads, ngemb::view<const std::int32_t>(ids),
                   ngemb::ragged_view<const std::int32_t>(ngemb::view<const std::int32_t>(tokens),
                                                          ngemb::view<const std::int64_t>(offsets)),
-                  ngemb::view<float>(logits), {.logits = ngemb::logits_for::last_token});
+                  ngemb::view<float>(logits), {.logits = ngemb::logits_for::last_token, .profile = profile});
     benchmark::DoNotOptimize(logits.data());
   }
 };
@@ -218,11 +221,24 @@ void decode(benchmark::State& bench, std::size_t sequences) {
   if (floor_bytes == 0) {
     floor_bytes = decode_floor_bytes<Model>(sequences, context + regrowth / 2);
   }
+  restart();
+  ngemb::stage_times stages;
+  for (int step = 0; step < 32; ++step) {
+    runner.run(next, &stages);
+  }
   runner.end();
   const double per_step = stepping / static_cast<double>(bench.iterations());
   bench.counters["tokens_per_second"] = static_cast<double>(sequences) / per_step;
   bench.counters["vs_no_cache"] = no_cache_seconds / per_step;
   bench.counters["vs_floor"] = per_step / (floor_bytes / built.bandwidth);
+  using ngemb::model_stage;
+  for (const auto& [stage, name] : {std::pair{model_stage::embedding, "share_embedding"},
+                                    std::pair{model_stage::attention, "share_attention"},
+                                    std::pair{model_stage::dense_ffn, "share_dense_ffn"},
+                                    std::pair{model_stage::moe, "share_moe"},
+                                    std::pair{model_stage::norm_and_head, "share_head"}}) {
+    bench.counters[name] = stages.share(stage);
+  }
 }
 
 template <class Model>

@@ -2,8 +2,10 @@
 // Self-attention with grouped query heads (GQA; MHA when kv_heads == heads), RoPE (HF Llama convention) and a KV
 // cache. One call serves a ragged batch mixing prefills, chunked prefills and decodes: the cache's begun step says
 // where each token sits. Per step: one GEMM for q, k and v together (the three weights are stacked), rotation and
-// K/V store per (token, head), causal attention per (token, query head) over its slot's cached positions up to its
-// own (the step's K/V are stored first, so earlier tokens of the same step are among them), one GEMM for o.
+// K/V store per token (its heads share the angles), causal attention per (token, kv head) for the query heads that
+// share it, over its slot's cached positions up to its own (the step's K/V are stored first, so earlier tokens of
+// the same step are among them), one GEMM for o.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -133,13 +135,15 @@ class attention {
     const detail::token_place* plan = cache.step_plan().data();
     const detail::kv_storage storage = cache.storage();
     const auto head_work = static_cast<std::size_t>(shape_.head_dim);
-    for_each_n(for_operations_of(policy, head_work), tokens * static_cast<std::size_t>(shape_.heads + shape_.kv_heads),
+    for_each_n(for_operations_of(policy, head_work * static_cast<std::size_t>(shape_.heads + shape_.kv_heads)), tokens,
                detail::rotate_and_store_op{qkv.data(), layout, plan, storage, layer,
                                            rotary_embedding{shape_.head_dim, shape_.rope_theta}});
     const float scale = 1.0f / std::sqrt(static_cast<float>(shape_.head_dim));
-    for_each_n(for_operations_of(policy, head_work * static_cast<std::size_t>(cache.step_positions())),
-               tokens * static_cast<std::size_t>(shape_.heads),
-               detail::causal_attention_op{qkv.data(), layout, plan, storage, layer, scale, context.data()});
+    const detail::causal_attention_op attend{qkv.data(), layout, plan, storage, layer, scale, context.data(),
+                                             heads_per_operation(policy)};
+    for_each_n(for_operations_of(policy, static_cast<std::size_t>(attend.heads_per_op) * head_work *
+                                             static_cast<std::size_t>(cache.step_positions())),
+               attend.operations(tokens), attend);
 
     gemm_nt(policy, tokens, hidden, context_width, view<const float>(context), o_weight_.as_view(), out);
   }
@@ -147,6 +151,17 @@ class attention {
   [[nodiscard]] const shape& dimensions() const { return shape_; }
 
  private:
+  /// Query heads of one kv head that one attention operation serves: as many as it holds where an operation covers
+  /// whole rows (row_chunk, the host: each cache row is then read once for all of them), one where it covers a few
+  /// elements (a device: more threads).
+  int heads_per_operation(const Policy& policy) const {
+    const int group = shape_.heads / shape_.kv_heads;
+    if (row_chunk(policy) < static_cast<std::size_t>(group) * static_cast<std::size_t>(shape_.head_dim)) {
+      return 1;
+    }
+    return std::min(group, detail::causal_attention_op::max_heads_per_op);
+  }
+
   static void validate(const shape& dimensions) {
     const auto fail = [](const std::string& message) { throw invalid_argument("attention: " + message); };
     if (dimensions.hidden < 1 || dimensions.heads < 1 || dimensions.kv_heads < 1 || dimensions.head_dim < 1) {

@@ -4,7 +4,7 @@
 // every attention layer (which writes its K/V of the step's tokens and attends over them), then committed:
 //   cache.begin(policy, slots, sizes);  for each layer: attention.forward(policy, cache, layer, x, out);
 //   cache.commit();                      cache.truncate(slot, accepted_length);   // speculative rollback
-// Memory: K and V each [layers][slots][max_positions][kv_heads][head_dim] fp32, allocated up front.
+// Memory: K and V each [layers][slots][kv_heads][max_positions][head_dim] fp32, allocated up front.
 #include <cstddef>
 #include <cstdint>
 #include <string>

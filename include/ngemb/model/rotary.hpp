@@ -9,6 +9,7 @@
 // Angles and their sines are taken in double: position * inv_freq grows with the position, and fp32 would lose the
 // angle's low digits long before the context ends.
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,25 +25,28 @@ struct rotary_embedding {
   double theta;  ///< `rope_theta`
 
   /// Rotates one head vector [head_dim] in place for a token at `position`.
-  NGEMB_HD void apply(float* head, std::int64_t position) const {
+  NGEMB_HD void apply(float* head, std::int64_t position) const { apply(head, 1, 0, position); }
+
+  /// Rotates `count` head vectors [head_dim], `stride` floats apart, in place for a token at `position`: each
+  /// angle's cosine and sine are taken once for all of them (the query and key heads of a token share them).
+  NGEMB_HD void apply(float* heads, int count, std::size_t stride, std::int64_t position) const {
     const int half = head_dim / 2;
     for (int i = 0; i < half; ++i) {
       const double inverse_frequency = ::pow(theta, -2.0 * i / head_dim);
       const double angle = static_cast<double>(position) * inverse_frequency;
       const double cosine = ::cos(angle);
       const double sine = ::sin(angle);
-      const double first = head[i];
-      const double second = head[i + half];
-      head[i] = static_cast<float>(first * cosine - second * sine);
-      head[i + half] = static_cast<float>(second * cosine + first * sine);
+      for (int h = 0; h < count; ++h) {
+        float* head = heads + static_cast<std::size_t>(h) * stride;
+        const double first = head[i];
+        const double second = head[i + half];
+        head[i] = static_cast<float>(first * cosine - second * sine);
+        head[i + half] = static_cast<float>(second * cosine + first * sine);
+      }
     }
   }
 };
 
-/// The inverse frequency of each rotary pair of a `dim`-wide rotary head and the factor on cos and sin, as
-/// transformers computes them (`compute_default_rope_parameters`, `_compute_yarn_parameters`): by default
-/// theta^(-2i/dim); under YaRN the blend extrapolation * (1 - ramp_i) + extrapolation / factor * ramp_i with
-/// ramp_i = clamp((i - low) / (high - low), 0, 1) over rope_scaling::yarn_range.
 struct rotary_frequencies {
   int dim;        ///< even
   double theta;   ///< `rope_theta`

@@ -6,6 +6,7 @@
 
 #include "ngemb/core/macros.hpp"
 #include "ngemb/model/detail/kv_layout.hpp"
+#include "ngemb/model/detail/lane_math.hpp"
 #include "ngemb/model/rotary.hpp"
 
 namespace ngemb::detail {
@@ -23,8 +24,8 @@ struct qkv_layout {
   NGEMB_HD std::size_t value(std::size_t token, int kv_head) const { return query(token, heads + kv_heads + kv_head); }
 };
 
-/// Index (token, r) over r < heads + kv_heads: r < heads rotates query head r in place; r = heads + g rotates key
-/// head g and stores it with value head g in the cache at the token's slot and position.
+/// Index token: rotates its query and key heads (one run of heads + kv_heads head vectors in its qkv row, sharing
+/// the angles) and stores each key head with its value head in the cache at the token's slot and position.
 struct rotate_and_store_op {
   float* qkv;
   qkv_layout layout;
@@ -33,69 +34,140 @@ struct rotate_and_store_op {
   int layer;
   rotary_embedding rotary;
 
-  NGEMB_HD void operator()(std::size_t index) const {
-    const auto per_token = static_cast<std::size_t>(layout.heads + layout.kv_heads);
-    const std::size_t token = index / per_token;
-    const int head = static_cast<int>(index % per_token);
+  NGEMB_HD void operator()(std::size_t token) const {
     const token_place place = plan[token];
-    if (head < layout.heads) {
-      rotary.apply(qkv + layout.query(token, head), place.position);
-      return;
-    }
-    const int kv_head = head - layout.heads;
-    float* key = qkv + layout.key(token, kv_head);
-    const float* value = qkv + layout.value(token, kv_head);
-    rotary.apply(key, place.position);
-    const std::size_t at = cache.offset(layer, place.slot, place.position, kv_head);
-    for (int d = 0; d < layout.head_dim; ++d) {
-      cache.keys[at + d] = key[d];
-      cache.values[at + d] = value[d];
+    rotary.apply(qkv + layout.query(token, 0), layout.heads + layout.kv_heads,
+                 static_cast<std::size_t>(layout.head_dim), place.position);
+    for (int kv_head = 0; kv_head < layout.kv_heads; ++kv_head) {
+      const float* key = qkv + layout.key(token, kv_head);
+      const float* value = qkv + layout.value(token, kv_head);
+      const std::size_t at = cache.offset(layer, place.slot, place.position, kv_head);
+      for (int d = 0; d < layout.head_dim; ++d) {
+        cache.keys[at + d] = key[d];
+        cache.values[at + d] = value[d];
+      }
     }
   }
 };
 
-/// Index (token, head): softmax(q.k * scale) over the keys at positions [0, position] of the token's slot, times
-/// the values. The softmax is online (a running maximum rescales the running sum and the accumulated values), so
-/// one pass needs no score array, and the accumulator is the output row itself.
+/// Index (token, kv head, block of up to heads_per_op of the kv head's query heads): for each of those query heads,
+/// softmax(q.k * scale) over the keys at positions [0, position] of the token's slot, times the values. The
+/// query heads of one kv head read the same keys and values, so one operation serves several of them and reads each
+/// cache row once for all. Positions go in blocks of block_positions: the block's scores first, then one
+/// online-softmax step per block (the block's maximum rescales the running sum and the accumulated values once),
+/// then the weighted values; each loop over a block's positions vectorises (lane_math.hpp). The accumulator is the
+/// output row itself.
 struct causal_attention_op {
+  static constexpr int max_heads_per_op = 8;
+  static constexpr int block_positions = 4 * reduction_lanes;
+  static constexpr float lowest_score = -3.402823466e38f;
+
   const float* qkv;
   qkv_layout layout;
   const token_place* plan;
   kv_storage cache;
   int layer;
   float scale;
-  float* context;  ///< [tokens x heads x head_dim]
+  float* context;    ///< [tokens x heads x head_dim]
+  int heads_per_op;  ///< 1 to max_heads_per_op
+
+  [[nodiscard]] NGEMB_HD int group() const { return layout.heads / layout.kv_heads; }
+  [[nodiscard]] NGEMB_HD int blocks_per_kv_head() const { return (group() + heads_per_op - 1) / heads_per_op; }
+  /// Operations of a step of `tokens` tokens.
+  [[nodiscard]] NGEMB_HD std::size_t operations(std::size_t tokens) const {
+    return tokens * static_cast<std::size_t>(layout.kv_heads) * static_cast<std::size_t>(blocks_per_kv_head());
+  }
 
   NGEMB_HD void operator()(std::size_t index) const {
-    const std::size_t token = index / static_cast<std::size_t>(layout.heads);
-    const int head = static_cast<int>(index % static_cast<std::size_t>(layout.heads));
-    const int kv_head = head / (layout.heads / layout.kv_heads);
-    const float* query = qkv + layout.query(token, head);
-    float* out = context + index * static_cast<std::size_t>(layout.head_dim);
+    const auto blocks = static_cast<std::size_t>(blocks_per_kv_head());
+    const std::size_t token = index / (static_cast<std::size_t>(layout.kv_heads) * blocks);
+    const int kv_head = static_cast<int>(index / blocks % static_cast<std::size_t>(layout.kv_heads));
+    const int first_head = kv_head * group() + static_cast<int>(index % blocks) * heads_per_op;
+    const int remaining = (kv_head + 1) * group() - first_head;
+    const int count = remaining < heads_per_op ? remaining : heads_per_op;
+    const int width = layout.head_dim;
     const token_place place = plan[token];
-    for (int d = 0; d < layout.head_dim; ++d) {
-      out[d] = 0.0f;
-    }
-    float running_max = 0.0f;
-    float sum = 0.0f;
-    for (std::int64_t position = 0; position <= place.position; ++position) {
-      const std::size_t at = cache.offset(layer, place.slot, position, kv_head);
-      float score = 0.0f;
-      for (int d = 0; d < layout.head_dim; ++d) {
-        score += query[d] * cache.keys[at + d];
+    float* out[max_heads_per_op];
+    const float* query[max_heads_per_op];
+    float running_max[max_heads_per_op];
+    float sum[max_heads_per_op];
+    for (int g = 0; g < count; ++g) {
+      query[g] = qkv + layout.query(token, first_head + g);
+      out[g] = context + (token * static_cast<std::size_t>(layout.heads) + static_cast<std::size_t>(first_head + g)) *
+                             static_cast<std::size_t>(width);
+      for (int d = 0; d < width; ++d) {
+        out[g][d] = 0.0f;
       }
-      score *= scale;
-      const float previous_max = position == 0 ? score : running_max;
-      running_max = score > previous_max ? score : previous_max;
-      const float rescale = ::expf(previous_max - running_max);
-      const float weight = ::expf(score - running_max);
-      sum = sum * rescale + weight;
-      for (int d = 0; d < layout.head_dim; ++d) {
-        out[d] = out[d] * rescale + weight * cache.values[at + d];
+      sum[g] = 0.0f;
+      running_max[g] = 0.0f;
+    }
+    const std::size_t stride = cache.position_stride();
+    float weights[max_heads_per_op][block_positions];
+    for (std::int64_t first = 0; first <= place.position; first += block_positions) {
+      const std::int64_t left = place.position + 1 - first;
+      const int length = left < block_positions ? static_cast<int>(left) : block_positions;
+      const std::size_t at = cache.offset(layer, place.slot, first, kv_head);
+      for (int j = 0; j < length; ++j) {
+        const float* key = cache.keys + at + static_cast<std::size_t>(j) * stride;
+        for (int g = 0; g < count; ++g) {
+          weights[g][j] = dot_widened(query[g], key, width) * scale;
+        }
+      }
+      for (int g = 0; g < count; ++g) {
+        float* row = weights[g];
+        float block_max = row[0];
+        for (int j = 1; j < length; ++j) {
+          block_max = row[j] > block_max ? row[j] : block_max;
+        }
+        for (int j = length; j < block_positions; ++j) {
+          row[j] = lowest_score;  // weight 0 below
+        }
+        const float new_max = first == 0 || block_max > running_max[g] ? block_max : running_max[g];
+        if (first != 0) {
+          const float rescale = softmax_exp(running_max[g] - new_max);
+          sum[g] *= rescale;
+          for (int d = 0; d < width; ++d) {
+            out[g][d] *= rescale;
+          }
+        }
+        running_max[g] = new_max;
+        float lane_sum[reduction_lanes] = {};
+        for (int j = 0; j < block_positions; j += reduction_lanes) {
+          for (int l = 0; l < reduction_lanes; ++l) {
+            row[j + l] = softmax_exp(row[j + l] - new_max);
+            lane_sum[l] += row[j + l];
+          }
+        }
+        sum[g] += sum_lanes(lane_sum);
+      }
+      // Four positions per pass over the accumulators: a quarter of their loads and stores.
+      int j = 0;
+      for (; j + 4 <= length; j += 4) {
+        const float* value = cache.values + at + static_cast<std::size_t>(j) * stride;
+        for (int g = 0; g < count; ++g) {
+          const float* w = weights[g] + j;
+          float* accumulated = out[g];
+          for (int d = 0; d < width; ++d) {
+            accumulated[d] += (w[0] * value[d] + w[1] * value[stride + d]) +
+                              (w[2] * value[2 * stride + d] + w[3] * value[3 * stride + d]);
+          }
+        }
+      }
+      for (; j < length; ++j) {
+        const float* value = cache.values + at + static_cast<std::size_t>(j) * stride;
+        for (int g = 0; g < count; ++g) {
+          const float weight = weights[g][j];
+          float* accumulated = out[g];
+          for (int d = 0; d < width; ++d) {
+            accumulated[d] += weight * value[d];
+          }
+        }
       }
     }
-    for (int d = 0; d < layout.head_dim; ++d) {
-      out[d] /= sum;
+    for (int g = 0; g < count; ++g) {
+      for (int d = 0; d < width; ++d) {
+        out[g][d] /= sum[g];
+      }
     }
   }
 };

@@ -14,7 +14,8 @@ struct token_place {
   std::int64_t position;
 };
 
-/// K and V, each [layers][slots][max_positions][kv_heads][head_dim] fp32.
+/// K and V, each [layers][slots][kv_heads][max_positions][head_dim] fp32: the positions of one kv head are
+/// contiguous, so attention over a sequence's cache streams its rows.
 struct kv_storage {
   float* keys;
   float* values;
@@ -26,10 +27,12 @@ struct kv_storage {
   /// First element of the head vector of (layer, slot, position, kv_head) in keys and in values.
   NGEMB_HD std::size_t offset(int layer, std::int32_t slot, std::int64_t position, int kv_head) const {
     const std::size_t sequence = static_cast<std::size_t>(layer) * slots + static_cast<std::size_t>(slot);
-    const std::size_t token = sequence * static_cast<std::size_t>(max_positions) + static_cast<std::size_t>(position);
-    return (token * static_cast<std::size_t>(kv_heads) + static_cast<std::size_t>(kv_head)) *
+    const std::size_t head = sequence * static_cast<std::size_t>(kv_heads) + static_cast<std::size_t>(kv_head);
+    return (head * static_cast<std::size_t>(max_positions) + static_cast<std::size_t>(position)) *
            static_cast<std::size_t>(head_dim);
   }
+  /// Elements from a head vector to the same head's at the next position.
+  [[nodiscard]] NGEMB_HD std::size_t position_stride() const { return static_cast<std::size_t>(head_dim); }
 };
 
 }  // namespace ngemb::detail

@@ -16,6 +16,7 @@
 
 #include "ngemb/core/macros.hpp"
 #include "ngemb/model/detail/kv_layout.hpp"
+#include "ngemb/model/detail/lane_math.hpp"
 #include "ngemb/model/rotary.hpp"
 
 namespace ngemb::detail {
@@ -46,27 +47,6 @@ struct latent_storage {
            static_cast<std::size_t>(width);
   }
 };
-
-/// sum a[i] * b[i] in fp32 over independent partial sums (the host compiler vectorises them).
-template <class Element>
-NGEMB_HD float dot_widened(const float* a, const Element* b, int n) {
-  constexpr int lanes = 8;
-  float partial[lanes] = {};
-  int i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    for (int j = 0; j < lanes; ++j) {
-      partial[j] += a[i + j] * static_cast<float>(b[i + j]);
-    }
-  }
-  float sum = 0.0f;
-  for (const float value : partial) {
-    sum += value;
-  }
-  for (; i < n; ++i) {
-    sum += a[i] * static_cast<float>(b[i]);
-  }
-  return sum;
-}
 
 /// Index over elements of [rows x width]: y += bias per column.
 struct add_bias_op {
@@ -192,10 +172,18 @@ struct chunk_softmax_op {
       chunk_max = score[j] > chunk_max ? score[j] : chunk_max;
     }
     const float running_max = started && state[1] > chunk_max ? state[1] : chunk_max;
-    const float factor = started ? ::expf(state[1] - running_max) : 0.0f;
-    float sum = 0.0f;
-    for (std::int64_t j = 0; j < attended; ++j) {
-      score[j] = ::expf(score[j] - running_max);
+    const float factor = started ? softmax_exp(state[1] - running_max) : 0.0f;
+    float lane_sum[reduction_lanes] = {};
+    std::int64_t j = 0;
+    for (; j + reduction_lanes <= attended; j += reduction_lanes) {
+      for (int l = 0; l < reduction_lanes; ++l) {
+        score[j + l] = softmax_exp(score[j + l] - running_max);
+        lane_sum[l] += score[j + l];
+      }
+    }
+    float sum = sum_lanes(lane_sum);
+    for (; j < attended; ++j) {
+      score[j] = softmax_exp(score[j] - running_max);
       sum += score[j];
     }
     for (std::int64_t j = attended; j < length; ++j) {
