@@ -97,6 +97,24 @@ void packed_gemm(const host_policy& policy, std::size_t m, std::size_t n, std::s
 }
 #endif
 
+/// C = A * B^T (m, n, k > 0) through the library's own kernels where they apply: the streaming kernel for few rows
+/// of A (Eigen would pack all of B for them), the packed kernel where the CPU has AVX2. False: Eigen's turn.
+template <class W>
+bool run_own_kernel(const host_policy& policy, std::size_t m, std::size_t n, std::size_t k, const float* a, const W* b,
+                    std::size_t ldb, float* c) {
+  if (m <= small_gemm_max_rows) {
+    small_gemm(policy, m, n, k, a, b, ldb, c);
+    return true;
+  }
+#ifdef NGEMB_HOST_X86_KERNELS
+  if (use_packed_gemm()) {
+    packed_gemm(policy, m, n, k, a, b, ldb, c);
+    return true;
+  }
+#endif
+  return false;
+}
+
 /// Rows of B one block of the mixed GEMM widens at a time: 1 MiB of fp32, tall enough panels for Eigen's blocked
 /// kernel, small enough to stay in L2/L3 between its widening and its use.
 inline std::size_t mixed_gemm_block_rows(std::size_t k) { return std::max<std::size_t>(1, (std::size_t{1} << 18) / k); }
@@ -119,16 +137,9 @@ void gemm_nt_rows(const host_policy& policy, std::size_t m, std::size_t n, std::
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
-    if (m <= small_gemm_max_rows) {  // Eigen would pack all of B for a few rows of A
-      small_gemm(policy, m, n, k, a, b, ldb, c);
+    if (run_own_kernel(policy, m, n, k, a, b, ldb, c)) {
       return;
     }
-#ifdef NGEMB_HOST_X86_KERNELS
-    if (use_packed_gemm()) {
-      packed_gemm(policy, m, n, k, a, b, ldb, c);
-      return;
-    }
-#endif
   }
   const Eigen::Map<const row_major> lhs(a, static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(k));
   const Eigen::Map<const row_major, Eigen::Unaligned, Eigen::OuterStride<>> rhs(
@@ -208,16 +219,9 @@ void mixed_gemm_rows(const host_policy& policy, std::size_t m, std::size_t n, st
     result.setZero();
     return;
   }
-  if (m <= small_gemm_max_rows) {
-    small_gemm(policy, m, n, k, a, b, ldb, c);
+  if (run_own_kernel(policy, m, n, k, a, b, ldb, c)) {
     return;
   }
-#ifdef NGEMB_HOST_X86_KERNELS
-  if (use_packed_gemm()) {
-    packed_gemm(policy, m, n, k, a, b, ldb, c);
-    return;
-  }
-#endif
   const Eigen::Map<const row_major> lhs(a, static_cast<Eigen::Index>(m), static_cast<Eigen::Index>(k));
   const std::size_t block_rows = std::min(n, mixed_gemm_block_rows(k));
   const std::size_t blocks = (n + block_rows - 1) / block_rows;
