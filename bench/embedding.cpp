@@ -1,7 +1,7 @@
 // Host throughput of the n-gram embedding forward (library: hash + fused gather/GEMM/combine) for the Lite shape
 // with 1M-row bf16 tables, at decode batches 1, 16, 64, 256 and a 4 x 1024 prefill; see embedding_setup.hpp for the
 // shape, the naive path, the batches and the byte accounting. Every path runs under ngemb::host_policy{0} (all
-// hardware threads: the `threads` counter). Per shape three benchmarks:
+// hardware threads: the `threads` counter). Per shape five benchmarks:
 //   {shape}         the library's forward (fp32 W_cat),
 //   {shape}_bf16    the same with bf16 W_cat (fused_projection<float, host_policy, bf16>; same weight values),
 //   {shape}_fp8     the same with block-scaled fp8 W_cat (the W_i quantised per 128 x 128 block),
@@ -12,7 +12,13 @@
 //   naive: the naive path (and its gathers alone, for the gather benchmark),
 //   floor: std::memcpy of 1 GiB, split over the same host_policy{0} threads as the library (with one thread the
 //          copy reaches less of the machine's bandwidth than the library's threads can), the bandwidth counting
-//          read + write bytes (embedding_setup.hpp).
+//          read + write bytes (embedding_setup.hpp),
+//   read floor: a read-only sum of 1 GiB over the same threads (ngemb_bench::read_floor, its fastest repetition):
+//          a step mostly reads (rows, W_cat), which a copy's read + write bandwidth need not match.
+// Counters (embedding_setup.hpp's set_counters): tokens_per_second; bytes_per_token (read + written); vs_naive =
+// naive time / this time; vs_floor = time / (bytes moved / memcpy bandwidth); vs_read_floor = time / (bytes read /
+// read-only bandwidth), the bytes read being bytes_per_token's less the output written: 1 means reading what the
+// step must read once at that bandwidth.
 // Iterations: Google Benchmark's default 0.5 s minimum, except the prefill, whose GEMM is 4096 x 3072 x 3072
 // (77 GFLOP, ~1 s on a 2-core host): three iterations of the library path and one of the naive path (whose median
 // of three was already taken at setup). The whole program runs in about a minute on 2 cores
@@ -36,6 +42,7 @@ using ngemb_bench::variant;
 
 using ngemb_bench::clock_type;
 using ngemb_bench::memcpy_floor;
+using ngemb_bench::read_floor;
 using ngemb_bench::seconds_since;
 using ngemb_bench::time_calls;
 
@@ -44,6 +51,12 @@ const ngemb::host_policy all_threads{0};
 /// Built on first use (not before main), so --benchmark_list_tests and filters cost nothing.
 memcpy_floor& floor_baseline() {
   static memcpy_floor floor(all_threads);
+  return floor;
+}
+
+/// Built on first use, as floor_baseline().
+read_floor& read_floor_baseline() {
+  static read_floor floor(all_threads);
   return floor;
 }
 
@@ -71,7 +84,8 @@ struct shape_state {
 shape_state& shape_at(std::size_t index) {
   static std::vector<std::unique_ptr<shape_state>> states(ngemb_bench::shapes.size());
   if (!states[index]) {
-    floor_baseline();  // the floor first, before the tables take most of the memory
+    floor_baseline();  // the floors first, before the tables take most of the memory
+    read_floor_baseline();
     states[index] = std::make_unique<shape_state>(index);
   }
   return *states[index];
@@ -80,7 +94,6 @@ shape_state& shape_at(std::size_t index) {
 /// Times the loop itself (real time, like the framework) so the ratios can be printed as plain counters.
 void run_shape(benchmark::State& state, std::size_t index, variant kind) {
   shape_state& shape = shape_at(index);
-  const double bandwidth = floor_baseline().bandwidth();
   auto& work = shape.work;
   const auto start = clock_type::now();
   for (auto _ : state) {
@@ -88,11 +101,9 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
     benchmark::ClobberMemory();
   }
   const double per_iteration = seconds_since(start) / static_cast<double>(state.iterations());
-  const bool gather = kind == variant::gather;
-  ngemb_bench::set_counters(state, static_cast<double>(work.tokens()),
-                            gather ? work.gather_bytes_per_token()
-                                   : work.forward_bytes_per_token(ngemb_bench::weight_bytes(kind)), per_iteration,
-                            gather ? shape.naive_gather_seconds : shape.naive_seconds, bandwidth);
+  ngemb_bench::set_counters(state, static_cast<double>(work.tokens()), ngemb_bench::bytes_per_token(work, kind),
+                            per_iteration, kind == variant::gather ? shape.naive_gather_seconds : shape.naive_seconds,
+                            floor_baseline().bandwidth(), read_floor_baseline().bandwidth());
   state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
 }
 

@@ -117,11 +117,9 @@ void run_shape(benchmark::State& state, std::size_t index, variant kind) {
       total += seconds;
     }
     const double per_iteration = total / static_cast<double>(state.iterations());
-    const bool gather = kind == variant::gather;
-    ngemb_bench::set_counters(state, static_cast<double>(work.tokens()),
-                              gather ? work.gather_bytes_per_token()
-                                   : work.forward_bytes_per_token(ngemb_bench::weight_bytes(kind)), per_iteration,
-                              gather ? shape.naive_gather_seconds : shape.naive_seconds, gpu.bandwidth());
+    ngemb_bench::set_counters(state, static_cast<double>(work.tokens()), ngemb_bench::bytes_per_token(work, kind),
+                              per_iteration, kind == variant::gather ? shape.naive_gather_seconds : shape.naive_seconds,
+                              gpu.bandwidth());
   } catch (const ngemb::error& failure) {  // CUDA failures and library errors end this benchmark, not the run
     state.SkipWithError(failure.what());
   }

@@ -2,7 +2,7 @@
 // What the embedding benchmarks share (bench/embedding.cpp on the host, bench/embedding_device.cu on a GPU): the
 // shape and its tables, the batches, the naive path, the byte accounting, the check that both paths agree, the
 // median timer and the counters. All of it is written once against a policy, so both programs time the same work;
-// only the clock, the memcpy floor and the device's stream live in the two program files.
+// only the clock, the bandwidth floors and the device's stream live in the two program files.
 //
 // Shape: LongCat-Flash-Lite's H = 3072, N = 4, K = 4 (T = 12 sub-tables), d = 256, V = 131072, eos = 2, with bf16
 // sub-tables of m_i = 2^20 + 2i + 1 rows (m_base = 2^20 instead of the ratio 78): 12 x 1M x 256 x 2 B = 6.4 GB of
@@ -96,22 +96,35 @@ inline constexpr std::size_t pool_tokens = 32768;
 // Bytes moved per token by a forward of `batch` tokens: what it cannot avoid (ids, tokens, GEMM scratch excluded):
 //   T*d*2             the T gathered bf16 sub-table rows,
 //   + H*2             the bf16 base row,
-//   + H*T*d*4 / batch W_cat (fp32) read once per forward, shared by the batch's tokens,
+//   + H*T*d*w / batch W_cat (w = 4, 2 or 1 bytes a weight: fp32, bf16, fp8) read once per forward, shared by the
+//                     batch's tokens,
 //   + H*4             the fp32 output row written.
 // The gather alone moves T*d*2 (rows read) + T*d*4 (fp32 gathered rows written).
 // Floor: a large copy timed in the same run. A copy of S bytes reads S and writes S, so it moves 2*S bytes and
 // its bandwidth is 2*S / time; a benchmark that moves X bytes per iteration has floor time X / bandwidth, and
-// vs_floor = (its time) / (floor time).
-inline double forward_bytes_per_token(const ngemb::ngram_config& config, std::size_t batch, double weight_bytes) {
+// vs_floor = (its time) / (floor time). The read-only floor (where a program measures one) counts the bytes read
+// alone, the terms above without the written output: vs_read_floor = (its time) / (read bytes / read bandwidth).
+inline double forward_read_bytes_per_token(const ngemb::ngram_config& config, std::size_t batch,
+                                           double weight_bytes) {
   const auto tables = static_cast<double>(config.num_tables());
   const auto width = static_cast<double>(config.row_width());
   const auto hidden = static_cast<double>(config.hidden_size);
   return tables * width * sizeof(ngemb::bf16) + hidden * sizeof(ngemb::bf16) +
-         hidden * tables * width * weight_bytes / static_cast<double>(batch) + hidden * sizeof(float);
+         hidden * tables * width * weight_bytes / static_cast<double>(batch);
+}
+
+inline double forward_bytes_per_token(const ngemb::ngram_config& config, std::size_t batch, double weight_bytes) {
+  return forward_read_bytes_per_token(config, batch, weight_bytes) +
+         static_cast<double>(config.hidden_size) * sizeof(float);
+}
+
+inline double gather_read_bytes_per_token(const ngemb::ngram_config& config) {
+  return static_cast<double>(config.num_tables() * config.row_width()) * sizeof(ngemb::bf16);
 }
 
 inline double gather_bytes_per_token(const ngemb::ngram_config& config) {
-  return static_cast<double>(config.num_tables() * config.row_width()) * (sizeof(ngemb::bf16) + sizeof(float));
+  return gather_read_bytes_per_token(config) +
+         static_cast<double>(config.num_tables() * config.row_width()) * sizeof(float);
 }
 
 /// A setup that measured something wrong ends the program: a benchmark of a wrong path is worthless.
@@ -364,10 +377,7 @@ class workload {
 
   [[nodiscard]] std::size_t tokens() const { return shape_.tokens(); }
   [[nodiscard]] const shape_spec& shape() const { return shape_; }
-  [[nodiscard]] double forward_bytes_per_token(double weight_bytes = sizeof(float)) const {
-    return ngemb_bench::forward_bytes_per_token(model_->config(), tokens(), weight_bytes);
-  }
-  [[nodiscard]] double gather_bytes_per_token() const { return ngemb_bench::gather_bytes_per_token(model_->config()); }
+  [[nodiscard]] const ngemb::ngram_config& config() const { return model_->config(); }
 
   /// The library's forward (hash + fused embed) of the next batch, with fp32 W_cat.
   void run_library() { forward(model_->embedding()); }
@@ -572,15 +582,38 @@ void run_once(Work& work, variant kind) {
   }
 }
 
+/// Bytes per token a step moves (read + written) and of them those it reads (see forward_bytes_per_token).
+struct token_bytes {
+  double moved;
+  double read;
+};
+
+/// The byte accounting of one step of `kind` on `work`'s batch.
+template <class Work>
+token_bytes bytes_per_token(const Work& work, variant kind) {
+  const ngemb::ngram_config& config = work.config();
+  if (kind == variant::gather) {
+    return {gather_bytes_per_token(config), gather_read_bytes_per_token(config)};
+  }
+  return {forward_bytes_per_token(config, work.tokens(), weight_bytes(kind)),
+          forward_read_bytes_per_token(config, work.tokens(), weight_bytes(kind))};
+}
+
 /// The counters every benchmark prints. `baseline_seconds` is the naive counterpart's median (measured at setup),
-/// `bandwidth` the floor's bytes per second (read + write).
-inline void set_counters(benchmark::State& state, double tokens, double bytes_per_token, double seconds_per_iteration,
-                         double baseline_seconds, double bandwidth) {
+/// `bandwidth` the memcpy floor's bytes per second (read + write), `read_bandwidth` the read-only floor's, where
+/// the program measures one (vs_read_floor only then).
+inline void set_counters(benchmark::State& state, double tokens, const token_bytes& per_token,
+                         double seconds_per_iteration, double baseline_seconds, double bandwidth,
+                         std::optional<double> read_bandwidth = std::nullopt) {
   state.counters["tokens_per_second"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bytes_per_token"] = benchmark::Counter(bytes_per_token);
+  state.counters["bytes_per_token"] = benchmark::Counter(per_token.moved);
   state.counters["vs_naive"] = benchmark::Counter(baseline_seconds / seconds_per_iteration);
-  state.counters["vs_floor"] = benchmark::Counter(seconds_per_iteration / (bytes_per_token * tokens / bandwidth));
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes_per_token * tokens));
+  state.counters["vs_floor"] = benchmark::Counter(seconds_per_iteration / (per_token.moved * tokens / bandwidth));
+  if (read_bandwidth) {
+    state.counters["vs_read_floor"] =
+        benchmark::Counter(seconds_per_iteration / (per_token.read * tokens / *read_bandwidth));
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(per_token.moved * tokens));
 }
 
 /// Registers library (fp32, bf16 and fp8 W_cat), naive and gather benchmarks for every shape as

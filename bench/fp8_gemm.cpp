@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
@@ -42,45 +41,6 @@ constexpr std::size_t k = 3072;
 constexpr std::size_t max_m = 16;
 constexpr std::size_t copy_bytes = std::size_t{128} << 20;
 
-/// The read floor: sums `bytes` of a 256 MiB buffer in 64-bit words, one contiguous share per thread, each call at
-/// the next offset (up to 64 trailing bytes per thread are left out).
-class read_floor {
- public:
-  void read(std::size_t bytes) {
-    const std::size_t words = bytes / sizeof(std::uint64_t);
-    if (offset_ + words > buffer_.size()) {
-      offset_ = 0;
-    }
-    const std::uint64_t* const first = buffer_.data() + offset_;
-    offset_ += words;
-    const std::size_t threads = all_threads.resolved_threads();
-    ngemb::for_each_n(ngemb::host_policy{static_cast<unsigned>(threads), 1}, threads, [&](std::size_t part) {
-      // Eight streams at once, as the kernels read eight (or four) rows of weights: one stream alone leaves
-      // memory bandwidth unused on this machine, which would make the floor no floor.
-      constexpr std::size_t streams = 8;
-      const std::size_t begin = words * part / threads;
-      const std::size_t length = (words * (part + 1) / threads - begin) / streams;
-      std::uint64_t sum[streams] = {};
-      for (std::size_t i = 0; i < length; ++i) {
-        for (std::size_t stream = 0; stream < streams; ++stream) {
-          sum[stream] += first[begin + stream * length + i];
-        }
-      }
-      for (std::size_t stream = 1; stream < streams; ++stream) {
-        sum[0] += sum[stream];
-      }
-      sums_[part] = sum[0];
-    });
-    benchmark::DoNotOptimize(sums_.data());
-    benchmark::ClobberMemory();
-  }
-
- private:
-  std::vector<std::uint64_t> buffer_ = std::vector<std::uint64_t>((std::size_t{256} << 20) / sizeof(std::uint64_t), 1);
-  std::size_t offset_ = 0;
-  std::vector<std::uint64_t> sums_ = std::vector<std::uint64_t>(all_threads.resolved_threads());
-};
-
 enum class variant { fp8, fp8_portable, bf16 };
 constexpr std::size_t variants = 3;
 
@@ -91,7 +51,9 @@ struct round_medians {
 };
 
 struct bench_state {
-  read_floor floor;  // first, before the weights take memory
+  // First, before the weights take memory. Reads cycle through 256 MiB (8x this machine's L3), so each comes from
+  // DRAM as the weights' copies do.
+  ngemb_bench::read_floor floor{all_threads, std::size_t{256} << 20};
   std::size_t fp8_copies = copy_bytes / (n * k);
   std::size_t bf16_copies = copy_bytes / (n * k * sizeof(ngemb::bf16));
   std::size_t scale_count = ngemb::fp8_scale_blocks(n) * ngemb::fp8_scale_blocks(k);

@@ -45,8 +45,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <ctime>
-#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -83,7 +81,11 @@
 
 namespace {
 
+using ngemb_bench::best_seconds;
+using ngemb_bench::call_cost;
 using ngemb_bench::clock_type;
+using ngemb_bench::cpu_seconds;
+using ngemb_bench::read_floor;
 using ngemb_bench::seconds_since;
 using ngemb_bench::time_calls;
 
@@ -97,31 +99,6 @@ void on_every_thread(const Part& part) {
 }
 
 // ---- The machine's limits --------------------------------------------------------------------------------------
-
-/// CPU seconds all of the process's threads have used: unlike wall time, not stretched when other jobs take the
-/// cores (std::clock is the process's CPU time on POSIX).
-double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
-
-/// Wall and CPU seconds (all threads) per call of `run`, each its fastest of 15 repetitions of >= 5 ms after a
-/// warm-up call: a limit is the best the machine shows (other work only slows a repetition down), unlike the
-/// baselines' medians.
-struct call_cost {
-  double wall;
-  double cpu;
-};
-
-template <class Run>
-call_cost best_seconds(Run& run) {
-  const double once = time_calls(run, 1);
-  const long calls = std::max(1L, static_cast<long>(std::ceil(5e-3 / std::max(once, 1e-9))));
-  call_cost best{once, std::numeric_limits<double>::max()};
-  for (int repetition = 0; repetition < 15; ++repetition) {
-    const double cpu_start = cpu_seconds();
-    best.wall = std::min(best.wall, time_calls(run, calls) / static_cast<double>(calls));
-    best.cpu = std::min(best.cpu, (cpu_seconds() - cpu_start) / static_cast<double>(calls));
-  }
-  return best;
-}
 
 #if defined(__x86_64__) || defined(__i386__)
 /// Independent accumulators per thread: FMA latency (4-5 cycles) x 2 FMA ports needs 8-10 in flight.
@@ -245,54 +222,8 @@ compute_peaks& peaks() {
   return measured;
 }
 
-/// The read-only bandwidth floor: a 1 GiB array summed, one contiguous share per thread of all_threads, each share
-/// read as eight streams.
-class read_floor {
- public:
-  static constexpr std::size_t bytes = std::size_t{1} << 30;
-
-  read_floor() : words_(bytes / sizeof(std::uint64_t), 1), sums_(all_threads.resolved_threads()) {
-    auto run = [this] { sum(); };
-    bandwidth_ = static_cast<double>(bytes) / best_seconds(run).wall;
-  }
-
-  void sum() {
-    const std::size_t count = words_.size();
-    const std::size_t parts = sums_.size();
-    on_every_thread([&](std::size_t part) {
-      // Eight streams at once, as the kernels read several rows of weights at a time: one stream alone leaves
-      // memory bandwidth unused on this machine (as bench/fp8_gemm.cpp found), which would make the floor no floor.
-      // Integer sums vectorise without reassociating floats; up to 7 trailing words per thread are left out.
-      constexpr std::size_t streams = 8;
-      const std::size_t begin = count * part / parts;
-      const std::size_t length = (count * (part + 1) / parts - begin) / streams;
-      const std::uint64_t* const first = words_.data() + begin;
-      std::uint64_t sum[streams] = {};
-      for (std::size_t i = 0; i < length; ++i) {
-        for (std::size_t stream = 0; stream < streams; ++stream) {
-          sum[stream] += first[stream * length + i];
-        }
-      }
-      for (std::size_t stream = 1; stream < streams; ++stream) {
-        sum[0] += sum[stream];
-      }
-      sums_[part] = sum[0];
-    });
-    benchmark::DoNotOptimize(sums_.data());
-    benchmark::ClobberMemory();
-  }
-
-  /// Bytes read per second.
-  [[nodiscard]] double bandwidth() const { return bandwidth_; }
-
- private:
-  std::vector<std::uint64_t> words_;
-  std::vector<std::uint64_t> sums_;
-  double bandwidth_ = 0;
-};
-
 read_floor& read_baseline() {
-  static read_floor floor;
+  static read_floor floor(all_threads);
   return floor;
 }
 
@@ -746,13 +677,13 @@ void BM_read_floor_1GiB(benchmark::State& state) {
   read_floor& floor = read_baseline();
   const auto start = clock_type::now();
   for (auto _ : state) {
-    floor.sum();
+    floor.read(floor.bytes());
   }
   const double per_iteration = seconds_since(start) / static_cast<double>(state.iterations());
   state.counters["GB_per_s_setup"] = benchmark::Counter(floor.bandwidth() / 1e9);  // the floor's bandwidth
-  state.counters["GB_per_s"] = benchmark::Counter(static_cast<double>(read_floor::bytes) / per_iteration / 1e9);
+  state.counters["GB_per_s"] = benchmark::Counter(static_cast<double>(floor.bytes()) / per_iteration / 1e9);
   state.counters["threads"] = benchmark::Counter(static_cast<double>(all_threads.resolved_threads()));
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(read_floor::bytes));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(floor.bytes()));
 }
 
 }  // namespace
